@@ -1,0 +1,193 @@
+"""Generation: AR decoding with a pre-allocated KV cache, sampling, NAR passes.
+
+The AR model fills codebook 1 one frame at a time for a whole batch. Conditions are
+left-padded (prompts.collate), so every row's output starts at the same cache column C and one
+step appends one column for all rows. Rows differ only in their stopping rule:
+  - known length (ns/sr/tse): <eos> is forbidden before `out_frames`, forced at it;
+  - otherwise (tts/edit): stop at <eos> or at the row's frame limit;
+  - a known prefix (edit: C(pre)) is fed instead of sampled for its first P steps.
+The NAR model then fills codebooks 2..K greedily, one full pass per codebook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import ARModel, KVCache, NARModel, prefix_lm_mask
+from .prompts import Batch, Prompt, collate, eos_class
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """Knobs of AR sampling. temperature 0 means greedy."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    seed: int | None = 0
+    max_seconds: float = 30.0  # guard for tasks whose output length is not known (tts, edit)
+
+    def validate(self) -> "DecodingOptions":
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if self.top_k < 0:
+            raise ValueError("top-k must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top-p must be in (0, 1]")
+        if self.max_seconds <= 0:
+            raise ValueError("max-seconds must be > 0")
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Top-k then nucleus filtering of (B, V) logits; removed entries become -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the token that crosses top_p
+        drop = drop.scatter(-1, order, drop)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, opts: DecodingOptions, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) logits -> (B,) token ids."""
+    if opts.greedy:
+        return logits.argmax(-1)
+    probs = filter_logits(logits / opts.temperature, opts.top_k, opts.top_p).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def make_caches(model: ARModel, batch: int, length: int, device, dtype) -> list[KVCache]:
+    cfg = model.cfg
+    return [KVCache(batch, cfg.n_heads, length, cfg.d_model // cfg.n_heads, dtype, device)
+            for _ in range(cfg.n_layers)]
+
+
+@torch.inference_mode()
+def prefill(model: ARModel, batch: Batch, caches: list[KVCache]) -> None:
+    """Run the condition through the AR model, filling cache columns [0, C)."""
+    x = model.cond(batch.tokens, batch.types, batch.positions)  # (B, C, d)
+    empty = batch.cond_valid[:, :0]
+    model.run(x, prefix_lm_mask(batch.cond_valid, empty, causal=True), caches, 0)
+
+
+@torch.inference_mode()
+def decode_step(model: ARModel, token: torch.Tensor, step: int, start: int, key_valid: torch.Tensor,
+                caches: list[KVCache]) -> torch.Tensor:
+    """Feed one output token per row at output position `step` (cache column start+step) -> (B, V+1)."""
+    b = token.shape[0]
+    pos = torch.full((b, 1), step, dtype=torch.long, device=token.device)
+    col = start + step
+    h = model.run(model.embed_output(token[:, None], pos), key_valid[:, None, None, : col + 1], caches, col)
+    return model.head(h[:, -1]).float()
+
+
+@torch.inference_mode()
+def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: torch.Tensor,
+                known: torch.Tensor, prefix: torch.Tensor, prefix_len: torch.Tensor) -> list[torch.Tensor]:
+    """Codebook-1 codes per row.
+
+    limits (B,): most frames a row may produce (= out_frames for known-length rows);
+    known (B,) bool: the row must produce exactly `limits` frames;
+    prefix (B, P) / prefix_len (B,): codes fed instead of sampled for the first steps.
+    """
+    device = batch.tokens.device
+    b, c = batch.types.shape
+    v = model.cfg.codebook_size
+    eos = eos_class(v)
+    steps = int(limits.max())
+    dtype = next(model.parameters()).dtype
+    caches = make_caches(model, b, c + steps + 1, device, dtype)
+    key_valid = torch.zeros(b, c + steps + 1, dtype=torch.bool, device=device)
+    key_valid[:, :c] = batch.cond_valid
+    generator = None
+    if opts.seed is not None and not opts.greedy:
+        generator = torch.Generator(device=device).manual_seed(opts.seed)
+
+    prefill(model, batch, caches)
+    out = torch.zeros(b, steps, dtype=torch.long, device=device)
+    lengths = limits.clone()
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    token = torch.full((b,), ARModel.bos(v), dtype=torch.long, device=device)
+    prefix = torch.nn.functional.pad(prefix, (0, steps + 1 - prefix.shape[1]))
+    for t in range(steps + 1):
+        key_valid[:, c + t] = True
+        logits = decode_step(model, token, t, c, key_valid, caches)
+        no_eos = (t < prefix_len) | (known & (t < limits))
+        logits[:, eos] = logits[:, eos].masked_fill(no_eos, float("-inf"))
+        nxt = sample(logits, opts, generator)
+        nxt = torch.where(t < prefix_len, prefix[:, t], nxt)
+        nxt = torch.where(t >= limits, eos, nxt)
+        stop = (nxt == eos) & ~done
+        lengths = torch.where(stop, t, lengths)
+        done |= stop
+        if bool(done.all()):
+            break
+        out[:, t] = torch.where(done, 0, nxt)
+        token = torch.where(done, 0, nxt)
+    return [out[i, : lengths[i]] for i in range(b)]
+
+
+@torch.inference_mode()
+def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefix: torch.Tensor,
+                 prefix_len: torch.Tensor) -> list[torch.Tensor]:
+    """Fill codebooks 2..K greedily. first: per-row (T_b,) codebook-1 codes -> per-row (T_b, K)."""
+    device = batch.tokens.device
+    k = model.cfg.n_codebooks
+    lengths = torch.tensor([len(f) for f in first], device=device)
+    b, t = len(first), max(1, int(lengths.max()))
+    codes = torch.zeros(b, t, k, dtype=torch.long, device=device)
+    for i, f in enumerate(first):
+        codes[i, : len(f), 0] = f
+    frame = torch.arange(t, device=device)
+    out_valid = frame[None, :] < lengths[:, None]  # (B, T)
+    from_prefix = frame[None, :] < prefix_len[:, None]
+    prefix = torch.nn.functional.pad(prefix, (0, 0, 0, max(0, t - prefix.shape[1])))[:, :t]
+    for level in range(1, k):
+        lv = torch.full((b,), level, dtype=torch.long, device=device)
+        logits = model(batch.tokens, batch.types, batch.positions, codes, out_valid, lv)
+        codes[..., level] = torch.where(from_prefix, prefix[..., level], logits.argmax(-1))
+    return [codes[i, : lengths[i]] for i in range(b)]
+
+
+def frame_limits(prompts: list[Prompt], opts: DecodingOptions, frame_rate: float,
+                 max_frames: list[int | None] | None = None) -> torch.Tensor:
+    """Per-row frame limit: the known length, else prefix + max_seconds (or a caller's own cap)."""
+    cap = int(round(opts.max_seconds * frame_rate))
+    limits = []
+    for i, p in enumerate(prompts):
+        if p.out_frames is not None:
+            limits.append(p.out_frames)
+            continue
+        own = None if max_frames is None else max_frames[i]
+        limits.append(len(p.prefix) + (cap if own is None else min(own, cap)))
+    return torch.tensor(limits, dtype=torch.long)
+
+
+@torch.inference_mode()
+def generate(ar: ARModel, nar: NARModel, prompts: list[Prompt], opts: DecodingOptions,
+             frame_rate: float, max_frames: list[int | None] | None = None) -> list[torch.Tensor]:
+    """Prompts -> output codes, one (T_b, K) tensor per prompt (AR then NAR, one batch)."""
+    opts.validate()
+    device = next(ar.parameters()).device
+    batch = collate(prompts).to(device)
+    limits = frame_limits(prompts, opts, frame_rate, max_frames).to(device)
+    known = torch.tensor([p.out_frames is not None for p in prompts], device=device)
+    k = prompts[0].n_codebooks
+    p_max = max(len(p.prefix) for p in prompts)
+    prefix = torch.zeros(len(prompts), p_max, k, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        prefix[i, : len(p.prefix)] = p.prefix
+    prefix_len = torch.tensor([len(p.prefix) for p in prompts], device=device)
+    first = generate_ar(ar, batch, opts, limits, known, prefix[..., 0], prefix_len)
+    return [c.cpu() for c in generate_nar(nar, batch, first, prefix, prefix_len)]
