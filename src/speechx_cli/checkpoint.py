@@ -1,0 +1,154 @@
+"""Inference checkpoints: one safetensors file (no pickle: loading never runs code).
+
+Tensors: ``ar.*``, ``nar.*`` and, for a trainable codec, ``codec.*``. Header metadata (strings):
+format, format_version, model_config, codec_config, phoneme_table, special_tokens, info (JSON).
+The official pretrained EnCodec is referenced by its config only; its weights stay where the
+encodec package keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .model import ARModel, ModelConfig, NARModel
+from .prompts import SPECIAL_TOKENS
+
+FORMAT = "speechx-inference"
+FORMAT_VERSION = 1
+DEFAULT_NAME = "speechx-demo.safetensors"
+ENV_VAR = "SPEECHX_CHECKPOINT"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class SpeechX:
+    """Everything one inference needs, built from one checkpoint."""
+
+    ar: ARModel
+    nar: NARModel
+    codec: "object"  # codec.Codec
+    config: ModelConfig
+    phoneme_table: list[str]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.ar.parameters()).device
+
+
+def default_path() -> Path | None:
+    """SPEECHX_CHECKPOINT, else the demo checkpoint shipped in the repository's checkpoints/."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / DEFAULT_NAME
+    return shipped if shipped.exists() else None
+
+
+def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None = None) -> Path:
+    """Write an inference checkpoint atomically (temp file in the same folder, then rename)."""
+    from .text import PHONEME_TABLE
+
+    path = Path(path)
+    tensors = {f"ar.{k}": v for k, v in ar.state_dict().items()}
+    tensors |= {f"nar.{k}": v for k, v in nar.state_dict().items()}
+    codec_cfg = codec.config()
+    if codec_cfg.get("kind") != "encodec_24khz":
+        tensors |= {f"codec.{k}": v for k, v in codec.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "model_config": json.dumps(ar.cfg.to_dict()),
+        "codec_config": json.dumps(codec_cfg),
+        "phoneme_table": json.dumps(list(PHONEME_TABLE)),
+        "special_tokens": json.dumps(list(SPECIAL_TOKENS)),
+        "info": json.dumps(info or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_header(path: str | Path) -> dict:
+    """Validated header metadata of a checkpoint, without loading any weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a speechx checkpoint (unreadable safetensors file: {e})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a speechx inference checkpoint (format={meta.get('format')!r})")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise CheckpointError(
+            f"{path}: checkpoint format version {meta.get('format_version')} is not supported "
+            f"(this speechx reads version {FORMAT_VERSION})")
+    specials = json.loads(meta["special_tokens"])
+    if specials != list(SPECIAL_TOKENS[: len(specials)]):
+        raise CheckpointError(f"{path}: special-token slots differ from this speechx's")
+    return meta
+
+
+def _build(cls, cfg: ModelConfig, state: dict[str, torch.Tensor], device) -> torch.nn.Module:
+    with torch.device("meta"):
+        model = cls(cfg)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights do not match the model config: {str(e).splitlines()[0]}") from None
+    # buffers that are not saved (sinusoid table) are rebuilt on the target device
+    real = cls(cfg)
+    for name, buf in real.named_buffers():
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, buf)
+    return model.to(device).eval()
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> SpeechX:
+    """Load an inference checkpoint onto `device`."""
+    from .codec import codec_from_config
+    from .text import check_table
+
+    meta = read_header(path)
+    try:
+        check_table(json.loads(meta["phoneme_table"]))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    cfg = ModelConfig(**json.loads(meta["model_config"]))
+    parts: dict[str, dict[str, torch.Tensor]] = {"ar": {}, "nar": {}, "codec": {}}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                group, _, name = key.partition(".")
+                if group in parts:
+                    parts[group][name] = f.get_tensor(key)
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or damaged checkpoint ({e})") from None
+    ar = _build(ARModel, cfg, parts["ar"], device)
+    nar = _build(NARModel, cfg, parts["nar"], device)
+    codec = codec_from_config(json.loads(meta["codec_config"]), parts["codec"] or None, device=device)
+    if codec.n_codebooks != cfg.n_codebooks or codec.codebook_size != cfg.codebook_size:
+        raise CheckpointError(f"{path}: codec ({codec.n_codebooks} x {codec.codebook_size}) does not "
+                              f"match the model ({cfg.n_codebooks} x {cfg.codebook_size})")
+    return SpeechX(ar, nar, codec, cfg, json.loads(meta["phoneme_table"]), json.loads(meta.get("info", "{}")))

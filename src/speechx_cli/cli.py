@@ -1,0 +1,403 @@
+"""speechx command line: one short command per task; flags -> options -> pipeline. No tensor math.
+
+Every error the user can cause ends in one line on stderr and a non-zero exit (2: bad input or
+usage, 1: some files of a folder run failed); set SPEECHX_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from typer.core import TyperGroup
+
+from . import audio as A
+from .engine import DecodingOptions
+from .prompts import Task
+
+# Typer >= 0.28 vendors its own click; older ones use the click package.
+try:
+    from typer import _click as click
+except ImportError:  # pragma: no cover - older typer
+    import click
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False)
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; shown as one line."""
+
+
+class OneLineErrors(TyperGroup):
+    """Click group whose usage errors are one line, not a usage box."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            rv = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `speechx`: show help
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
+        except click.exceptions.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
+            err.print(f"error: {e.format_message()}{hint}", markup=False)
+            sys.exit(2)
+        except typer.Abort:
+            err.print("aborted")
+            sys.exit(130)
+        except typer.Exit as e:
+            sys.exit(e.exit_code)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=OneLineErrors, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Edit and generate speech with one neural codec language model (SpeechX).")
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Background(str, Enum):
+    keep = "keep"
+    clean = "clean"
+
+
+# Shared option types (Typer Annotated style).
+CheckpointOpt = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", "-c", envvar="SPEECHX_CHECKPOINT", help="Inference checkpoint (.safetensors).",
+    show_default="the bundled demo checkpoint")]
+DeviceOpt = Annotated[Device, typer.Option(help="Where to run the model.")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
+TempOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Keep the k most likely codes (0 = off).")]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+RateOpt = Annotated[Optional[int], typer.Option(
+    "--sample-rate", help="Output sample rate in Hz.", show_default="the input's")]
+TextOpt = Annotated[Optional[str], typer.Option("--text", help="Transcript of the speech (optional; helps).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")]
+WindowOpt = Annotated[float, typer.Option("--window", help="Seconds per window for long inputs.")]
+
+
+@dataclass(frozen=True)
+class Common:
+    checkpoint: Path | None
+    device: Device
+    decoding: DecodingOptions
+    force: bool
+    sample_rate: int | None
+    batch_size: int = 8
+    window: float = 10.0
+
+
+def _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
+            batch_size=8, window=10.0) -> Common:
+    try:
+        opts = DecodingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if sample_rate is not None and not 1000 <= sample_rate <= 384000:
+        raise UserError(f"--sample-rate {sample_rate} is not a sensible audio rate")
+    if batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    if window < 1:
+        raise UserError("--window must be at least 1 second")
+    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window)
+
+
+@contextmanager
+def _guard() -> Iterator[None]:
+    """Turn every expected failure into one line and exit code 2."""
+    from .checkpoint import CheckpointError
+    from .codec import CodecUnavailableError
+
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except (UserError, A.AudioError, CheckpointError, CodecUnavailableError, ValueError) as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130)
+    except MemoryError:
+        _fail("out of memory (try a smaller --batch-size or --window)")
+    except Exception as e:  # noqa: BLE001 - last line of defence: never a traceback
+        if os.environ.get("SPEECHX_DEBUG"):
+            raise
+        _fail(f"internal error: {type(e).__name__}: {e} (set SPEECHX_DEBUG=1 for details)")
+
+
+def _fail(message: str) -> None:
+    err.print(f"error: {message.splitlines()[0] if message else 'failed'}", markup=False)
+    raise typer.Exit(2)
+
+
+def _load_model(c: Common):
+    from . import checkpoint as ckpt
+
+    path = c.checkpoint or ckpt.default_path()
+    if path is None:
+        raise UserError("no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT")
+    device = c.device.value
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is available here")
+    with err.status(f"loading {path.name}"):
+        return ckpt.load(path, device=device)
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and path.is_dir():
+        raise UserError(f"{path}: is a folder (give a file name, or a folder as IN too)")
+    if path.exists() and not force:
+        raise UserError(f"{path}: exists (use --force to overwrite)")
+
+
+def _check_input(path: Path) -> None:
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+
+
+def _save(path: Path, wav, codec_rate: int, out_rate: int, force: bool) -> None:
+    data = A.resample(wav, codec_rate, out_rate) if out_rate != codec_rate else wav
+    clipped = A.save(path, data, out_rate, force=force)
+    if clipped:
+        err.print(f"warning: {path}: {clipped} samples clipped", markup=False)
+
+
+def _run_files(c: Common, task: Task, inp: Path, outp: Path, text: str | None = None,
+               enroll: Path | None = None) -> None:
+    """One file or a whole folder through a known-length task (denoise, remove-speech, extract-speaker)."""
+    from . import pipeline as PL
+
+    _check_input(inp)
+    if enroll is not None:
+        _check_input(enroll)
+    if inp.is_dir():
+        return _run_folder(c, task, inp, outp, text, enroll)
+    _check_output(outp, c.force)
+    sx = _load_model(c)
+    sr = sx.codec.sample_rate
+    wav, in_rate = A.load(inp, sr)
+    ref = A.load(enroll, sr)[0] if enroll is not None else None
+    window = PL.WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size)
+    with err.status(f"{task.value}: {inp.name}"):
+        y = PL.run(sx, [PL.Request(task, audio=wav, enrollment=ref, text=text)], c.decoding, window)[0]
+    _save(outp, y, sr, c.sample_rate or in_rate, c.force)
+    err.print(f"wrote {outp}", markup=False)
+
+
+def _run_folder(c: Common, task: Task, inp: Path, outp: Path, text: str | None, enroll: Path | None) -> None:
+    from . import pipeline as PL
+
+    if outp.exists() and not outp.is_dir():
+        raise UserError(f"{outp}: IN is a folder, so OUT must be a folder too")
+    files = sorted(p for p in inp.rglob("*") if p.is_file() and A.is_audio_path(p))
+    if not files:
+        raise UserError(f"{inp}: no audio files found")
+    sx = _load_model(c)
+    sr = sx.codec.sample_rate
+    ref = A.load(enroll, sr)[0] if enroll is not None else None
+    window = PL.WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size)
+    failed: list[tuple[Path, str]] = []
+    done = skipped = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        job = bar.add_task(task.value, total=len(files))
+        for src in files:
+            dst = outp / src.relative_to(inp)
+            try:
+                if dst.exists() and not c.force:
+                    skipped += 1
+                    continue
+                wav, in_rate = A.load(src, sr)
+                y = PL.run(sx, [PL.Request(task, audio=wav, enrollment=ref, text=text)], c.decoding, window)[0]
+                _save(dst, y, sr, c.sample_rate or in_rate, c.force)
+                done += 1
+            except (A.AudioError, ValueError) as e:
+                failed.append((src, str(e).splitlines()[0]))
+            finally:
+                bar.advance(job)
+    _summary(done, skipped, failed)
+
+
+def _summary(done: int, skipped: int, failed: list[tuple[Path, str]]) -> None:
+    err.print(f"{done} written, {skipped} skipped (exist; --force to redo), {len(failed)} failed", markup=False)
+    for p, why in failed:
+        err.print(f"failed: {why}" if str(p) in why else f"failed: {p}: {why}", markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+InArg = Annotated[Path, typer.Argument(metavar="IN", help="Input audio file, or a folder of them.",
+                                        show_default=False)]
+OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Output file, or a folder when IN is one.",
+                                         show_default=False)]
+
+
+@app.command()
+def denoise(
+    inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
+    top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
+    window: WindowOpt = 10.0,
+) -> None:
+    """Remove background noise: keep the speech."""
+    with _guard():
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
+        _run_files(c, Task.NS, inp, outp, text)
+
+
+@app.command("remove-speech")
+def remove_speech(
+    inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
+    top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
+    window: WindowOpt = 10.0,
+) -> None:
+    """Remove the speech: keep only the background."""
+    with _guard():
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
+        _run_files(c, Task.SR, inp, outp, text)
+
+
+@app.command("extract-speaker")
+def extract_speaker(
+    inp: InArg, outp: OutArg,
+    enroll: Annotated[Path, typer.Option("--enroll", help="A few seconds of the target speaker alone.")],
+    text: TextOpt = None, checkpoint: CheckpointOpt = None,
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
+    top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
+    window: WindowOpt = 10.0,
+) -> None:
+    """Keep one speaker of a mixture, given an enrollment recording of them."""
+    with _guard():
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
+        _run_files(c, Task.TSE, inp, outp, text, enroll)
+
+
+@app.command()
+def tts(
+    text: Annotated[str, typer.Argument(help="What to say.", show_default=False)],
+    outp: Annotated[Path, typer.Argument(help="Output audio file.", show_default=False)],
+    prompt: Annotated[Path, typer.Option("--prompt", help="3-10 s of the voice to speak in.")],
+    checkpoint: CheckpointOpt = None, device: DeviceOpt = Device.auto, seed: SeedOpt = 0,
+    temperature: TempOpt = 1.0, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
+    sample_rate: RateOpt = None,
+    max_seconds: Annotated[float, typer.Option(help="Longest speech to generate.")] = 30.0,
+) -> None:
+    """Speak TEXT in the voice of the --prompt recording (zero-shot TTS)."""
+    from dataclasses import replace
+
+    from . import pipeline as PL
+
+    with _guard():
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate)
+        if not text.strip():
+            raise UserError("TEXT is empty")
+        _check_input(prompt)
+        _check_output(outp, force)
+        opts = replace(c.decoding, max_seconds=max_seconds).validate()
+        sx = _load_model(c)
+        sr = sx.codec.sample_rate
+        voice, in_rate = A.load(prompt, sr, allow_silence=False)
+        with err.status("tts"):
+            y = PL.run(sx, [PL.Request(Task.TTS, enrollment=voice, text=text)], opts)[0]
+        _save(outp, y, sr, c.sample_rate or in_rate, force)
+        err.print(f"wrote {outp}", markup=False)
+
+
+def parse_span(span: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in span.split(":"))
+    except ValueError:
+        raise UserError(f"--span {span!r}: expected START:END in seconds, e.g. 1.2:1.9") from None
+    if not 0 <= a < b:
+        raise UserError(f"--span {span!r}: need 0 <= START < END")
+    return a, b
+
+
+@app.command()
+def edit(
+    inp: Annotated[Path, typer.Argument(help="Input speech file.", show_default=False)],
+    outp: Annotated[Path, typer.Argument(help="Output file.", show_default=False)],
+    new_text: Annotated[str, typer.Option("--text", help="The full edited transcript.")],
+    span: Annotated[Optional[str], typer.Option(help="Seconds to replace, START:END.")] = None,
+    background: Annotated[Background, typer.Option(
+        help="keep: the new words keep the recording's background; clean: generate clean speech.")
+    ] = Background.keep,
+    checkpoint: CheckpointOpt = None, device: DeviceOpt = Device.auto, seed: SeedOpt = 0,
+    temperature: TempOpt = 1.0, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
+    sample_rate: RateOpt = None,
+) -> None:
+    """Replace a span of a recording with new words; everything else stays the input itself."""
+    from . import pipeline as PL
+
+    with _guard():
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate)
+        if span is None:
+            raise UserError("--span START:END is required (word-level editing from --transcript is not available yet)")
+        start, end = parse_span(span)
+        if not new_text.strip():
+            raise UserError("--text is empty")
+        _check_input(inp)
+        _check_output(outp, force)
+        sx = _load_model(c)
+        sr = sx.codec.sample_rate
+        wav, in_rate = A.load(inp, sr)
+        task = Task.EDIT_NOISY if background is Background.keep else Task.EDIT_CLEAN
+        with err.status("edit"):
+            y = PL.run(sx, [PL.Request(task, audio=wav, text=new_text, span=(start, end))], c.decoding)[0]
+        _save(outp, y, sr, c.sample_rate or in_rate, force)
+        err.print(f"wrote {outp}", markup=False)
+
+
+@app.command()
+def info(checkpoint: CheckpointOpt = None) -> None:
+    """Describe a checkpoint: model size, codec, training facts."""
+    import json
+
+    from . import checkpoint as ckpt
+
+    with _guard():
+        path = checkpoint or ckpt.default_path()
+        if path is None:
+            raise UserError("no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT")
+        meta = ckpt.read_header(path)
+        table = Table(show_header=False, show_edge=False)
+        table.add_row("file", str(path))
+        table.add_row("format", f"{meta['format']} v{meta['format_version']}")
+        table.add_row("model", meta["model_config"])
+        table.add_row("codec", meta["codec_config"])
+        for k, v in json.loads(meta.get("info", "{}")).items():
+            table.add_row(k, str(v))
+        out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,440 @@
+"""Neural audio codecs: waveform <-> codec tokens (B, K, F).
+
+Two codecs share one interface (`Codec`):
+- `PretrainedEncodec`: the official EnCodec 24 kHz at 6 kbps (8 codebooks x 1024, 75 frames/s),
+  the codec of the SpeechX paper. Its weights come from the torch hub cache, a local file or
+  encodec's own download; checkpoints never store them.
+- `SmallCodec`: the same architecture (encodec's SEANet encoder/decoder + residual VQ) at a size
+  this project can train on CPU, with the fixes OFFLINE.md reports (zero conv biases, x10 input
+  scale, dead-code revival that sticks, 10 k-means iterations). Checkpoints store its weights.
+
+`codec_from_config` rebuilds either from the dict that `Codec.config()` returns.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ._torchaudio_compat import ensure_encodec_importable
+
+ensure_encodec_importable()
+
+from encodec import EncodecModel  # noqa: E402
+from encodec.modules import SEANetDecoder, SEANetEncoder  # noqa: E402
+from encodec.quantization import ResidualVectorQuantizer  # noqa: E402
+from encodec.distrib import broadcast_tensors  # noqa: E402
+from encodec.quantization.core_vq import EuclideanCodebook, sample_vectors  # noqa: E402
+
+ENCODEC_KIND = "encodec_24khz"
+ENCODEC_BANDWIDTH_KBPS = 6.0  # 8 codebooks at 75 frames/s
+ENCODEC_CHECKPOINT_NAME = "encodec_24khz-d7cc33bc.th"
+ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/" + ENCODEC_CHECKPOINT_NAME
+ENCODEC_WEIGHTS_ENV = "SPEECHX_ENCODEC_WEIGHTS"
+DOWNLOAD_TIMEOUT_S = 5.0  # per socket operation: offline machines fail in seconds, never hang
+
+SMALL_CODEC_KIND = "small_codec"
+
+
+class CodecUnavailableError(RuntimeError):
+    """The codec's weights cannot be found or fetched; the message says how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Interface
+# ---------------------------------------------------------------------------------------------
+
+class Codec(nn.Module, ABC):
+    """Waveform (B, N) at `sample_rate` <-> codes (B, K, F) with F = ceil(N / hop_length).
+
+    A single item works too: (N,) -> (K, F) and back. Outputs are ordinary tensors (not inference
+    tensors) on the codec's device.
+    """
+
+    kind: ClassVar[str]
+    stores_weights: ClassVar[bool]  # whether checkpoints must carry this codec's weights
+    sample_rate: int  # Hz
+    hop_length: int  # samples per frame
+    n_codebooks: int  # K
+    codebook_size: int  # entries per codebook
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second."""
+        return self.sample_rate / self.hop_length
+
+    def frames_for(self, n_samples: int) -> int:
+        """Frames that encode `n_samples` samples (the last frame is zero-padded)."""
+        return math.ceil(n_samples / self.hop_length)
+
+    def samples_for(self, n_frames: int) -> int:
+        """Samples that `n_frames` frames decode to."""
+        return n_frames * self.hop_length
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode(self, wav: Tensor) -> Tensor:
+        """float (B, N) or (N,) at sample_rate -> long (B, K, F) or (K, F)."""
+        single = wav.dim() == 1
+        if single:
+            wav = wav[None]
+        if wav.dim() != 2 or wav.shape[-1] == 0:
+            raise ValueError(f"encode expects a (B, N) or (N,) waveform with N > 0, "
+                             f"got shape {tuple(wav.shape)}")
+        n_frames = self.frames_for(wav.shape[-1])
+        with torch.inference_mode():
+            x = wav.to(self.device, torch.float32)
+            x = nn.functional.pad(x, (0, self.samples_for(n_frames) - x.shape[-1]))  # (B, F*hop)
+            codes = self._encode(x)  # (B, K, F)
+        codes = codes.clone()  # an ordinary tensor: callers may edit codes in place
+        return codes[0] if single else codes
+
+    def decode(self, codes: Tensor) -> Tensor:
+        """long (B, K, F) or (K, F) -> float (B, F * hop_length) or (F * hop_length,)."""
+        single = codes.dim() == 2
+        if single:
+            codes = codes[None]
+        if codes.dim() != 3 or codes.shape[1] != self.n_codebooks:
+            raise ValueError(f"decode expects (B, {self.n_codebooks}, F) codes, "
+                             f"got shape {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise ValueError(f"codes must lie in [0, {self.codebook_size}), "
+                             f"got [{int(codes.min())}, {int(codes.max())}]")
+        with torch.inference_mode():
+            wav = self._decode(codes.to(self.device, torch.long))  # (B, F*hop)
+        wav = wav.clone()
+        return wav[0] if single else wav
+
+    @abstractmethod
+    def _encode(self, wav: Tensor) -> Tensor:
+        """(B, F * hop) float -> (B, K, F) long."""
+
+    @abstractmethod
+    def _decode(self, codes: Tensor) -> Tensor:
+        """(B, K, F) long -> (B, F * hop) float."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description with a "kind"; `codec_from_config` inverts it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Official EnCodec 24 kHz
+# ---------------------------------------------------------------------------------------------
+
+def encodec_hub_path() -> Path:
+    """Where torch hub (and encodec's download) keeps the official 24 kHz weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ENCODEC_CHECKPOINT_NAME
+
+
+def _fix_hint() -> str:
+    return (f"put {ENCODEC_CHECKPOINT_NAME} (from {ENCODEC_URL}) at {encodec_hub_path()}, "
+            f"or set {ENCODEC_WEIGHTS_ENV}=/path/to/{ENCODEC_CHECKPOINT_NAME}")
+
+
+def resolve_encodec_weights(weights: str | Path | None = None) -> Path | None:
+    """First of: `weights`, $SPEECHX_ENCODEC_WEIGHTS, the torch hub cache; None if none is set.
+
+    A path that is given but missing is an error rather than a reason to download.
+    """
+    for given, origin in ((weights, "weights argument"),
+                          (os.environ.get(ENCODEC_WEIGHTS_ENV) or None, f"${ENCODEC_WEIGHTS_ENV}")):
+        if given is not None:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                raise CodecUnavailableError(
+                    f"EnCodec weights file {path} (from {origin}) does not exist: {_fix_hint()}")
+            return path
+    hub = encodec_hub_path()
+    return hub if hub.is_file() else None
+
+
+def _load_state_dict_file(path: Path) -> dict[str, Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+@contextmanager
+def quiet_weight_norm() -> Iterator[None]:
+    """encodec builds its convs with the deprecated torch.nn.utils.weight_norm; hush that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        yield
+
+
+def _build_encodec_24khz(weights: Path | None, allow_download: bool,
+                         timeout_s: float) -> EncodecModel:
+    if weights is not None:
+        with quiet_weight_norm():
+            model = EncodecModel.encodec_model_24khz(pretrained=False)
+        model.load_state_dict(_load_state_dict_file(weights))
+        return model
+    if not allow_download:
+        raise CodecUnavailableError(f"EnCodec 24 kHz weights not found: {_fix_hint()}")
+    try:
+        with quiet_weight_norm(), _socket_timeout(timeout_s):
+            return EncodecModel.encodec_model_24khz(pretrained=True)
+    except Exception as err:  # URLError, timeouts, checksum mismatch
+        reason = str(err).replace("\n", " ")[:200]
+        raise CodecUnavailableError(
+            f"EnCodec 24 kHz weights not found and download failed ({reason}): "
+            f"{_fix_hint()}") from err
+
+
+class PretrainedEncodec(Codec):
+    """Official EnCodec 24 kHz at 6 kbps: 8 codebooks x 1024 entries, hop 320, 75 frames/s."""
+
+    kind = ENCODEC_KIND
+    stores_weights = False
+
+    def __init__(self, weights: str | Path | None = None, *, allow_download: bool = True,
+                 download_timeout_s: float = DOWNLOAD_TIMEOUT_S,
+                 state_dict: Mapping[str, Tensor] | None = None):
+        super().__init__()
+        if state_dict is not None:  # tests and callers that already hold the weights
+            with quiet_weight_norm():
+                model = EncodecModel.encodec_model_24khz(pretrained=False)
+            model.load_state_dict(state_dict)
+        else:
+            model = _build_encodec_24khz(resolve_encodec_weights(weights), allow_download,
+                                         download_timeout_s)
+        model.set_target_bandwidth(ENCODEC_BANDWIDTH_KBPS)
+        self.model = model.eval()
+        self.sample_rate = int(model.sample_rate)
+        self.hop_length = int(model.encoder.hop_length)
+        self.n_codebooks = model.quantizer.get_num_quantizers_for_bandwidth(
+            model.frame_rate, ENCODEC_BANDWIDTH_KBPS)
+        self.codebook_size = int(model.quantizer.bins)
+
+    def _encode(self, wav: Tensor) -> Tensor:
+        frames = self.model.encode(wav[:, None])  # one segment: [(codes (B, K, F), None)]
+        return frames[0][0]
+
+    def _decode(self, codes: Tensor) -> Tensor:
+        return self.model.decode([(codes, None)])[:, 0]  # (B, F*hop)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "bandwidth": ENCODEC_BANDWIDTH_KBPS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainable small codec
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SmallCodecConfig:
+    """Architecture of a `SmallCodec`; the defaults are the demo codec (4 kbps at 16 kHz)."""
+
+    sample_rate: int = 16_000  # Hz
+    ratios: tuple[int, ...] = (8, 5, 4, 2)  # decoder upsampling order; hop = product = 320
+    n_filters: int = 16
+    dimension: int = 128  # latent (and codebook) width
+    n_codebooks: int = 8
+    codebook_size: int = 1024
+    n_residual_layers: int = 1
+    lstm_layers: int = 2
+    causal: bool = False
+    input_scale: float = 10.0  # encoder sees x * scale, decoder output is / scale
+    kmeans_iters: int = 10
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 2.0  # EMA cluster size below which an entry is replaced
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.ratios)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @classmethod
+    def demo(cls) -> SmallCodecConfig:
+        """The shipped demo codec: 8 x 1024 at 50 frames/s, ~4M parameters."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> SmallCodecConfig:
+        """For tests: ~180k parameters, 4 x 64 codebooks, same hop as the demo."""
+        return cls(n_filters=4, dimension=32, n_codebooks=4, codebook_size=64, lstm_layers=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ratios"] = list(self.ratios)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SmallCodecConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known - {"kind"}
+        if unknown:
+            raise ValueError(f"unknown SmallCodecConfig fields: {sorted(unknown)}")
+        values = {k: v for k, v in d.items() if k in known}
+        if "ratios" in values:
+            values["ratios"] = tuple(int(r) for r in values["ratios"])
+        return cls(**values)
+
+
+def kmeans(samples: Tensor, num_clusters: int, num_iters: int) -> tuple[Tensor, Tensor]:
+    """encodec's k-means (same seeding, same updates) with distances from one matmul instead of
+    an (N, C, D) difference tensor: 8 x 1024 codebooks initialise in about a second, not ~25 s."""
+    means = sample_vectors(samples, num_clusters)  # (C, D)
+    bins = torch.zeros(num_clusters, dtype=torch.long, device=samples.device)
+    for _ in range(num_iters):
+        dists = 2 * samples @ means.t() - means.pow(2).sum(1)[None]  # (N, C), -|x-m|^2 + |x|^2
+        buckets = dists.argmax(dim=-1)
+        bins = torch.bincount(buckets, minlength=num_clusters)
+        zero_mask = bins == 0
+        new_means = samples.new_zeros(num_clusters, samples.shape[-1])
+        new_means.index_add_(0, buckets, samples)
+        new_means = new_means / bins.masked_fill(zero_mask, 1)[..., None]
+        means = torch.where(zero_mask[..., None], means, new_means)
+    return means, bins
+
+
+class _RevivingCodebook(EuclideanCodebook):
+    """EuclideanCodebook whose dead-code replacement survives the next EMA update.
+
+    encodec 0.1.1 writes new vectors for dead entries into `embed` only; the EMA step right after
+    recomputes `embed` from the stale `embed_avg / cluster_size`, undoing it. Resetting the
+    replaced entries' statistics too (as vector-quantize-pytorch does) makes revival stick.
+    Its k-means initialisation is the faster `kmeans` above.
+    """
+
+    def replace_(self, samples: Tensor, mask: Tensor) -> None:
+        new = sample_vectors(samples, self.codebook_size)  # (codebook_size, D)
+        reset = float(self.threshold_ema_dead_code)
+        self.embed.data.copy_(torch.where(mask[..., None], new, self.embed))
+        self.embed_avg.data.copy_(torch.where(mask[..., None], new * reset, self.embed_avg))
+        self.cluster_size.data.masked_fill_(mask, reset)
+
+    @torch.jit.ignore
+    def init_embed_(self, data: Tensor) -> None:
+        if self.inited:
+            return
+        embed, cluster_size = kmeans(data, self.codebook_size, self.kmeans_iters)
+        self.embed.data.copy_(embed)
+        self.embed_avg.data.copy_(embed.clone())
+        self.cluster_size.data.copy_(cluster_size)
+        self.inited.data.copy_(torch.Tensor([True]))
+        broadcast_tensors(self.buffers())  # same codebooks on every DDP worker
+
+
+class SmallCodec(Codec):
+    """EnCodec-architecture codec built from a `SmallCodecConfig`, trainable on CPU."""
+
+    kind = SMALL_CODEC_KIND
+    stores_weights = True
+
+    def __init__(self, cfg: SmallCodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.sample_rate = cfg.sample_rate
+        self.hop_length = cfg.hop_length
+        self.n_codebooks = cfg.n_codebooks
+        self.codebook_size = cfg.codebook_size
+        self.quantizer_enabled = True  # training skips the quantizer for its first steps
+        common = dict(channels=1, dimension=cfg.dimension, n_filters=cfg.n_filters,
+                      n_residual_layers=cfg.n_residual_layers, ratios=list(cfg.ratios),
+                      causal=cfg.causal, lstm=cfg.lstm_layers)
+        with quiet_weight_norm():
+            self.encoder = SEANetEncoder(**common)
+            self.decoder = SEANetDecoder(**common)
+        self.quantizer = ResidualVectorQuantizer(
+            dimension=cfg.dimension, n_q=cfg.n_codebooks, bins=cfg.codebook_size,
+            decay=cfg.ema_decay, kmeans_init=True, kmeans_iters=cfg.kmeans_iters,
+            threshold_ema_dead_code=cfg.dead_code_threshold)  # type: ignore[arg-type]
+        for layer in self.quantizer.vq.layers:
+            layer._codebook.__class__ = _RevivingCodebook  # same state, fixed replace_
+        # With encodec's default init the encoder output barely varies and training collapses.
+        for m in self.modules():
+            if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def _latent(self, wav: Tensor) -> Tensor:
+        return self.encoder(wav[:, None] * self.cfg.input_scale)  # (B, D, F)
+
+    def _synth(self, latent: Tensor) -> Tensor:
+        return self.decoder(latent)[:, 0] / self.cfg.input_scale  # (B, F*hop)
+
+    def forward(self, wav: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
+        """Training pass: (B, N) -> reconstruction (B, F*hop), codes (B, K, F) or None when the
+        quantizer is disabled, commitment loss (scalar)."""
+        n_frames = self.frames_for(wav.shape[-1])
+        wav = nn.functional.pad(wav, (0, self.samples_for(n_frames) - wav.shape[-1]))
+        latent = self._latent(wav)
+        if not self.quantizer_enabled:
+            return self._synth(latent), None, latent.new_zeros(())
+        q = self.quantizer(latent, int(self.cfg.frame_rate))
+        codes = q.codes.transpose(0, 1)  # (K, B, F) -> (B, K, F)
+        return self._synth(q.quantized), codes, q.penalty.reshape(())
+
+    def _encode(self, wav: Tensor) -> Tensor:
+        codes = self.quantizer.encode(self._latent(wav), int(self.cfg.frame_rate))  # (K, B, F)
+        return codes.transpose(0, 1)
+
+    def _decode(self, codes: Tensor) -> Tensor:
+        return self._synth(self.quantizer.decode(codes.transpose(0, 1)))
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.cfg.to_dict()}
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Rebuilding from a checkpoint
+# ---------------------------------------------------------------------------------------------
+
+def codec_from_config(config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None,
+                      device: str | torch.device = "cpu", *,
+                      encodec_weights: str | Path | None = None) -> Codec:
+    """Rebuild the codec that `Codec.config()` described, in eval mode on `device`.
+
+    A SmallCodec needs its `state_dict`; the pretrained EnCodec resolves its own weights
+    (`encodec_weights`, the environment, the hub cache, a download) unless one is given.
+    """
+    kind = config.get("kind")
+    codec: Codec
+    if kind == ENCODEC_KIND:
+        bandwidth = float(config.get("bandwidth", ENCODEC_BANDWIDTH_KBPS))
+        if bandwidth != ENCODEC_BANDWIDTH_KBPS:
+            raise ValueError(f"only {ENCODEC_BANDWIDTH_KBPS} kbps EnCodec is supported, "
+                             f"got {bandwidth}")
+        codec = PretrainedEncodec(encodec_weights, state_dict=state_dict)
+    elif kind == SMALL_CODEC_KIND:
+        if state_dict is None:
+            raise ValueError("a small_codec config needs its state_dict")
+        codec = SmallCodec(SmallCodecConfig.from_dict(config))
+        codec.load_state_dict(state_dict)
+    else:
+        raise ValueError(f"unknown codec kind {kind!r} (expected {ENCODEC_KIND!r} or "
+                         f"{SMALL_CODEC_KIND!r})")
+    return codec.to(device).eval()
+

@@ -1,0 +1,253 @@
+"""Task functions: waveforms in, waveforms out (no file I/O here).
+
+audio (codec rate) -> codec.encode -> prompts (task layout) -> engine (AR, then NAR) -> codec.decode.
+
+Long inputs of the known-length tasks (denoise, remove-speech, extract-speaker) are cut into
+overlapping windows no longer than the model was trained on, generated as one batch, and joined
+with linear crossfades over the overlaps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from . import prompts as P
+from . import text as T
+from .audio import CROSSFADE_SECONDS, splice
+from .checkpoint import SpeechX
+from .engine import DecodingOptions, generate
+from .prompts import Task
+
+SECONDS_PER_PHONEME = 0.25  # generous speaking-rate bound for the TTS/edit frame limit
+MIN_GENERATION_SECONDS = 1.0
+SEARCH_FRAMES = 25  # frames of C(post) matched to find where the new middle ends
+
+
+@dataclass(frozen=True)
+class WindowOptions:
+    seconds: float = 10.0  # longest input one prompt carries
+    overlap: float = 1.0
+    batch_size: int = 8
+
+    def validate(self) -> "WindowOptions":
+        if self.seconds <= 0 or self.overlap < 0 or self.overlap >= self.seconds / 2:
+            raise ValueError("window must be > 0 and overlap < half a window")
+        if self.batch_size < 1:
+            raise ValueError("batch size must be >= 1")
+        return self
+
+
+@dataclass(frozen=True)
+class Request:
+    """One task on waveforms at the codec's sample rate (float32 mono)."""
+
+    task: Task
+    audio: np.ndarray | None = None  # ns/sr/tse mixture, edit input
+    enrollment: np.ndarray | None = None  # tse enrollment, tts voice prompt
+    text: str | None = None  # tts/edit: required; ns/sr/tse: optional transcript
+    span: tuple[float, float] | None = None  # edit: seconds of the input to replace
+
+    def validate(self) -> "Request":
+        needs_audio = self.task is not Task.TTS
+        if needs_audio and (self.audio is None or len(self.audio) == 0):
+            raise ValueError(f"{self.task.value}: empty input audio")
+        if self.task in (Task.TTS, Task.TSE) and (self.enrollment is None or len(self.enrollment) == 0):
+            raise ValueError(f"{self.task.value}: an enrollment/prompt recording is required")
+        if self.task in (Task.TTS, Task.EDIT_CLEAN, Task.EDIT_NOISY) and not (self.text or "").strip():
+            raise ValueError(f"{self.task.value}: text is required")
+        if self.task in (Task.EDIT_CLEAN, Task.EDIT_NOISY):
+            if self.span is None:
+                raise ValueError("edit: a span START:END is required")
+            start, end = self.span
+            if not 0 <= start <= end:
+                raise ValueError(f"edit: bad span {start:g}:{end:g} (need 0 <= START <= END)")
+        return self
+
+
+def _codes(sx: SpeechX, audio: np.ndarray) -> torch.Tensor:
+    """(N,) waveform -> (F, K) codes."""
+    wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(sx.device)
+    return sx.codec.encode(wav)[0].T.cpu()
+
+
+def _decode(sx: SpeechX, codes: torch.Tensor) -> np.ndarray:
+    """(F, K) codes -> (F * hop,) waveform."""
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.float32)
+    wav = sx.codec.decode(codes.T[None].to(sx.device))[0]
+    return wav.float().cpu().numpy()
+
+
+def _text_ids(text: str | None) -> torch.Tensor | None:
+    if text is None or not text.strip():
+        return None
+    return torch.tensor(T.encode(text), dtype=torch.long)
+
+
+def plan_windows(n: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) sample ranges covering n samples, consecutive ones overlapping by `overlap`."""
+    if n <= window:
+        return [(0, n)]
+    hop = window - overlap
+    count = math.ceil((n - overlap) / hop)
+    starts = [min(i * hop, n - window) for i in range(count)]
+    return [(s, s + window) for s in starts]
+
+
+def overlap_add(pieces: list[np.ndarray], ranges: list[tuple[int, int]], n: int) -> np.ndarray:
+    """Join window outputs with linear crossfades over each overlap (weights sum to 1)."""
+    out = np.zeros(n, dtype=np.float32)
+    weight = np.zeros(n, dtype=np.float32)
+    for i, (piece, (s, e)) in enumerate(zip(pieces, ranges)):
+        w = np.ones(e - s, dtype=np.float32)
+        if i > 0:
+            ov = ranges[i - 1][1] - s
+            w[:ov] = np.linspace(0, 1, ov + 2, dtype=np.float32)[1:-1]
+        if i + 1 < len(ranges):
+            ov = e - ranges[i + 1][0]
+            w[-ov:] = np.minimum(w[-ov:], np.linspace(1, 0, ov + 2, dtype=np.float32)[1:-1])
+        out[s:e] += piece[: e - s] * w
+        weight[s:e] += w
+    return out / np.maximum(weight, 1e-8)
+
+
+@dataclass
+class _Row:
+    """One prompt of the batch and how its output maps back to its request."""
+
+    request: int
+    prompt: P.Prompt
+    max_frames: int | None = None
+    window: tuple[int, int] | None = None  # ns/sr/tse: samples of the input this row covers
+    post: torch.Tensor | None = None  # edit: C(post), (Q, K)
+
+
+def _edit_frames(sx: SpeechX, req: Request, n_frames: int) -> tuple[int, int]:
+    fr = sx.codec.frame_rate
+    start, end = req.span
+    duration = n_frames / fr
+    if end > duration + 1.0 / fr:
+        raise ValueError(f"edit: span {start:g}:{end:g} s goes beyond the audio ({duration:.2f} s)")
+    return int(math.floor(start * fr)), min(n_frames, int(math.ceil(end * fr)))
+
+
+def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions) -> list[_Row]:
+    v, fr = sx.config.codebook_size, sx.codec.frame_rate
+    text = _text_ids(req.text)
+    if req.task is Task.TTS:
+        limit = max(MIN_GENERATION_SECONDS, SECONDS_PER_PHONEME * len(text)) * fr
+        return [_Row(i, P.tts(text, _codes(sx, req.enrollment), v), int(limit))]
+    if req.task in (Task.EDIT_CLEAN, Task.EDIT_NOISY):
+        codes = _codes(sx, req.audio)
+        a, b = _edit_frames(sx, req, len(codes))
+        middle = codes[a:b] if req.task is Task.EDIT_NOISY else None
+        prompt = P.edit(text, codes[:a], codes[b:], v, middle=middle)
+        new = max(2 * (b - a), SECONDS_PER_PHONEME * len(text) * fr - a, MIN_GENERATION_SECONDS * fr)
+        return [_Row(i, prompt, int(len(codes) - b + new), post=codes[b:])]
+    sr = sx.codec.sample_rate
+    ranges = plan_windows(len(req.audio), int(win.seconds * sr), int(win.overlap * sr))
+    enroll = _codes(sx, req.enrollment) if req.task is Task.TSE else None
+    rows = []
+    for s, e in ranges:
+        mix = _codes(sx, req.audio[s:e])
+        # a transcript belongs to the whole file: only a single window may carry it
+        t = text if len(ranges) == 1 else None
+        if req.task is Task.NS:
+            prompt = P.ns(mix, v, text=t)
+        elif req.task is Task.SR:
+            prompt = P.sr(mix, v, text=t)
+        else:
+            prompt = P.tse(enroll, mix, v, text=t)
+        rows.append(_Row(i, prompt, window=(s, e)))
+    return rows
+
+
+def _find_post(generated: torch.Tensor, post: torch.Tensor, start: int) -> int:
+    """Frame of `generated` (codebook 1) where the model's copy of C(post) begins.
+
+    The AR model re-generates the untouched tail after the new words; the best match of the
+    first frames of C(post) marks where the new middle ends. With no convincing match the tail
+    is assumed to be as long as C(post).
+    """
+    fallback = max(start, len(generated) - len(post))
+    n = min(SEARCH_FRAMES, len(post))
+    if n == 0:
+        return len(generated)
+    best, best_score = fallback, 0.0
+    for b in range(start, len(generated) - n + 1):
+        score = float((generated[b: b + n] == post[:n]).float().mean())
+        if score > best_score or (score == best_score and abs(b - fallback) < abs(best - fallback)):
+            best, best_score = b, score
+    return best if best_score >= 0.5 else fallback
+
+
+def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[torch.Tensor]) -> np.ndarray:
+    hop = sx.codec.hop_length
+    if req.task is Task.TTS:
+        return _decode(sx, outs[0])
+    if req.task in (Task.EDIT_CLEAN, Task.EDIT_NOISY):
+        row, out = rows[0], outs[0]
+        a, post = len(row.prompt.prefix), row.post
+        mid_end = _find_post(out[:, 0], post[:, 0], a)
+        middle = _decode(sx, out)[a * hop: mid_end * hop]
+        n = len(req.audio)
+        start = min(n, a * hop)
+        end = max(start, min(n, (sx.codec.frames_for(n) - len(post)) * hop))
+        fade = int(CROSSFADE_SECONDS * sx.codec.sample_rate)
+        return splice(req.audio, middle, start, end, fade)
+    pieces = [_decode(sx, o)[: r.window[1] - r.window[0]] for r, o in zip(rows, outs)]
+    return overlap_add(pieces, [r.window for r in rows], len(req.audio))
+
+
+def run(sx: SpeechX, requests: list[Request], opts: DecodingOptions,
+        window: WindowOptions = WindowOptions()) -> list[np.ndarray]:
+    """Run several requests as batches of prompts; one waveform (codec rate) per request."""
+    opts.validate()
+    window.validate()
+    rows: list[_Row] = []
+    for i, req in enumerate(requests):
+        rows.extend(_rows(sx, i, req.validate(), window))
+    outs: list[torch.Tensor] = []
+    for s in range(0, len(rows), window.batch_size):
+        chunk = rows[s: s + window.batch_size]
+        outs += generate(sx.ar, sx.nar, [r.prompt for r in chunk], opts, sx.codec.frame_rate,
+                         [r.max_frames for r in chunk])
+    results = []
+    for i, req in enumerate(requests):
+        mine = [(r, o) for r, o in zip(rows, outs) if r.request == i]
+        results.append(_finish(sx, req, [r for r, _ in mine], [o for _, o in mine]))
+    return results
+
+
+def _one(sx: SpeechX, req: Request, opts: DecodingOptions, window: WindowOptions) -> np.ndarray:
+    return run(sx, [req], opts, window)[0]
+
+
+def denoise(sx, audio, opts=DecodingOptions(), text=None, window=WindowOptions()) -> np.ndarray:
+    return _one(sx, Request(Task.NS, audio=audio, text=text), opts, window)
+
+
+def remove_speech(sx, audio, opts=DecodingOptions(), text=None, window=WindowOptions()) -> np.ndarray:
+    return _one(sx, Request(Task.SR, audio=audio, text=text), opts, window)
+
+
+def extract_speaker(sx, mixture, enrollment, opts=DecodingOptions(), text=None,
+                    window=WindowOptions()) -> np.ndarray:
+    return _one(sx, Request(Task.TSE, audio=mixture, enrollment=enrollment, text=text), opts, window)
+
+
+def tts(sx, text, prompt, opts=DecodingOptions()) -> np.ndarray:
+    return _one(sx, Request(Task.TTS, enrollment=prompt, text=text), opts, WindowOptions())
+
+
+def edit(sx, audio, text, span, background="keep", opts=DecodingOptions()) -> np.ndarray:
+    task = Task.EDIT_NOISY if background == "keep" else Task.EDIT_CLEAN
+    return _one(sx, Request(task, audio=audio, text=text, span=span), opts, WindowOptions())
+
+
+def with_seed(opts: DecodingOptions, seed: int | None) -> DecodingOptions:
+    return replace(opts, seed=seed)

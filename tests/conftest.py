@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny untrained checkpoint (tiny codec + tiny AR/NAR) and short test audio."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from speechx_cli import checkpoint
+from speechx_cli.codec import SmallCodec, SmallCodecConfig
+from speechx_cli.model import ARModel, ModelConfig, NARModel
+
+SR = 16000
+
+
+def tiny_parts(seed: int = 0):
+    torch.manual_seed(seed)
+    codec = SmallCodec(SmallCodecConfig.tiny()).eval()
+    cfg = ModelConfig.tiny(codebook_size=codec.codebook_size, n_codebooks=codec.n_codebooks)
+    return ARModel(cfg).eval(), NARModel(cfg).eval(), codec
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    ar, nar, codec = tiny_parts()
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return checkpoint.save(path, ar, nar, codec, info={"note": "untrained test model"})
+
+
+def tone(seconds: float, sr: int = SR, freq: float = 220.0, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (x + noise * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture
+def wav_file(tmp_path) -> Path:
+    p = tmp_path / "in.wav"
+    sf.write(p, tone(1.0), SR)
+    return p

@@ -1,0 +1,155 @@
+"""Every command end to end through Typer's CliRunner with the tiny checkpoint, plus bad inputs."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from speechx_cli.cli import app
+
+from .conftest import SR, tone
+
+runner = CliRunner()
+
+
+def run(*args, ckpt=None):
+    extra = ["--checkpoint", str(ckpt)] if ckpt else []
+    return runner.invoke(app, [*args, *extra])
+
+
+def one_line_error(result, code=2):
+    assert result.exit_code == code, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text
+    assert text.startswith("error:") and len(text.splitlines()) == 1, text
+    return text
+
+
+def test_help_lists_the_five_commands():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("tts", "denoise", "remove-speech", "extract-speaker", "edit"):
+        assert cmd in r.output
+
+
+@pytest.mark.parametrize("cmd", ["denoise", "remove-speech"])
+def test_known_length_commands_keep_duration_and_rate(tmp_path, tiny_checkpoint, cmd):
+    inp = tmp_path / "in.wav"
+    sf.write(inp, tone(1.3, sr=22050), 22050)  # another rate: output comes back at 22050
+    out = tmp_path / "out.wav"
+    r = run(cmd, str(inp), str(out), ckpt=tiny_checkpoint)
+    assert r.exit_code == 0, r.output
+    y, sr = sf.read(out)
+    assert sr == 22050 and abs(len(y) - int(1.3 * 22050)) <= 2
+
+
+def test_extract_speaker(tmp_path, tiny_checkpoint, wav_file):
+    enroll = tmp_path / "enroll.flac"
+    sf.write(enroll, tone(1.0, freq=300), SR)
+    out = tmp_path / "o.wav"
+    r = run("extract-speaker", str(wav_file), str(out), "--enroll", str(enroll), "--text", "hello there",
+            ckpt=tiny_checkpoint)
+    assert r.exit_code == 0, r.output
+    assert sf.info(out).frames == SR
+
+
+def test_tts_and_sample_rate_flag(tmp_path, tiny_checkpoint, wav_file):
+    out = tmp_path / "tts.wav"
+    r = run("tts", "Hello there.", str(out), "--prompt", str(wav_file), "--sample-rate", "8000",
+            "--max-seconds", "1", ckpt=tiny_checkpoint)
+    assert r.exit_code == 0, r.output
+    info = sf.info(out)
+    assert info.samplerate == 8000 and info.duration <= 1.0 + 1e-6
+
+
+def test_edit_keeps_everything_outside_the_span(tmp_path, tiny_checkpoint):
+    inp = tmp_path / "in.wav"
+    sf.write(inp, tone(2.0), SR, subtype="PCM_16")
+    x, _ = sf.read(inp, dtype="int16")
+    out = tmp_path / "e.wav"
+    r = run("edit", str(inp), str(out), "--text", "the dog sat", "--span", "0.5:1.0",
+            "--background", "clean", ckpt=tiny_checkpoint)
+    assert r.exit_code == 0, r.output
+    y, _ = sf.read(out, dtype="int16")
+    # 20 ms frames: the span 0.5-1.0 s is frame-aligned, so everything outside it is the input
+    head, tail = int(0.5 * SR), len(x) - int(1.0 * SR)
+    assert np.array_equal(y[:head], x[:head])
+    assert np.array_equal(y[len(y) - tail:], x[len(x) - tail:])
+
+
+def test_folder_run_mirrors_tree_and_reports_bad_file(tmp_path, tiny_checkpoint):
+    src = tmp_path / "calls"
+    (src / "sub").mkdir(parents=True)
+    sf.write(src / "a.wav", tone(0.5), SR)
+    sf.write(src / "sub" / "b.wav", tone(0.7), SR)
+    (src / "broken.wav").write_bytes(b"RIFF....garbage")
+    dst = tmp_path / "clean"
+    r = run("denoise", str(src), str(dst), ckpt=tiny_checkpoint)
+    assert r.exit_code == 1
+    assert (dst / "a.wav").exists() and (dst / "sub" / "b.wav").exists()
+    assert "broken.wav" in r.output and "2 written" in r.output
+    again = run("denoise", str(src), str(dst), ckpt=tiny_checkpoint)
+    assert "2 skipped" in again.output
+
+
+def test_existing_output_needs_force(tmp_path, tiny_checkpoint, wav_file):
+    out = tmp_path / "o.wav"
+    out.write_bytes(b"keep me")
+    one_line_error(run("denoise", str(wav_file), str(out), ckpt=tiny_checkpoint))
+    assert out.read_bytes() == b"keep me"
+    assert run("denoise", str(wav_file), str(out), "--force", ckpt=tiny_checkpoint).exit_code == 0
+
+
+@pytest.mark.parametrize("content", [b"", b"this is text, not audio", b"RIFF\x24\x00\x00\x00WAVEfmt "])
+def test_bad_audio_inputs(tmp_path, tiny_checkpoint, content):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(content)
+    one_line_error(run("denoise", str(bad), str(tmp_path / "o.wav"), ckpt=tiny_checkpoint))
+    assert bad.read_bytes() == content  # the input is never modified
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_missing_input_and_checkpoint(tmp_path, tiny_checkpoint, wav_file):
+    assert "no such file" in one_line_error(run("denoise", str(tmp_path / "nope.wav"), str(tmp_path / "o.wav"),
+                                                ckpt=tiny_checkpoint))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    one_line_error(run("denoise", str(wav_file), str(tmp_path / "o.wav"), ckpt=junk))
+
+
+def test_unwritable_output(tmp_path, tiny_checkpoint, wav_file):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        import os
+        if os.access(ro, os.W_OK):  # running as root: permissions do not bind
+            target = "/proc/speechx-test/o.wav"
+        else:
+            target = str(ro / "o.wav")
+        one_line_error(run("denoise", str(wav_file), target, ckpt=tiny_checkpoint))
+    finally:
+        ro.chmod(0o700)
+
+
+@pytest.mark.parametrize("args", [
+    ["denoise", "a.wav"],  # missing OUT
+    ["denoise", "a.wav", "b.wav", "--bogus"],
+    ["denoise", "a.wav", "b.wav", "--temperature", "-1"],
+    ["denoise", "a.wav", "b.wav", "--top-p", "0"],
+    ["edit", "a.wav", "b.wav", "--text", "x", "--span", "2:1"],
+    ["edit", "a.wav", "b.wav", "--text", "x", "--span", "abc"],
+    ["tts", "", "b.wav", "--prompt", "a.wav"],
+])
+def test_bad_flags_one_line(tmp_path, args):
+    r = runner.invoke(app, args)
+    one_line_error(r)
+
+
+def test_stereo_input_is_downmixed(tmp_path, tiny_checkpoint):
+    inp = tmp_path / "st.wav"
+    x = tone(0.6)
+    sf.write(inp, np.stack([x, -x * 0.5], 1), SR)
+    out = tmp_path / "o.wav"
+    assert run("remove-speech", str(inp), str(out), ckpt=tiny_checkpoint).exit_code == 0
+    assert sf.info(out).channels == 1
