@@ -1,0 +1,37 @@
+# speechx: `make install` then `make test`. Everything installs into $(VENV).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH := torch==2.13.0
+APT_PACKAGES := $(shell cat ci/apt-packages.txt 2>/dev/null)
+
+.PHONY: install system-deps test demo bench clean-demo
+
+install:
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)   # the CPU build on local disk; never let pip resolve torch alone
+	$(PIP) install -q -e ".[eval,dev]" $(TORCH)
+	@# encodec pulls PyPI's torchaudio, a CUDA build that cannot load beside CPU torch: drop its
+	@# compiled libraries (encodec only needs its pure-Python transforms). A working one is kept.
+	@$(PY) -c "import torchaudio" 2>/dev/null || { \
+	  rm -f $$($(PY) -c "import importlib.util,os;print(os.path.dirname(importlib.util.find_spec('torchaudio').origin))")/lib/*.so; \
+	  echo "removed torchaudio's unloadable compiled libraries (CUDA build beside CPU torch)"; }
+	$(PY) -c "import encodec, speechx_cli.cli; print('speechx installed')"
+
+# Synthesizers and sounds the corpus builder and tests use (Debian; needs root).
+system-deps:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES)
+
+test:
+	$(PY) -m pytest
+
+demo:
+	mkdir -p demo-out
+	$(VENV)/bin/speechx denoise examples/noisy.wav demo-out/denoised.wav --force
+	$(VENV)/bin/speechx remove-speech examples/noisy.wav demo-out/background.wav --force
+	$(VENV)/bin/speechx extract-speaker examples/mixture.wav demo-out/extracted.wav --enroll examples/enrollment.wav --force
+	$(VENV)/bin/speechx tts "$$(cat examples/tts.txt)" demo-out/tts.wav --prompt examples/prompt.wav --force
+	$(VENV)/bin/speechx edit examples/clean.wav demo-out/edited.wav --text "$$(cat examples/edited.txt)" --span "$$(cat examples/edit-span.txt)" --background clean --force
+	@echo "outputs in demo-out/"
