@@ -29,7 +29,7 @@ _state: dict[str, bool] = {}
 
 
 def ensure_encodec_importable() -> bool:
-    """Make `import torchaudio` (hence `import encodec`) work; True if the real torchaudio loaded."""
+    """Make `import torchaudio` (hence `import encodec`) work; True if the real one loaded."""
     if "real" in _state:
         return _state["real"]
     try:
@@ -128,7 +128,8 @@ class Resample(nn.Module):
 
     def __init__(self, orig_freq: int = 16000, new_freq: int = 16000,
                  resampling_method: str = "sinc_interp_hann", lowpass_filter_width: int = 6,
-                 rolloff: float = 0.99, beta: float | None = None, *, dtype: torch.dtype | None = None):
+                 rolloff: float = 0.99, beta: float | None = None, *,
+                 dtype: torch.dtype | None = None):
         super().__init__()
         if resampling_method not in ("sinc_interp_hann", "sinc_interpolation"):
             raise NotImplementedError(f"stand-in torchaudio supports only sinc_interp_hann, "

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,6 +228,23 @@ def iter_blocks(
                 break
     if len(pending):
         yield pending
+
+
+def resample_stream(blocks: Iterable[np.ndarray], sr_in: int, sr_out: int) -> Iterator[np.ndarray]:
+    """Resample a stream of mono blocks without seams (soxr's streaming resampler)."""
+    if sr_in == sr_out:
+        yield from blocks
+        return
+    import soxr
+
+    stream = soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality="HQ")
+    for block in blocks:
+        out = stream.resample_chunk(np.asarray(block, dtype=np.float32))
+        if len(out):
+            yield out
+    out = stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+    if len(out):
+        yield out
 
 
 # ---------------------------------------------------------------------------------------------

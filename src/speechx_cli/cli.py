@@ -91,6 +91,8 @@ RateOpt = Annotated[Optional[int], typer.Option(
 TextOpt = Annotated[Optional[str], typer.Option("--text", help="Transcript of the speech (optional; helps).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")]
 WindowOpt = Annotated[float, typer.Option("--window", help="Seconds per window for long inputs.")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", help="Folder runs: process only part I of N (I/N, 0-based), e.g. one per machine.")]
 
 
 @dataclass(frozen=True)
@@ -181,71 +183,90 @@ def _check_input(path: Path) -> None:
 
 def _save(path: Path, wav, codec_rate: int, out_rate: int, force: bool) -> None:
     data = A.resample(wav, codec_rate, out_rate) if out_rate != codec_rate else wav
-    clipped = A.save(path, data, out_rate, force=force)
+    _warn_clipped(path, A.save(path, data, out_rate, force=force))
+
+
+def _job_options(c: Common, shard: str | None = None) -> "JobOptions":
+    from .jobs import JobOptions
+    from .pipeline import WindowOptions
+
+    try:
+        window = WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size).validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard))
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if shard is None:
+        return (0, 1)
+    try:
+        i, n = (int(v) for v in shard.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {shard!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise UserError(f"--shard {shard!r}: need 0 <= I < N")
+    return i, n
+
+
+def _progress() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=err, transient=True)
+
+
+def _warn_clipped(path: Path, clipped: int) -> None:
     if clipped:
         err.print(f"warning: {path}: {clipped} samples clipped", markup=False)
 
 
 def _run_files(c: Common, task: Task, inp: Path, outp: Path, text: str | None = None,
-               enroll: Path | None = None) -> None:
+               enroll: Path | None = None, shard: str | None = None) -> None:
     """One file or a whole folder through a known-length task (denoise, remove-speech, extract-speaker)."""
-    from . import pipeline as PL
+    from . import jobs
 
     _check_input(inp)
     if enroll is not None:
         _check_input(enroll)
+    opts = _job_options(c, shard)
     if inp.is_dir():
-        return _run_folder(c, task, inp, outp, text, enroll)
+        return _run_folder(c, task, inp, outp, opts, text, enroll)
+    if shard is not None:
+        raise UserError("--shard applies to folder runs only")
     _check_output(outp, c.force)
+    duration = A.info(inp).duration_s
     sx = _load_model(c)
-    sr = sx.codec.sample_rate
-    wav, in_rate = A.load(inp, sr)
-    ref = A.load(enroll, sr)[0] if enroll is not None else None
-    window = PL.WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size)
-    with err.status(f"{task.value}: {inp.name}"):
-        y = PL.run(sx, [PL.Request(task, audio=wav, enrollment=ref, text=text)], c.decoding, window)[0]
-    _save(outp, y, sr, c.sample_rate or in_rate, c.force)
+    ref = A.load(enroll, sx.codec.sample_rate, allow_silence=False)[0] if enroll is not None else None
+    with _progress() as bar:
+        job = bar.add_task(f"{task.value} {inp.name}", total=round(duration))
+        clipped = jobs.run_file(sx, task, inp, outp, opts, text, ref,
+                                progress=lambda s: bar.advance(job, s))
+    _warn_clipped(outp, clipped)
     err.print(f"wrote {outp}", markup=False)
 
 
-def _run_folder(c: Common, task: Task, inp: Path, outp: Path, text: str | None, enroll: Path | None) -> None:
-    from . import pipeline as PL
+def _run_folder(c: Common, task: Task, inp: Path, outp: Path, opts, text: str | None,
+                enroll: Path | None) -> None:
+    from . import jobs
 
     if outp.exists() and not outp.is_dir():
         raise UserError(f"{outp}: IN is a folder, so OUT must be a folder too")
-    files = sorted(p for p in inp.rglob("*") if p.is_file() and A.is_audio_path(p))
-    if not files:
+    todo, skipped = jobs.plan_folder(inp, outp, opts)
+    if not todo and not skipped:
         raise UserError(f"{inp}: no audio files found")
     sx = _load_model(c)
-    sr = sx.codec.sample_rate
-    ref = A.load(enroll, sr)[0] if enroll is not None else None
-    window = PL.WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size)
-    failed: list[tuple[Path, str]] = []
-    done = skipped = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        job = bar.add_task(task.value, total=len(files))
-        for src in files:
-            dst = outp / src.relative_to(inp)
-            try:
-                if dst.exists() and not c.force:
-                    skipped += 1
-                    continue
-                wav, in_rate = A.load(src, sr)
-                y = PL.run(sx, [PL.Request(task, audio=wav, enrollment=ref, text=text)], c.decoding, window)[0]
-                _save(dst, y, sr, c.sample_rate or in_rate, c.force)
-                done += 1
-            except (A.AudioError, ValueError) as e:
-                failed.append((src, str(e).splitlines()[0]))
-            finally:
-                bar.advance(job)
-    _summary(done, skipped, failed)
+    ref = A.load(enroll, sx.codec.sample_rate, allow_silence=False)[0] if enroll is not None else None
+    with _progress() as bar:
+        job = bar.add_task(task.value, total=len(todo))
+        summary = jobs.run_folder(sx, task, todo, opts, text, ref, advance=lambda n: bar.advance(job, n))
+    for path, clipped in summary.clipped.items():
+        _warn_clipped(path, clipped)
+    _summary(len(summary.written), len(skipped), summary.failed)
 
 
 def _summary(done: int, skipped: int, failed: list[tuple[Path, str]]) -> None:
     err.print(f"{done} written, {skipped} skipped (exist; --force to redo), {len(failed)} failed", markup=False)
     for p, why in failed:
-        err.print(f"failed: {why}" if str(p) in why else f"failed: {p}: {why}", markup=False, soft_wrap=True)
+        err.print(f"failed: {why}" if str(p) in why else f"failed: {p}: {why}", markup=False)
     if failed:
         raise typer.Exit(1)
 
@@ -261,12 +282,12 @@ def denoise(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0,
+    window: WindowOpt = 10.0, shard: ShardOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
-        _run_files(c, Task.NS, inp, outp, text)
+        _run_files(c, Task.NS, inp, outp, text, shard=shard)
 
 
 @app.command("remove-speech")
@@ -274,12 +295,12 @@ def remove_speech(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0,
+    window: WindowOpt = 10.0, shard: ShardOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
-        _run_files(c, Task.SR, inp, outp, text)
+        _run_files(c, Task.SR, inp, outp, text, shard=shard)
 
 
 @app.command("extract-speaker")
@@ -289,12 +310,12 @@ def extract_speaker(
     text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0,
+    window: WindowOpt = 10.0, shard: ShardOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
-        _run_files(c, Task.TSE, inp, outp, text, enroll)
+        _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -88,31 +89,43 @@ def _text_ids(text: str | None) -> torch.Tensor | None:
     return torch.tensor(T.encode(text), dtype=torch.long)
 
 
-def plan_windows(n: int, window: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, end) sample ranges covering n samples, consecutive ones overlapping by `overlap`."""
-    if n <= window:
-        return [(0, n)]
+def split_windows(blocks: Iterable[np.ndarray], window: int, overlap: int) -> Iterator[np.ndarray]:
+    """Cut a stream of sample blocks into windows of `window` samples, consecutive ones sharing
+    `overlap` samples; the last window is shorter. Holds at most one window plus one block."""
     hop = window - overlap
-    count = math.ceil((n - overlap) / hop)
-    starts = [min(i * hop, n - window) for i in range(count)]
-    return [(s, s + window) for s in starts]
+    buf = np.zeros(0, dtype=np.float32)
+    emitted = False
+    for block in blocks:
+        buf = np.concatenate([buf, np.asarray(block, dtype=np.float32)])
+        while len(buf) >= window:
+            yield buf[:window]
+            emitted = True
+            buf = buf[hop:]
+    if len(buf) > (overlap if emitted else 0):
+        yield buf
 
 
-def overlap_add(pieces: list[np.ndarray], ranges: list[tuple[int, int]], n: int) -> np.ndarray:
-    """Join window outputs with linear crossfades over each overlap (weights sum to 1)."""
-    out = np.zeros(n, dtype=np.float32)
-    weight = np.zeros(n, dtype=np.float32)
-    for i, (piece, (s, e)) in enumerate(zip(pieces, ranges)):
-        w = np.ones(e - s, dtype=np.float32)
-        if i > 0:
-            ov = ranges[i - 1][1] - s
-            w[:ov] = np.linspace(0, 1, ov + 2, dtype=np.float32)[1:-1]
-        if i + 1 < len(ranges):
-            ov = e - ranges[i + 1][0]
-            w[-ov:] = np.minimum(w[-ov:], np.linspace(1, 0, ov + 2, dtype=np.float32)[1:-1])
-        out[s:e] += piece[: e - s] * w
-        weight[s:e] += w
-    return out / np.maximum(weight, 1e-8)
+class WindowJoiner:
+    """Joins consecutive window outputs with linear crossfades over their overlaps, streaming:
+    push() returns the samples that are final, finish() the rest."""
+
+    def __init__(self, overlap: int):
+        self.overlap = overlap
+        self.tail: np.ndarray | None = None
+
+    def push(self, piece: np.ndarray) -> np.ndarray:
+        piece = np.array(piece, dtype=np.float32)
+        if self.tail is not None:
+            n = len(self.tail)
+            fade = np.linspace(0.0, 1.0, n + 2, dtype=np.float32)[1:-1]
+            piece[:n] = self.tail * (1 - fade) + piece[:n] * fade
+        keep = min(self.overlap, len(piece))
+        self.tail = piece[len(piece) - keep:]
+        return piece[: len(piece) - keep]
+
+    def finish(self) -> np.ndarray:
+        tail, self.tail = self.tail, None
+        return np.zeros(0, dtype=np.float32) if tail is None else tail
 
 
 @dataclass
@@ -122,7 +135,7 @@ class _Row:
     request: int
     prompt: P.Prompt
     max_frames: int | None = None
-    window: tuple[int, int] | None = None  # ns/sr/tse: samples of the input this row covers
+    window: int | None = None  # ns/sr/tse: samples of the input this row covers
     post: torch.Tensor | None = None  # edit: C(post), (Q, K)
 
 
@@ -149,21 +162,21 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions) -> list[_Row]:
         new = max(2 * (b - a), SECONDS_PER_PHONEME * len(text) * fr - a, MIN_GENERATION_SECONDS * fr)
         return [_Row(i, prompt, int(len(codes) - b + new), post=codes[b:])]
     sr = sx.codec.sample_rate
-    ranges = plan_windows(len(req.audio), int(win.seconds * sr), int(win.overlap * sr))
+    windows = list(split_windows([req.audio], int(win.seconds * sr), int(win.overlap * sr)))
+    # a transcript belongs to the whole file: only a single window may carry it
+    t = text if len(windows) == 1 else None
     enroll = _codes(sx, req.enrollment) if req.task is Task.TSE else None
-    rows = []
-    for s, e in ranges:
-        mix = _codes(sx, req.audio[s:e])
-        # a transcript belongs to the whole file: only a single window may carry it
-        t = text if len(ranges) == 1 else None
-        if req.task is Task.NS:
-            prompt = P.ns(mix, v, text=t)
-        elif req.task is Task.SR:
-            prompt = P.sr(mix, v, text=t)
-        else:
-            prompt = P.tse(enroll, mix, v, text=t)
-        rows.append(_Row(i, prompt, window=(s, e)))
-    return rows
+    return [_Row(i, _known_length_prompt(sx, req.task, w, enroll, t), window=len(w)) for w in windows]
+
+
+def _known_length_prompt(sx: SpeechX, task: Task, audio: np.ndarray, enroll: torch.Tensor | None,
+                         text: torch.Tensor | None) -> P.Prompt:
+    v, mix = sx.config.codebook_size, _codes(sx, audio)
+    if task is Task.NS:
+        return P.ns(mix, v, text=text)
+    if task is Task.SR:
+        return P.sr(mix, v, text=text)
+    return P.tse(enroll, mix, v, text=text)
 
 
 def _find_post(generated: torch.Tensor, post: torch.Tensor, start: int) -> int:
@@ -185,7 +198,8 @@ def _find_post(generated: torch.Tensor, post: torch.Tensor, start: int) -> int:
     return best if best_score >= 0.5 else fallback
 
 
-def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[torch.Tensor]) -> np.ndarray:
+def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[torch.Tensor],
+            window: WindowOptions) -> np.ndarray:
     hop = sx.codec.hop_length
     if req.task is Task.TTS:
         return _decode(sx, outs[0])
@@ -199,8 +213,13 @@ def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[torch.Tensor
         end = max(start, min(n, (sx.codec.frames_for(n) - len(post)) * hop))
         fade = int(CROSSFADE_SECONDS * sx.codec.sample_rate)
         return splice(req.audio, middle, start, end, fade)
-    pieces = [_decode(sx, o)[: r.window[1] - r.window[0]] for r, o in zip(rows, outs)]
-    return overlap_add(pieces, [r.window for r in rows], len(req.audio))
+    joiner = WindowJoiner(_overlap_samples(sx, window))
+    parts = [joiner.push(_decode(sx, o)[: r.window]) for r, o in zip(rows, outs)]
+    return np.concatenate(parts + [joiner.finish()])
+
+
+def _overlap_samples(sx: SpeechX, window: WindowOptions) -> int:
+    return int(window.overlap * sx.codec.sample_rate)
 
 
 def run(sx: SpeechX, requests: list[Request], opts: DecodingOptions,
@@ -211,16 +230,55 @@ def run(sx: SpeechX, requests: list[Request], opts: DecodingOptions,
     rows: list[_Row] = []
     for i, req in enumerate(requests):
         rows.extend(_rows(sx, i, req.validate(), window))
-    outs: list[torch.Tensor] = []
-    for s in range(0, len(rows), window.batch_size):
-        chunk = rows[s: s + window.batch_size]
-        outs += generate(sx.ar, sx.nar, [r.prompt for r in chunk], opts, sx.codec.frame_rate,
-                         [r.max_frames for r in chunk])
+    outs = _generate_rows(sx, rows, opts, window.batch_size)
     results = []
     for i, req in enumerate(requests):
         mine = [(r, o) for r, o in zip(rows, outs) if r.request == i]
-        results.append(_finish(sx, req, [r for r, _ in mine], [o for _, o in mine]))
+        results.append(_finish(sx, req, [r for r, _ in mine], [o for _, o in mine], window))
     return results
+
+
+def _generate_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, batch_size: int) -> list[torch.Tensor]:
+    """Generate every row, batch_size at a time, bucketed by condition length (less padding)."""
+    order = sorted(range(len(rows)), key=lambda j: len(rows[j].prompt.tokens))
+    outs: list[torch.Tensor | None] = [None] * len(rows)
+    for s in range(0, len(order), batch_size):
+        chunk = order[s: s + batch_size]
+        got = generate(sx.ar, sx.nar, [rows[j].prompt for j in chunk], opts, sx.codec.frame_rate,
+                       [rows[j].max_frames for j in chunk])
+        for j, o in zip(chunk, got):
+            outs[j] = o
+    return outs
+
+
+def stream(sx: SpeechX, task: Task, blocks: Iterable[np.ndarray], opts: DecodingOptions,
+           window: WindowOptions = WindowOptions(), enrollment: np.ndarray | None = None
+           ) -> Iterator[np.ndarray]:
+    """Known-length task over an endless input: windows in, output blocks out, in bounded memory.
+
+    Holds at most `batch_size` windows at once; the enrollment (tse) is the same for every window.
+    """
+    if not task.known_length:
+        raise ValueError(f"{task.value} cannot stream: its output length is not its input's")
+    opts.validate()
+    window.validate()
+    sr = sx.codec.sample_rate
+    enroll = _codes(sx, enrollment) if task is Task.TSE else None
+    joiner = WindowJoiner(_overlap_samples(sx, window))
+    pending: list[np.ndarray] = []
+
+    def flush() -> Iterator[np.ndarray]:
+        rows = [_Row(0, _known_length_prompt(sx, task, w, enroll, None), window=len(w)) for w in pending]
+        for r, o in zip(rows, _generate_rows(sx, rows, opts, window.batch_size)):
+            yield joiner.push(_decode(sx, o)[: r.window])
+        pending.clear()
+
+    for w in split_windows(blocks, int(window.seconds * sr), int(window.overlap * sr)):
+        pending.append(w)
+        if len(pending) == window.batch_size:
+            yield from flush()
+    yield from flush()
+    yield joiner.finish()
 
 
 def _one(sx: SpeechX, req: Request, opts: DecodingOptions, window: WindowOptions) -> np.ndarray:

@@ -1,0 +1,485 @@
+"""Train the small codec (SmallCodec) on a folder of audio; resumable exactly after a kill.
+
+Losses: 0.1 x L1 waveform + multi-scale log-mel L1 + VQ commitment, and, from a chosen step on,
+encodec's MS-STFT discriminator (hinge loss + feature matching). Batches are random 1 s segments
+drawn by a seeded generator whose state is saved with the model, the optimizers and the global
+RNG states, so `--resume` continues the very same run.
+
+    python -m speechx_cli.train.codec_train --data DIR --dev DEVDIR --out runs/codec --steps 20000
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import typer
+from torch import Tensor, nn
+
+from .. import audio
+from ..codec import SmallCodec, SmallCodecConfig, quiet_weight_norm
+from ..files import atomic_path
+
+CHECKPOINT_KIND = "speechx_codec_training"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "codec_train.pt"
+LOG_NAME = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class CodecTrainConfig:
+    """Everything a codec training run needs; saved in its checkpoint."""
+
+    data: tuple[str, ...]  # audio files, folders (searched recursively) or .txt lists of files
+    out_dir: str = "runs/codec"
+    dev: tuple[str, ...] = ()
+    codec: SmallCodecConfig = field(default_factory=SmallCodecConfig.demo)
+    steps: int = 10_000
+    batch_size: int = 8
+    segment_s: float = 1.0
+    random_gain_db: float = 6.0  # each segment scaled by a uniform gain in +-this
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.5, 0.9)
+    quantizer_warmup_steps: int = 150  # k-means then starts from meaningful encodings
+    l1_weight: float = 0.1
+    mel_weight: float = 1.0
+    commit_weight: float = 1.0
+    mel_n_ffts: tuple[int, ...] = (256, 512, 1024, 2048)
+    n_mels: int = 64
+    adv_start_step: Optional[int] = None  # None: never train against a discriminator
+    disc_filters: int = 16
+    adv_weight: float = 3.0  # EnCodec paper's lambda_g
+    feat_weight: float = 3.0  # EnCodec paper's lambda_feat
+    log_every: int = 10
+    eval_every: int = 500
+    ckpt_every: int = 200
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["codec"] = self.codec.to_dict()
+        return json.loads(json.dumps(d))  # tuples -> lists: JSON- and weights_only-safe
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CodecTrainConfig:
+        values = dict(d)
+        values["codec"] = SmallCodecConfig.from_dict(values["codec"])
+        tuples = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
+
+    @property
+    def segment_samples(self) -> int:
+        return int(round(self.segment_s * self.codec.sample_rate))
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+def find_audio_files(paths: tuple[str, ...] | list[str]) -> list[Path]:
+    """Expand folders (recursively) and .txt lists into a sorted, de-duplicated file list."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += [f for f in p.rglob("*") if f.is_file() and audio.is_audio_path(f)]
+        elif p.suffix == ".txt":
+            found += [Path(line.strip()) for line in p.read_text().splitlines() if line.strip()]
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"no such audio file or folder: {p}")
+    return sorted(set(found))
+
+
+def load_waves(paths: list[Path], sample_rate: int) -> list[Tensor]:
+    """Each file as float32 mono (N,) at sample_rate, all in memory (36 min at 16 kHz: 140 MB)."""
+    return [torch.from_numpy(audio.load(p, sample_rate, max_seconds=math.inf)[0]) for p in paths]
+
+
+class SegmentSampler:
+    """Random fixed-length segments from in-memory waveforms; its state is the data position."""
+
+    def __init__(self, waves: list[Tensor], segment: int, batch_size: int, seed: int,
+                 gain_db: float = 0.0):
+        if not waves:
+            raise ValueError("no training audio")
+        self.waves, self.segment, self.batch_size = waves, segment, batch_size
+        self.gain_db = gain_db
+        lengths = np.array([max(len(w), 1) for w in waves], dtype=np.float64)
+        self.p = lengths / lengths.sum()  # every second of audio is equally likely
+        self.rng = np.random.default_rng(seed)
+
+    def next_batch(self) -> Tensor:
+        batch = torch.zeros(self.batch_size, self.segment)  # (B, L), short files zero-padded
+        files = self.rng.choice(len(self.waves), size=self.batch_size, p=self.p)
+        starts = self.rng.random(self.batch_size)
+        gains = 10 ** (self.rng.uniform(-self.gain_db, self.gain_db, self.batch_size) / 20)
+        for b, (i, s, g) in enumerate(zip(files, starts, gains)):
+            wav = self.waves[i]
+            start = int(s * (max(len(wav) - self.segment, 0) + 1))
+            piece = wav[start:start + self.segment]
+            batch[b, :len(piece)] = piece * float(g)
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        return self.rng.bit_generator.state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
+
+
+# ---- losses and metrics ------------------------------------------------------------------------
+
+class MultiScaleMelLoss(nn.Module):
+    """Mean over scales of L1 between log-mel magnitudes (hop = n_fft / 4)."""
+
+    def __init__(self, sample_rate: int, n_ffts: tuple[int, ...], n_mels: int):
+        super().__init__()
+        import librosa
+
+        self.n_ffts = tuple(n_ffts)
+        for n_fft in self.n_ffts:
+            fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+            self.register_buffer(f"fb{n_fft}", torch.from_numpy(fb).float(), persistent=False)
+            self.register_buffer(f"win{n_fft}", torch.hann_window(n_fft), persistent=False)
+
+    def log_mel(self, wav: Tensor, n_fft: int) -> Tensor:
+        spec = torch.stft(wav, n_fft, n_fft // 4, window=getattr(self, f"win{n_fft}"),
+                          return_complex=True).abs()  # (B, n_fft/2+1, T)
+        return torch.log(getattr(self, f"fb{n_fft}") @ spec + 1e-5)  # (B, n_mels, T)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        losses = [F.l1_loss(self.log_mel(x, n), self.log_mel(y, n)) for n in self.n_ffts]
+        return torch.stack(losses).mean()
+
+
+def si_sdr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> float:
+    """Scale-invariant SDR in dB of a single (N,) estimate."""
+    ref, est = ref - ref.mean(), est - est.mean()
+    target = (est @ ref) / (ref @ ref + eps) * ref
+    return float(10 * torch.log10(target.pow(2).sum() / ((est - target).pow(2).sum() + eps) + eps))
+
+
+def _optional_metrics(ref: np.ndarray, est: np.ndarray, sr: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    try:
+        from pystoi import stoi
+
+        out["stoi"] = float(stoi(ref, est, sr))
+    except ImportError:
+        pass
+    try:
+        from pesq import pesq
+
+        if sr == 16_000:
+            out["pesq_wb"] = float(pesq(sr, ref, est, "wb"))
+    except (ImportError, Exception):  # pesq raises on silent input
+        pass
+    return out
+
+
+def hinge_d_loss(real: list[Tensor], fake: list[Tensor]) -> Tensor:
+    return torch.stack([F.relu(1 - r).mean() + F.relu(1 + f).mean()
+                        for r, f in zip(real, fake)]).mean()
+
+
+def hinge_g_loss(fake: list[Tensor]) -> Tensor:
+    return torch.stack([F.relu(1 - f).mean() for f in fake]).mean()
+
+
+def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
+    """L1 between discriminator features, relative to the real features' scale (EnCodec)."""
+    terms = [F.l1_loss(f, r.detach()) / (r.detach().abs().mean() + 1e-8)
+             for rs, fs in zip(real, fake) for r, f in zip(rs, fs)]
+    return torch.stack(terms).mean()
+
+
+# ---- training state and checkpoints -------------------------------------------------------------
+
+@dataclass
+class TrainState:
+    cfg: CodecTrainConfig
+    codec: SmallCodec
+    opt: torch.optim.Optimizer
+    sampler: SegmentSampler
+    disc: Optional[nn.Module] = None
+    opt_d: Optional[torch.optim.Optimizer] = None
+    step: int = 0
+
+
+def _rng_states() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def save_training_checkpoint(st: TrainState, path: Path) -> None:
+    """Written atomically: a kill mid-write leaves the previous checkpoint intact."""
+    state = {
+        "kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "step": st.step,
+        "config": st.cfg.to_dict(), "codec_config": st.codec.config(),
+        "model": st.codec.state_dict(), "optimizer": st.opt.state_dict(),
+        "discriminator": st.disc.state_dict() if st.disc is not None else None,
+        "disc_optimizer": st.opt_d.state_dict() if st.opt_d is not None else None,
+        "rng": _rng_states(), "data": st.sampler.state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_training_checkpoint(path: Path) -> dict[str, Any]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{path} is not a codec training checkpoint")
+    return ckpt
+
+
+def export_codec(training_ckpt: Path | str | Mapping[str, Any]) -> SmallCodec:
+    """The trained codec (eval mode) from a training checkpoint file or its loaded dict."""
+    ckpt = (training_ckpt if isinstance(training_ckpt, Mapping)
+            else load_training_checkpoint(Path(training_ckpt)))
+    codec = SmallCodec(SmallCodecConfig.from_dict(ckpt["codec_config"]))
+    codec.load_state_dict(ckpt["model"])
+    return codec.eval()
+
+
+def _build_state(cfg: CodecTrainConfig, train_waves: list[Tensor]) -> TrainState:
+    torch.manual_seed(cfg.seed)
+    codec = SmallCodec(cfg.codec).train()
+    opt = torch.optim.Adam(codec.parameters(), lr=cfg.lr, betas=cfg.betas)
+    disc = opt_d = None
+    if cfg.adv_start_step is not None:
+        from encodec.msstftd import MultiScaleSTFTDiscriminator
+
+        with quiet_weight_norm():
+            disc = MultiScaleSTFTDiscriminator(filters=cfg.disc_filters).train()
+        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
+    sampler = SegmentSampler(train_waves, cfg.segment_samples, cfg.batch_size, cfg.seed,
+                             cfg.random_gain_db)
+    return TrainState(cfg, codec, opt, sampler, disc, opt_d)
+
+
+def _restore(st: TrainState, ckpt: Mapping[str, Any]) -> None:
+    if ckpt["codec_config"] != st.codec.config():
+        raise ValueError("the checkpoint's codec differs from the configured one: "
+                         f"{ckpt['codec_config']} vs {st.codec.config()}")
+    if (ckpt["discriminator"] is None) != (st.disc is None):
+        raise ValueError("resume must keep the adversarial setting (adv_start_step) of the run")
+    st.codec.load_state_dict(ckpt["model"])
+    st.opt.load_state_dict(ckpt["optimizer"])
+    if st.disc is not None:
+        st.disc.load_state_dict(ckpt["discriminator"])
+        st.opt_d.load_state_dict(ckpt["disc_optimizer"])
+    st.sampler.load_state(ckpt["data"])
+    _set_rng_states(ckpt["rng"])
+    st.step = int(ckpt["step"])
+
+
+# ---- one step, evaluation ----------------------------------------------------------------------
+
+def train_step(st: TrainState, batch: Tensor, mel_loss: MultiScaleMelLoss) -> dict[str, float]:
+    """One update of the codec (and of the discriminator once adversarial training is on)."""
+    cfg = st.cfg
+    st.codec.quantizer_enabled = st.step >= cfg.quantizer_warmup_steps
+    recon, codes, commit = st.codec(batch)  # (B, N), (B, K, F) or None, ()
+    recon = recon[..., :batch.shape[-1]]
+    l1, mel = F.l1_loss(recon, batch), mel_loss(recon, batch)
+    loss = cfg.l1_weight * l1 + cfg.mel_weight * mel + cfg.commit_weight * commit
+    logs = {"l1": l1.item(), "mel": mel.item(), "commit": commit.item()}
+    if codes is not None:
+        logs["codes_used"] = float(len(torch.unique(codes[:, 0])))
+    adversarial = st.disc is not None and st.step >= (cfg.adv_start_step or 0)
+    if adversarial:
+        real_logits, real_fmaps = st.disc(batch[:, None])
+        fake_logits, fake_fmaps = st.disc(recon[:, None])
+        g_adv, feat = hinge_g_loss(fake_logits), feature_matching_loss(real_fmaps, fake_fmaps)
+        loss = loss + cfg.adv_weight * g_adv + cfg.feat_weight * feat
+        logs |= {"g_adv": g_adv.item(), "feat": feat.item()}
+    st.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    st.opt.step()
+    if adversarial:  # the real branch's graph is untouched by the generator's backward
+        fake_logits_d, _ = st.disc(recon.detach()[:, None])
+        d_loss = hinge_d_loss(real_logits, fake_logits_d)
+        st.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        st.opt_d.step()
+        logs["d_loss"] = d_loss.item()
+    st.step += 1
+    logs["loss"] = loss.item()
+    return logs
+
+
+def evaluate(codec: SmallCodec, dev_waves: list[Tensor], mel_loss: MultiScaleMelLoss) -> dict:
+    """Mean reconstruction metrics of dev utterances through the real encode/decode path."""
+    was_training = codec.training
+    codec.eval()
+    totals: dict[str, list[float]] = {}
+    try:
+        for ref in dev_waves:
+            est = codec.decode(codec.encode(ref))[: len(ref)]
+            metrics = {"mel_distance": float(mel_loss(est[None], ref[None])),
+                       "si_sdr": si_sdr(ref, est),
+                       **_optional_metrics(ref.numpy(), est.numpy(), codec.sample_rate)}
+            for k, v in metrics.items():
+                totals.setdefault(k, []).append(v)
+    finally:
+        codec.train(was_training)
+    return {f"dev_{k}": float(np.mean(v)) for k, v in totals.items()}
+
+
+# ---- driver ------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    codec: SmallCodec
+    step: int
+    last: dict[str, float]  # the last logged losses / metrics
+    checkpoint: Path
+
+
+def _progress(enabled: bool):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("codec"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.3f}"),
+                    TextColumn("{task.fields[sps]:.2f} steps/s"), TimeRemainingColumn(),
+                    disable=not enabled)
+
+
+@contextmanager
+def _stop_requests() -> Iterator[dict[str, bool]]:
+    """The first Ctrl-C or SIGTERM asks the loop to stop after the current step (and save);
+    a second one acts as usual."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def request(signum: int, _frame: Any) -> None:
+        flag["stop"] = True
+        signal.signal(signum, previous[signum])
+
+    for sig in previous:
+        signal.signal(sig, request)
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def train_codec(cfg: CodecTrainConfig, *, resume: bool = False, progress: bool = True,
+                force: bool = False) -> TrainResult:
+    """Train (or, with resume, continue) until cfg.steps; checkpoints go to cfg.out_dir."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT_NAME
+    if ckpt_path.exists() and not (resume or force):
+        raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) or force=True")
+    sr = cfg.codec.sample_rate
+    train_waves = load_waves(find_audio_files(cfg.data), sr)
+    dev_waves = load_waves(find_audio_files(cfg.dev), sr) if cfg.dev else []
+    st = _build_state(cfg, train_waves)
+    if resume and ckpt_path.exists():
+        _restore(st, load_training_checkpoint(ckpt_path))
+    last = _run_loop(st, dev_waves, MultiScaleMelLoss(sr, cfg.mel_n_ffts, cfg.n_mels),
+                     ckpt_path, out / LOG_NAME, progress)
+    save_training_checkpoint(st, ckpt_path)
+    return TrainResult(st.codec.eval(), st.step, last, ckpt_path)
+
+
+def _run_loop(st: TrainState, dev_waves: list[Tensor], mel_loss: MultiScaleMelLoss,
+              ckpt_path: Path, log_path: Path, progress: bool) -> dict[str, float]:
+    cfg, last = st.cfg, {}
+    start_step, t0 = st.step, time.perf_counter()
+    with _progress(progress) as bar, open(log_path, "a") as log, _stop_requests() as flag:
+        task = bar.add_task("codec", total=cfg.steps, completed=st.step, loss=math.nan, sps=0.0)
+        while st.step < cfg.steps and not flag["stop"]:
+            logs = train_step(st, st.sampler.next_batch(), mel_loss)
+            sps = (st.step - start_step) / (time.perf_counter() - t0)
+            bar.update(task, completed=st.step, loss=logs["loss"], sps=sps)
+            # before the first quantized step the codebooks are empty: nothing to measure
+            quantized = st.step > cfg.quantizer_warmup_steps
+            if dev_waves and quantized and st.step % cfg.eval_every == 0:
+                logs |= evaluate(st.codec, dev_waves, mel_loss)
+                bar.console.print(f"step {st.step}: " + ", ".join(
+                    f"{k} {v:.3f}" for k, v in logs.items() if k.startswith("dev_")))
+            if st.step % cfg.log_every == 0 or any(k.startswith("dev_") for k in logs):
+                last = {"step": st.step, "steps_per_s": sps, **logs}
+                log.write(json.dumps(last) + "\n")
+                log.flush()
+            if st.step % cfg.ckpt_every == 0:
+                save_training_checkpoint(st, ckpt_path)
+        if flag["stop"]:
+            bar.console.print(f"stopped at step {st.step}; resume with --resume")
+    return last
+
+
+class Preset(str, Enum):
+    demo = "demo"
+    tiny = "tiny"
+
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def _cli(
+    data: Annotated[list[Path], typer.Option("--data", exists=True,
+                                             help="audio file, folder or .txt list")],
+    out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/codec"),
+    dev: Annotated[Optional[list[Path]], typer.Option("--dev", exists=True)] = None,
+    preset: Annotated[Preset, typer.Option("--preset")] = Preset.demo,
+    steps: Annotated[int, typer.Option("--steps")] = 10_000,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    quantizer_warmup: Annotated[int, typer.Option("--quantizer-warmup")] = 150,
+    adv_start: Annotated[Optional[int], typer.Option("--adv-start",
+                                                     help="step to start the GAN")] = None,
+    eval_every: Annotated[int, typer.Option("--eval-every")] = 500,
+    ckpt_every: Annotated[int, typer.Option("--ckpt-every")] = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    threads: Annotated[Optional[int], typer.Option("--threads")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite the run in --out")] = False,
+) -> None:
+    """Train the small codec (SmallCodec); Ctrl-C stops after the current step and saves."""
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = CodecTrainConfig(
+        data=tuple(map(str, data)), out_dir=str(out), dev=tuple(map(str, dev or ())),
+        codec=getattr(SmallCodecConfig, preset.value)(), steps=steps, batch_size=batch_size,
+        quantizer_warmup_steps=quantizer_warmup, adv_start_step=adv_start,
+        eval_every=eval_every, ckpt_every=ckpt_every, seed=seed)
+    try:
+        result = train_codec(cfg, resume=resume, force=force)
+    except FileExistsError as err:
+        raise typer.BadParameter(str(err), param_hint="--out") from err
+    typer.echo(f"step {result.step}: checkpoint {result.checkpoint}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Small-codec training: it learns, it resumes exactly, its checkpoints are written atomically."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from speechx_cli.codec import SmallCodec, SmallCodecConfig, codec_from_config
+from speechx_cli.train import codec_train as ct
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models on a shared 2-core machine run many times faster on one thread.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _synth(rng: np.random.Generator, sr: int, seconds: float) -> np.ndarray:
+    t = np.arange(int(sr * seconds)) / sr
+    x = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(100, 1000, 3)) / 10
+    return (x + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    """Sines + noise: three 16 kHz files and one at 22.05 kHz (resampled on load), one dev file."""
+    root = tmp_path_factory.mktemp("audio")
+    rng = np.random.default_rng(0)
+    (root / "train").mkdir()
+    (root / "dev").mkdir()
+    for i in range(3):
+        sf.write(root / "train" / f"s{i}.wav", _synth(rng, 16_000, 1.0), 16_000)
+    sf.write(root / "train" / "other_rate.wav", _synth(rng, 22_050, 0.5), 22_050)
+    sf.write(root / "dev" / "d.wav", _synth(rng, 16_000, 1.0), 16_000)
+    return root
+
+
+def _cfg(audio, out, **changes) -> ct.CodecTrainConfig:
+    cfg = ct.CodecTrainConfig(
+        data=(str(audio / "train"),), dev=(str(audio / "dev"),), out_dir=str(out),
+        codec=SmallCodecConfig.tiny(), steps=6, batch_size=2, segment_s=0.2,
+        quantizer_warmup_steps=2, adv_start_step=4, disc_filters=4, log_every=1,
+        eval_every=3, ckpt_every=100)
+    return replace(cfg, **changes)
+
+
+def test_training_reduces_the_loss(audio, tmp_path):
+    cfg = _cfg(audio, tmp_path, steps=12, quantizer_warmup_steps=100, adv_start_step=None,
+               lr=1e-3, dev=())
+    result = ct.train_codec(cfg, progress=False)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / ct.LOG_NAME).open()]
+    assert len(losses) == 12 and result.step == 12
+    assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+
+
+def test_resume_continues_exactly(audio, tmp_path):
+    straight = ct.train_codec(_cfg(audio, tmp_path / "a"), progress=False)
+    half = _cfg(audio, tmp_path / "b", steps=3)
+    ct.train_codec(half, progress=False)
+    with pytest.raises(FileExistsError):
+        ct.train_codec(half, progress=False)
+    resumed = ct.train_codec(replace(half, steps=6), resume=True, progress=False)
+    assert resumed.step == straight.step == 6
+
+    a, b = straight.codec.state_dict(), resumed.codec.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)  # bit-exact here
+    ckpt_a = ct.load_training_checkpoint(straight.checkpoint)
+    ckpt_b = ct.load_training_checkpoint(resumed.checkpoint)
+    for k in ckpt_a["discriminator"]:
+        torch.testing.assert_close(ckpt_a["discriminator"][k], ckpt_b["discriminator"][k],
+                                   rtol=0, atol=1e-6)
+    assert ckpt_a["data"] == ckpt_b["data"]
+    assert torch.equal(ckpt_a["rng"]["torch"], ckpt_b["rng"]["torch"])
+    dev_a = [json.loads(x) for x in (tmp_path / "a" / ct.LOG_NAME).open() if "dev_si_sdr" in x]
+    assert [d["step"] for d in dev_a] == [3, 6]
+
+    codec = ct.export_codec(resumed.checkpoint)
+    assert isinstance(codec, SmallCodec) and not codec.training
+    x = 0.1 * torch.randn(1, 1600)
+    rebuilt = codec_from_config(codec.config(), codec.state_dict())
+    assert torch.equal(rebuilt.encode(x), resumed.codec.encode(x))
+
+
+def test_checkpoint_write_is_atomic(audio, tmp_path, monkeypatch):
+    cfg = _cfg(audio, tmp_path, steps=1, adv_start_step=None, dev=())
+    ct.train_codec(cfg, progress=False)
+    path = tmp_path / ct.CHECKPOINT_NAME
+    before = path.read_bytes()
+    st = ct._build_state(cfg, [torch.zeros(4000)])
+    st.step = 99
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        ct.save_training_checkpoint(st, path)
+    assert path.read_bytes() == before
+    assert ct.load_training_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ct.CHECKPOINT_NAME, ct.LOG_NAME]
+
+
+def test_config_round_trip_and_sampler_determinism():
+    cfg = ct.CodecTrainConfig(data=("x",), codec=SmallCodecConfig.tiny(), adv_start_step=5)
+    assert ct.CodecTrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    waves = [torch.randn(5000), torch.randn(100)]
+    s1, s2 = (ct.SegmentSampler(waves, 800, 3, seed=7, gain_db=6) for _ in range(2))
+    first = s1.next_batch()
+    assert first.shape == (3, 800) and torch.equal(first, s2.next_batch())
+    state = s1.state()
+    nxt = s1.next_batch()
+    s2.load_state(state)
+    assert torch.equal(nxt, s2.next_batch())
+
+
+def test_cli_trains_and_refuses_to_overwrite(audio, tmp_path):
+    args = ["--data", str(audio / "train"), "--out", str(tmp_path), "--preset", "tiny",
+            "--steps", "1", "--batch-size", "1", "--threads", "1"]
+    result = CliRunner().invoke(ct.app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / ct.CHECKPOINT_NAME).exists()
+    again = CliRunner().invoke(ct.app, args)
+    assert again.exit_code != 0
+    assert CliRunner().invoke(ct.app, args + ["--resume", "--steps", "2"]).exit_code == 0
+    assert ct.load_training_checkpoint(tmp_path / ct.CHECKPOINT_NAME)["step"] == 2

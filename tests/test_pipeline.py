@@ -1,0 +1,61 @@
+"""Pipeline: windows for long inputs, streaming == in-memory, edit splicing."""
+
+import numpy as np
+import pytest
+
+from speechx_cli import checkpoint
+from speechx_cli import pipeline as PL
+from speechx_cli.engine import DecodingOptions
+from speechx_cli.prompts import Task
+
+from .conftest import SR, tone
+
+
+@pytest.fixture(scope="module")
+def sx(tiny_checkpoint):
+    return checkpoint.load(tiny_checkpoint)
+
+
+def test_split_windows_cover_the_input_and_joiner_restores_it():
+    x = np.arange(1000, dtype=np.float32)
+    blocks = [x[i: i + 77] for i in range(0, 1000, 77)]  # block size unrelated to the window
+    windows = list(PL.split_windows(blocks, 300, 50))
+    assert [len(w) for w in windows] == [300, 300, 300, 250]
+    assert np.array_equal(windows[1][:50], windows[0][-50:])
+    joiner = PL.WindowJoiner(50)
+    y = np.concatenate([joiner.push(w) for w in windows] + [joiner.finish()])
+    np.testing.assert_allclose(y, x, rtol=1e-6)  # identical windows crossfade into the input itself
+
+
+def test_short_input_is_one_window():
+    assert [len(w) for w in PL.split_windows([np.ones(10)], 300, 50)] == [10]
+    assert list(PL.split_windows([np.ones(300)], 300, 50))[-1].shape == (300,)
+
+
+def test_stream_equals_in_memory_run(sx):
+    x = tone(7.3, seed=3)
+    opts = DecodingOptions(temperature=0)
+    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=3)
+    whole = PL.run(sx, [PL.Request(Task.NS, audio=x)], opts, win)[0]
+    blocks = (x[i: i + 4000] for i in range(0, len(x), 4000))
+    streamed = np.concatenate(list(PL.stream(sx, Task.NS, blocks, opts, win)))
+    assert len(whole) == len(streamed) == len(x)
+    np.testing.assert_allclose(whole, streamed, atol=1e-5)
+
+
+def test_edit_output_keeps_pre_and_post(sx):
+    x = tone(2.0, seed=4)
+    y = PL.edit(sx, x, "the dog sat down", span=(0.6, 1.2), background="keep",
+                opts=DecodingOptions(temperature=1.0, seed=0))
+    a, b = int(0.6 * SR), int(1.2 * SR)
+    assert np.array_equal(y[:a], x[:a])
+    assert np.array_equal(y[len(y) - (len(x) - b):], x[b:])
+
+
+def test_requests_validate():
+    with pytest.raises(ValueError, match="text is required"):
+        PL.Request(Task.TTS, enrollment=np.ones(10)).validate()
+    with pytest.raises(ValueError, match="enrollment"):
+        PL.Request(Task.TSE, audio=np.ones(10)).validate()
+    with pytest.raises(ValueError, match="span"):
+        PL.Request(Task.EDIT_CLEAN, audio=np.ones(10), text="x").validate()
