@@ -138,7 +138,7 @@ def _expand_numbers(text: str) -> str:
     return _INTEGER_RE.sub(lambda m: _spoken_integer(m.group(0)), text)
 
 
-def _tokens(text: str) -> list[str]:
+def tokens(text: str) -> list[str]:
     """Normalised words and punctuation marks, in order; repeated marks ('...', '--') collapse."""
     text = unicodedata.normalize("NFKC", text).translate(_CHAR_MAP)
     text = _expand_numbers(text)
@@ -160,7 +160,7 @@ def normalize_words(text: str) -> list[str]:
 
     "The cat, sat." and "the cat sat" give the same list; contractions stay one word ("don't").
     """
-    return [t for t in _tokens(text) if t not in _PUNCT_SET]
+    return [t for t in tokens(text) if t not in _PUNCT_SET]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def _pronounce(word: str, tag: str) -> tuple[str, ...]:
 
 def _items(text: str) -> list[Word | str]:
     """Words (with phonemes) and punctuation marks, in text order."""
-    tagged = pos_tag(_tokens(text))
+    tagged = pos_tag(tokens(text))
     return [tok if tok in _PUNCT_SET else Word(tok, _pronounce(tok, tag)) for tok, tag in tagged]
 
 

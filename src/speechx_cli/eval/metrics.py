@@ -24,9 +24,6 @@ from typing import Any
 import numpy as np
 
 SR = 16000  # Hz, the rate every scorer here is defined at
-ALIGN_FRAME_RATE = 100  # pocketsphinx frames per second (10 ms shift)
-ALIGN_DITHER = 1e-3  # noise sigma added before alignment: without it espeak audio fails to align
-ALIGN_DITHER_SEED = 0
 MCD_N_FFT = 512  # 32 ms at SR
 MCD_HOP = 160  # 10 ms at SR
 MCD_N_MELS = 80
@@ -99,27 +96,11 @@ def normalize_words(text: str) -> list[str]:
     return [p.strip("'") for w in words for p in w.split() if p.strip("'")]
 
 
-def _decoder(name: str):
-    def make():
-        from pocketsphinx import Decoder
-
-        return Decoder(samprate=SR, loglevel="FATAL")
-
-    # Separate decoders: alignment switches the search, ASR must keep the language model.
-    return _cached(f"pocketsphinx:{name}", make)
-
-
 def transcribe(audio: np.ndarray, sr: int) -> str:
-    """pocketsphinx (bundled US English model) transcript, lowercase words."""
-    x = as_16k(audio, sr)
-    dec = _decoder("asr")
-    dec.start_utt()
-    try:
-        dec.process_raw(_pcm16(x), full_utt=True)
-    finally:
-        dec.end_utt()
-    hyp = dec.hyp()
-    return " ".join(normalize_words(hyp.hypstr)) if hyp is not None else ""
+    """pocketsphinx (bundled US English model) transcript, lowercase words (speechx_cli.align)."""
+    from speechx_cli.align import transcribe as asr
+
+    return " ".join(normalize_words(asr(as_16k(audio, sr), SR)))
 
 
 def word_error_rate(reference_text: str, hypothesis_text: str) -> float:
@@ -152,42 +133,17 @@ def align_words(
 ) -> list[tuple[str, float, float]]:
     """Force-align ``transcript`` to ``audio``: [(word, start_s, end_s)] in transcript order.
 
+    The aligner itself lives in speechx_cli.align (``speechx edit`` uses it too).
     ``pronunciations`` adds words missing from pocketsphinx's dictionary (CMU phones without
     stress, e.g. {"speechx": "S P IY CH EH K S"}). Raises ValueError on unknown words or when the
     aligner drops words (it sometimes loses the last one).
     """
+    from speechx_cli.align import align_words as align
+
     words = normalize_words(transcript)
     if not words:
         raise ValueError("transcript has no words")
-    dec = _decoder("align")
-    for word, phones in (pronunciations or {}).items():
-        dec.add_word(word.lower(), phones, True)
-    unknown = sorted({w for w in words if dec.lookup_word(w) is None})
-    if unknown:
-        raise ValueError(f"words not in the pocketsphinx dictionary: {unknown}")
-
-    x = as_16k(audio, sr)
-    rng = np.random.default_rng(ALIGN_DITHER_SEED)
-    x = x + rng.normal(0.0, ALIGN_DITHER, len(x)).astype(np.float32)
-    dec.set_align_text(" ".join(words))
-    dec.start_utt()
-    try:
-        dec.process_raw(_pcm16(x), full_utt=True)
-    finally:
-        dec.end_utt()
-    segments = dec.seg() if dec.hyp() is not None else []
-    aligned = [
-        (re.sub(r"\(\d+\)$", "", s.word), s.start_frame / ALIGN_FRAME_RATE,
-         (s.end_frame + 1) / ALIGN_FRAME_RATE)
-        for s in segments
-        if not (s.word.startswith("<") or s.word.startswith("["))
-    ]
-    if [w for w, _, _ in aligned] != words:
-        raise ValueError(
-            f"alignment failed: expected {len(words)} words {words}, "
-            f"got {len(aligned)} {[w for w, _, _ in aligned]}"
-        )
-    return aligned
+    return [(w.word, w.start, w.end) for w in align(as_16k(audio, sr), SR, words, pronunciations)]
 
 
 # ---------------------------------------------------------------------------------------------
