@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechx_cli import audio
+from speechx_cli import audio, files
 from speechx_cli.audio import AudioError
 
 SR = 16_000
@@ -141,7 +141,7 @@ def test_save_into_unwritable_folder(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(audio.tempfile, "mkstemp", denied)  # chmod does not stop root
+    monkeypatch.setattr(files.tempfile, "mkstemp", denied)  # chmod does not stop root
     with pytest.raises(AudioError) as err:
         audio.save(tmp_path / "out.wav", tone(), SR)
     assert_one_line(err, str(tmp_path), "cannot write there (Permission denied)")

@@ -12,14 +12,17 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import warnings
+import sys
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from .files import atomic_path
 
 MAX_INPUT_SECONDS = 4 * 60 * 60.0  # refuse longer inputs unless the caller lifts the limit
 CROSSFADE_SECONDS = 0.01  # length of each join in splice()
@@ -259,37 +262,27 @@ def _write_format(path: Path) -> tuple[str, str]:
     return fmt
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _prepare_output(path: Path, force: bool) -> Path:
-    """Check the target, create its folder and return a fresh temp path beside it."""
+@contextmanager
+def _output(path: Path, force: bool) -> Iterator[Path]:
+    """Check the target, then yield a temp path beside it that becomes `path` on success."""
     if path.is_dir():
         raise AudioError(f"{path}: is a folder")
     if path.exists() and not force:
         raise AudioError(f"{path} exists (use --force to overwrite)")
-    folder = path.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        writer = atomic_path(path)
+        tmp = writer.__enter__()
     except OSError as e:
-        raise AudioError(f"{folder}: cannot write there ({e.strerror or e})") from e
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-    return Path(tmp)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """fsync the finished temp file, then move it into place in one step."""
-    fd = os.open(tmp, os.O_RDONLY)
+        raise AudioError(f"{path.parent}: cannot write there ({e.strerror or e})") from e
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        yield tmp
+    except BaseException:
+        writer.__exit__(*sys.exc_info())
+        raise
+    try:
+        writer.__exit__(None, None, None)
+    except OSError as e:
+        raise AudioError(f"{path}: could not write ({e.strerror or e})") from e
 
 
 def _clip(audio: np.ndarray) -> tuple[np.ndarray, int]:
@@ -311,14 +304,11 @@ def save(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, force:
     x, clipped = _clip(audio)
     if x.ndim not in (1, 2) or len(x) == 0:
         raise AudioError(f"{path}: nothing to write (audio shape {x.shape})")
-    tmp = _prepare_output(path, force)
-    try:
-        sf.write(str(tmp), x, sample_rate, format=fmt, subtype=subtype)
-        _commit(tmp, path)
-    except (OSError, sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{path}: could not write ({e})") from e
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _output(path, force) as tmp:
+        try:
+            sf.write(str(tmp), x, sample_rate, format=fmt, subtype=subtype)
+        except (OSError, sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(f"{path}: could not write ({e})") from e
     return clipped
 
 
@@ -339,19 +329,16 @@ class BlockWriter:
         self.force = force
         self.frames = 0
         self.clipped = 0
-        self._tmp: Path | None = None
+        self._stack: ExitStack | None = None
         self._file: sf.SoundFile | None = None
 
     def __enter__(self) -> BlockWriter:
         fmt, subtype = _write_format(self.path)
-        self._tmp = _prepare_output(self.path, self.force)
-        try:
-            self._file = sf.SoundFile(
-                str(self._tmp), "w", self.sample_rate, self.channels, subtype=subtype, format=fmt
-            )
-        except Exception:
-            self._tmp.unlink(missing_ok=True)
-            raise
+        with ExitStack() as stack:
+            tmp = stack.enter_context(_output(self.path, self.force))
+            self._file = stack.enter_context(
+                sf.SoundFile(str(tmp), "w", self.sample_rate, self.channels, subtype=subtype, format=fmt))
+            self._stack = stack.pop_all()
         return self
 
     def write(self, block: np.ndarray) -> None:
@@ -363,14 +350,9 @@ class BlockWriter:
         self.clipped += clipped
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self._tmp is not None and self._file is not None
-        try:
-            self._file.close()
-            if exc_type is None:
-                _commit(self._tmp, self.path)
-        finally:
-            self._file = None
-            self._tmp.unlink(missing_ok=True)
+        assert self._stack is not None
+        stack, self._stack, self._file = self._stack, None, None
+        stack.__exit__(exc_type, exc, tb)  # closes the file, then commits or removes the temp
 
 
 # ---------------------------------------------------------------------------------------------
