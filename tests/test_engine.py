@@ -3,7 +3,8 @@
 import torch
 
 from speechx_cli import prompts as P
-from speechx_cli.engine import DecodingOptions, decode_step, filter_logits, generate, make_caches, prefill
+from speechx_cli.engine import (DecodingOptions, decode_step, filter_logits, generate, generate_nar, make_caches,
+                                prefill)
 from speechx_cli.model import ARModel, ModelConfig, NARModel
 
 CFG = ModelConfig.tiny()
@@ -80,3 +81,20 @@ def test_filter_logits_top_k_top_p():
     assert torch.isinf(filter_logits(logits, 2, 1.0)[0, 2:]).all()
     kept = filter_logits(logits, 0, 0.5)  # first token alone holds ~64%
     assert torch.isfinite(kept[0, 0]) and torch.isinf(kept[0, 1:]).all()
+
+
+def test_nar_with_condition_cache_matches_full_forward():
+    _, nar = models(1)
+    ps = [P.ns(rand_codes(6, 12), V, text=torch.tensor([3, 4])), P.tts(torch.tensor([5]), rand_codes(4, 13), V)]
+    batch = P.collate(ps)
+    first = [torch.randint(0, V, (6,)), torch.randint(0, V, (3,))]
+    empty = torch.zeros(2, 0, K, dtype=torch.long)
+    fast = generate_nar(nar, batch, first, empty, torch.zeros(2, dtype=torch.long))
+    # reference: the model's own full forward pass, one level at a time
+    codes = torch.zeros(2, 6, K, dtype=torch.long)
+    codes[0, :, 0], codes[1, :3, 0] = first
+    valid = torch.arange(6)[None] < torch.tensor([6, 3])[:, None]
+    for level in range(1, K):
+        logits = nar(batch.tokens, batch.types, batch.positions, codes, valid, torch.full((2,), level))
+        codes[..., level] = logits.argmax(-1)
+    assert torch.equal(fast[0], codes[0]) and torch.equal(fast[1], codes[1, :3])

@@ -67,15 +67,15 @@ def sample(logits: torch.Tensor, opts: DecodingOptions, generator: torch.Generat
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def make_caches(model: ARModel, batch: int, length: int, device, dtype) -> list[KVCache]:
+def make_caches(model: ARModel | NARModel, batch: int, length: int, device, dtype) -> list[KVCache]:
     cfg = model.cfg
     return [KVCache(batch, cfg.n_heads, length, cfg.d_model // cfg.n_heads, dtype, device)
             for _ in range(cfg.n_layers)]
 
 
 @torch.inference_mode()
-def prefill(model: ARModel, batch: Batch, caches: list[KVCache]) -> None:
-    """Run the condition through the AR model, filling cache columns [0, C)."""
+def prefill(model: ARModel | NARModel, batch: Batch, caches: list[KVCache]) -> None:
+    """Run the condition through the model, filling cache columns [0, C)."""
     x = model.cond(batch.tokens, batch.types, batch.positions)  # (B, C, d)
     empty = batch.cond_valid[:, :0]
     model.run(x, prefix_lm_mask(batch.cond_valid, empty, causal=True), caches, 0)
@@ -141,11 +141,16 @@ def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: tor
 @torch.inference_mode()
 def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefix: torch.Tensor,
                  prefix_len: torch.Tensor) -> list[torch.Tensor]:
-    """Fill codebooks 2..K greedily. first: per-row (T_b,) codebook-1 codes -> per-row (T_b, K)."""
+    """Fill codebooks 2..K greedily. first: per-row (T_b,) codebook-1 codes -> per-row (T_b, K).
+
+    The condition never attends to the output, so its keys/values are computed once and reused
+    by every level; each level then runs only the T output positions.
+    """
     device = batch.tokens.device
     k = model.cfg.n_codebooks
     lengths = torch.tensor([len(f) for f in first], device=device)
     b, t = len(first), max(1, int(lengths.max()))
+    c = batch.types.shape[1]
     codes = torch.zeros(b, t, k, dtype=torch.long, device=device)
     for i, f in enumerate(first):
         codes[i, : len(f), 0] = f
@@ -153,9 +158,15 @@ def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefi
     out_valid = frame[None, :] < lengths[:, None]  # (B, T)
     from_prefix = frame[None, :] < prefix_len[:, None]
     prefix = torch.nn.functional.pad(prefix, (0, 0, 0, max(0, t - prefix.shape[1])))[:, :t]
+
+    caches = make_caches(model, b, c + t, device, next(model.parameters()).dtype)
+    prefill(model, batch, caches)
+    keys = torch.cat([batch.cond_valid, out_valid], 1)  # (B, C+T)
+    mask = keys[:, None, None, :] | torch.eye(c + t, dtype=torch.bool, device=device)[None, None, c:]
     for level in range(1, k):
         lv = torch.full((b,), level, dtype=torch.long, device=device)
-        logits = model(batch.tokens, batch.types, batch.positions, codes, out_valid, lv)
+        h = model.run(model.embed_output(codes, lv), mask, caches, c)  # (B, T, d)
+        logits = model.heads[level - 1](h)
         codes[..., level] = torch.where(from_prefix, prefix[..., level], logits.argmax(-1))
     return [codes[i, : lengths[i]] for i in range(b)]
 
