@@ -9,11 +9,13 @@ from ..model import ARModel, NARModel
 from ..prompts import IGNORE_INDEX, Batch, eos_class
 
 
-def ar_loss(model: ARModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy over valid output positions, and the number of positions."""
+def ar_loss(model: ARModel, batch: Batch, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy over valid output positions (mean, or sum for token-weighted averaging
+    across micro-batches and ranks), and the number of positions."""
     inputs, labels, valid = _ar_tensors(model, batch)
     logits = model(batch.tokens, batch.types, batch.positions, inputs, valid)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                           reduction=reduction)
     return loss, valid.sum()
 
 
@@ -29,15 +31,19 @@ def _ar_tensors(model: ARModel, batch: Batch):
     return inputs, labels.masked_fill(~valid, IGNORE_INDEX), valid
 
 
-def nar_loss(model: NARModel, batch: Batch, generator: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of one random codebook 2..K per row, given the codebooks below it."""
+def nar_loss(model: NARModel, batch: Batch, generator: torch.Generator | None = None,
+             level: torch.Tensor | None = None, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of one codebook 2..K per row (0-based `level` in 1..K-1, random if not given),
+    given the codebooks below it; mean or sum over valid frames, and the number of frames."""
     codes, lengths = batch.targets, batch.target_lengths  # (B, T, K), (B,)
     b, t, k = codes.shape
-    level = torch.randint(1, k, (b,), generator=generator).to(codes.device)
+    if level is None:
+        level = torch.randint(1, k, (b,), generator=generator)
+    level = level.to(codes.device)
     valid = torch.arange(t, device=codes.device)[None, :] < lengths[:, None]
     logits = model(batch.tokens, batch.types, batch.positions, codes, valid, level)
     labels = codes.gather(2, level[:, None, None].expand(b, t, 1)).squeeze(2)
     labels = labels.masked_fill(~valid, IGNORE_INDEX)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
+                           reduction=reduction)
     return loss, valid.sum()

@@ -1,0 +1,515 @@
+"""Encoded training examples: simulated waveforms -> codec codes, in memory or in shard files.
+
+Encoding mixtures through the codec costs far more than the LM step that reads them, so it is
+done ahead of training. Example i of a shard set is `Simulator.example(i, seed, task_i)` with
+task_i = tasks[i % len(tasks)] (every task equally often), turned into codes:
+
+    tts         text, C(enrollment)                    -> C(target)
+    ns / sr     text or none, C(mixture)               -> C(s) / C(n)
+    tse         text or none, C(enrollment), C(mixture) -> C(s1)
+    edit_clean  text, pre / <mask> / post               -> C(edited utterance)
+    edit_noisy  text, pre / C(noisy middle) / post      -> C(edited utterance)
+Edits encode the target once and slice it: pre = codes[:floor(pre_end / hop)],
+post = codes[ceil(post_start / hop):]. Prompts are rebuilt by prompts.py at load time, so the
+stored pieces never depend on the sequence layout.
+
+Batched encoding pads segments of similar length to a common length; with a non-causal codec the
+padding can change the last ~2 frames of a segment (its look-ahead), never the others.
+
+    python -m speechx_cli.train.shards data/corpus data/shards/train --codec-checkpoint ckpt \
+        --variants 6 --split train --seed 0
+
+OUT_DIR holds shard-NNNNN.safetensors (flat tensors + offsets, no pickle) and index.json (settings,
+codec config and fingerprint, task counts, frames). A killed run resumes: finished shards are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Callable, Iterable, Optional
+
+import numpy as np
+import torch
+import typer
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from .. import prompts as P
+from ..files import atomic_path
+from ..prompts import Prompt, Task
+
+FORMAT = "speechx-shards"
+FORMAT_VERSION = 1
+INDEX_NAME = "index.json"
+SETTINGS_NAME = "settings.json"
+SEGMENTS = ("target", "source", "enrollment", "middle")  # code segments an example may own
+TASKS: tuple[Task, ...] = tuple(Task)
+TASK_ID = {t: i for i, t in enumerate(TASKS)}
+EDIT_TASKS = (Task.EDIT_CLEAN, Task.EDIT_NOISY)
+DEFAULT_BATCH_SECONDS = 160.0  # audio per codec call
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """One training example in codes (all code tensors are (frames, K) long)."""
+
+    task: Task
+    text: Tensor  # (L,) phoneme ids; empty = no transcript
+    target: Tensor  # (T, K) what the model must output
+    source: Tensor | None = None  # ns/sr/tse: C(mixture)
+    enrollment: Tensor | None = None  # tts, tse
+    middle: Tensor | None = None  # edit_noisy: C(original noisy middle)
+    pre_frames: int = 0  # edits: target[:pre_frames] is C(pre)
+    post_start: int = 0  # edits: target[post_start:] is C(post)
+
+    def prompt(self, codebook_size: int) -> Prompt:
+        text = self.text if len(self.text) else None
+        if self.task == Task.TTS:
+            return P.tts(self.text, self.enrollment, codebook_size)
+        if self.task == Task.NS:
+            return P.ns(self.source, codebook_size, text=text)
+        if self.task == Task.SR:
+            return P.sr(self.source, codebook_size, text=text)
+        if self.task == Task.TSE:
+            return P.tse(self.enrollment, self.source, codebook_size, text=text)
+        pre, post = self.target[: self.pre_frames], self.target[self.post_start:]
+        return P.edit(self.text, pre, post, codebook_size, middle=self.middle)
+
+    def cond_length(self, codebook_size: int) -> int:
+        return len(self.prompt(codebook_size).tokens)
+
+
+# ---- waveform Example -> EncodedExample ---------------------------------------------------------
+
+def _waves(example) -> dict[str, np.ndarray]:
+    """The waveforms of a simulate.Example that go through the codec, by segment name."""
+    waves = {"target": example.target}
+    if example.task in (Task.NS, Task.SR, Task.TSE):
+        waves["source"] = example.source
+    if example.task in (Task.TTS, Task.TSE):
+        waves["enrollment"] = example.enrollment
+    if example.task == Task.EDIT_NOISY:
+        waves["middle"] = example.middle
+    return waves
+
+
+def encode_waves(codec, waves: list[np.ndarray], batch_seconds: float = DEFAULT_BATCH_SECONDS) -> list[Tensor]:
+    """(N_i,) waveforms -> (F_i, K) codes, encoded in length-sorted, zero-padded batches."""
+    budget = max(1, int(batch_seconds * codec.sample_rate))
+    order = sorted(range(len(waves)), key=lambda i: -len(waves[i]))
+    out: list[Tensor | None] = [None] * len(waves)
+    start = 0
+    while start < len(order):
+        longest = max(len(waves[order[start]]), 1)
+        group = order[start: start + max(1, budget // longest)]  # sorted: the first is the longest
+        batch = torch.zeros(len(group), longest)
+        for row, i in enumerate(group):
+            batch[row, : len(waves[i])] = torch.from_numpy(np.asarray(waves[i], np.float32))
+        codes = codec.encode(batch).cpu()  # (B, K, F)
+        for row, i in enumerate(group):
+            out[i] = codes[row, :, : codec.frames_for(max(len(waves[i]), 1))].T.contiguous()  # (F_i, K)
+        start += len(group)
+    return out  # type: ignore[return-value]
+
+
+def encode_examples(examples: list, codec, encode_text: Callable[[str], list[int]] | None = None,
+                    batch_seconds: float = DEFAULT_BATCH_SECONDS) -> list[EncodedExample]:
+    """simulate.Example list -> EncodedExample list (one batched codec pass for all of them)."""
+    if encode_text is None:
+        from ..text import encode as encode_text
+    jobs = [(i, name, wave) for i, ex in enumerate(examples) for name, wave in _waves(ex).items()]
+    codes = encode_waves(codec, [w for _, _, w in jobs], batch_seconds)
+    parts: list[dict[str, Tensor]] = [{} for _ in examples]
+    for (i, name, _), c in zip(jobs, codes):
+        parts[i][name] = c
+    out = []
+    for ex, seg in zip(examples, parts):
+        text = torch.tensor(encode_text(ex.text) if ex.text else [], dtype=torch.long)
+        pre = post = 0
+        if ex.task in EDIT_TASKS:
+            pre = min(len(seg["target"]), ex.pre_end // codec.hop_length)
+            post = max(pre, min(len(seg["target"]), math.ceil(ex.post_start / codec.hop_length)))
+        out.append(EncodedExample(ex.task, text, seg["target"], seg.get("source"), seg.get("enrollment"),
+                                  seg.get("middle"), pre, post))
+    return out
+
+
+def task_cycle(simulator, tasks: Iterable[Task] | None = None) -> tuple[Task, ...]:
+    """The tasks the shard stream cycles through (edits only when the corpus has edit pairs)."""
+    chosen = tuple(Task(t) for t in (tasks or TASKS))
+    if not simulator.corpus.edited:
+        chosen = tuple(t for t in chosen if t not in EDIT_TASKS)
+    if not chosen:
+        raise ValueError("no task can be simulated from this corpus")
+    return chosen
+
+
+def simulate(simulator, indices: Iterable[int], seed: int, tasks: tuple[Task, ...]) -> list:
+    """Waveform examples of the stream (seed, index); one that cannot be simulated is skipped."""
+    out = []
+    for i in indices:
+        try:
+            out.append((i, simulator.example(int(i), seed, tasks[int(i) % len(tasks)])))
+        except ValueError:
+            continue
+    return out
+
+
+def build_examples(simulator, codec, n: int, seed: int = 0, tasks: Iterable[Task] | None = None,
+                   encode_text=None, start: int = 0) -> list[EncodedExample]:
+    """In-memory path: examples start..start+n of the same stream a shard set holds."""
+    cycle = task_cycle(simulator, tasks)
+    pairs = simulate(simulator, range(start, start + n), seed, cycle)
+    return encode_examples([ex for _, ex in pairs], codec, encode_text)
+
+
+# ---- datasets -----------------------------------------------------------------------------------
+
+class ExampleSet:
+    """In-memory dataset of EncodedExamples (same interface as ShardSet)."""
+
+    def __init__(self, examples: list[EncodedExample], codebook_size: int,
+                 codec_config: dict | None = None, codec_fingerprint: str | None = None):
+        self.examples = list(examples)
+        if not self.examples:
+            raise ValueError("no examples")
+        self.codec_config, self.codec_fingerprint = codec_config, codec_fingerprint
+        self.codebook_size, self.n_codebooks = codebook_size, self.examples[0].target.shape[1]
+        self.target_lengths = np.array([len(e.target) for e in self.examples], dtype=np.int64)
+        cond = np.array([e.cond_length(codebook_size) for e in self.examples], dtype=np.int64)
+        self.lengths = cond + self.target_lengths  # condition + output positions
+        self.tasks = np.array([TASK_ID[e.task] for e in self.examples], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> EncodedExample:
+        return self.examples[i]
+
+
+class ShardSet:
+    """A prepared shard set, held in memory as flat tensors (int16 codes: ~2 bytes x K per frame)."""
+
+    def __init__(self, root: str | Path, expect_codec: dict | None = None):
+        self.root = Path(root)
+        index = read_index(self.root)
+        self.codec_config, self.codec_fingerprint = index["codec"], index["codec_fingerprint"]
+        self.codebook_size, self.n_codebooks = index["codebook_size"], index["n_codebooks"]
+        if expect_codec is not None and expect_codec != self.codec_config:
+            keys = sorted(k for k in set(expect_codec) | set(self.codec_config)
+                          if expect_codec.get(k) != self.codec_config.get(k))
+            raise ValueError(f"{self.root}: shards were encoded with another codec (differs in {', '.join(keys)})")
+        self.shards = [load_file(str(self.root / s["file"])) for s in index["shards"]]
+        counts = [len(s["task"]) for s in self.shards]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.tasks = np.concatenate([s["task"].numpy() for s in self.shards]).astype(np.int64)
+        self.target_lengths = np.concatenate([s["segments"][:, 0, 1].numpy() for s in self.shards])
+        cond = np.concatenate([s["cond_len"].numpy() for s in self.shards])
+        self.lengths = (cond + self.target_lengths).astype(np.int64)
+        self.index = index
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i: int) -> EncodedExample:
+        s = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        shard, j = self.shards[s], i - int(self.offsets[s])
+        codes = shard["codes"]
+
+        def segment(k: int) -> Tensor | None:
+            start, length = (int(v) for v in shard["segments"][j, k])
+            return None if length < 0 else codes[start: start + length].long()
+
+        a, b = int(shard["text_offsets"][j]), int(shard["text_offsets"][j + 1])
+        pre, post = (int(v) for v in shard["edit"][j])
+        return EncodedExample(TASKS[int(shard["task"][j])], shard["text"][a:b].long(),
+                              *(segment(k) for k in range(len(SEGMENTS))), pre, post)
+
+
+def read_index(root: Path) -> dict:
+    path = Path(root) / INDEX_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{root}: no {INDEX_NAME} (not a prepared shard set)")
+    index = json.loads(path.read_text())
+    if index.get("format") != FORMAT or index.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{root}: not a version {FORMAT_VERSION} {FORMAT} set")
+    return index
+
+
+# ---- shard files --------------------------------------------------------------------------------
+
+def pack(examples: list[EncodedExample], stream_index: list[int], codebook_size: int) -> dict[str, Tensor]:
+    """Flat tensors of one shard; segments are (start, length) rows into `codes`, length -1 = absent."""
+    dtype = torch.int16 if codebook_size <= 2 ** 15 else torch.int32
+    pieces, segments, cursor = [], [], 0
+    for ex in examples:
+        rows = []
+        for name in SEGMENTS:
+            seg = getattr(ex, name)
+            if seg is None:
+                rows.append((0, -1))
+                continue
+            rows.append((cursor, len(seg)))
+            pieces.append(seg.to(dtype))
+            cursor += len(seg)
+        segments.append(rows)
+    k = examples[0].target.shape[1]
+    texts = [ex.text.to(torch.int16) for ex in examples]
+    return {
+        "codes": torch.cat(pieces) if pieces else torch.zeros(0, k, dtype=dtype),
+        "segments": torch.tensor(segments, dtype=torch.int64),  # (E, 4, 2)
+        "edit": torch.tensor([(ex.pre_frames, ex.post_start) for ex in examples], dtype=torch.int64),
+        "task": torch.tensor([TASK_ID[ex.task] for ex in examples], dtype=torch.int64),
+        "text": torch.cat(texts) if texts else torch.zeros(0, dtype=torch.int16),
+        "text_offsets": torch.tensor([0, *np.cumsum([len(t) for t in texts])], dtype=torch.int64),
+        "cond_len": torch.tensor([ex.cond_length(codebook_size) for ex in examples], dtype=torch.int64),
+        "index": torch.tensor(stream_index, dtype=torch.int64),
+    }
+
+
+def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def shard_stats(examples: list[EncodedExample], frame_rate: float) -> dict[str, Any]:
+    return {"examples": len(examples), "tasks": dict(Counter(e.task.value for e in examples)),
+            "target_frames": int(sum(len(e.target) for e in examples)),
+            "target_seconds": sum(len(e.target) for e in examples) / frame_rate}
+
+
+def codec_fingerprint(codec) -> str:
+    """Short hash of the codec's weights: two codecs with one config can still differ."""
+    h = hashlib.sha256(json.dumps(codec.config(), sort_keys=True).encode())
+    for name, t in sorted(codec.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---- preparation --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardOptions:
+    variants: int = 6  # examples per corpus utterance (n_examples = utterances x variants)
+    split: str = "train"
+    seed: int = 0
+    examples_per_shard: int = 2000
+    chunk: int = 128  # examples simulated, then encoded together
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    tasks: tuple[str, ...] = tuple(t.value for t in TASKS)
+    workers: int = 0  # simulation processes (DataLoader workers)
+
+
+class _Stream(torch.utils.data.Dataset):
+    """Simulated waveform examples of one chunk per item (for DataLoader workers)."""
+
+    def __init__(self, simulator, chunks: list[range], seed: int, tasks: tuple[Task, ...]):
+        self.simulator, self.chunks, self.seed, self.tasks = simulator, chunks, seed, tasks
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> list:
+        return simulate(self.simulator, self.chunks[i], self.seed, self.tasks)
+
+
+def _as_is(item):
+    return item
+
+
+def _settings(codec, opts: ShardOptions, n_examples: int, cycle: tuple[Task, ...], corpus_dir: Path) -> dict:
+    return {"format": FORMAT, "version": FORMAT_VERSION, "codec": codec.config(),
+            "codec_fingerprint": codec_fingerprint(codec), "corpus": str(Path(corpus_dir).resolve()),
+            "split": opts.split, "seed": opts.seed, "variants": opts.variants, "n_examples": n_examples,
+            "examples_per_shard": opts.examples_per_shard, "tasks": [t.value for t in cycle],
+            "codebook_size": codec.codebook_size, "n_codebooks": codec.n_codebooks,
+            "frame_rate": codec.frame_rate}
+
+
+def _check_settings(out_dir: Path, settings: dict, force: bool) -> None:
+    path = out_dir / SETTINGS_NAME
+    if path.exists() and json.loads(path.read_text()) != settings:
+        if not force:
+            raise FileExistsError(f"{out_dir} holds shards prepared with other settings or another codec; "
+                                  f"use --force to replace them")
+        for old in out_dir.glob("shard-*.safetensors"):
+            old.unlink()
+        (out_dir / INDEX_NAME).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1) + "\n")
+
+
+def prepare_shards(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = ShardOptions(), *,
+                   force: bool = False, on_progress: Callable[[dict], None] | None = None,
+                   encode_text: Callable[[str], list[int]] | None = None, simulation=None) -> dict:
+    """Write every missing shard of the stream, then index.json; returns the rate summary.
+
+    encode_text: phoneme ids of a text (default speechx_cli.text.encode);
+    simulation: simulate.SimulationOptions (default: the simulator's, for opts.split).
+    """
+    from .simulate import Corpus, SimulationOptions, Simulator
+
+    simulation = simulation or SimulationOptions()
+    corpus = Corpus.load(Path(corpus_dir), opts.split, sample_rate=codec.sample_rate)
+    simulator = Simulator(corpus, simulation)
+    cycle = task_cycle(simulator, [Task(t) for t in opts.tasks])
+    n = len(corpus.utterances) * opts.variants
+    out_dir = Path(out_dir)
+    settings = _settings(codec, opts, n, cycle, corpus_dir)
+    settings["simulation"] = json.loads(json.dumps(asdict(simulation), default=str))
+    _check_settings(out_dir, settings, force)
+    per = opts.examples_per_shard
+    todo = [s for s in range(math.ceil(n / per)) if not (out_dir / f"shard-{s:05d}.safetensors").exists()]
+    chunks = [range(a, min(a + opts.chunk, (s + 1) * per, n)) for s in todo
+              for a in range(s * per, min((s + 1) * per, n), opts.chunk)]
+    loader = torch.utils.data.DataLoader(_Stream(simulator, chunks, opts.seed, cycle), batch_size=None,
+                                         num_workers=opts.workers, collate_fn=_as_is)
+    rate = {"examples": 0, "audio_seconds": 0.0, "encode_seconds": 0.0, "skipped": 0}
+    started, pending = time.perf_counter(), {}
+    for chunk, pairs in zip(chunks, loader):
+        t0 = time.perf_counter()
+        encoded = encode_examples([ex for _, ex in pairs], codec, encode_text, opts.batch_seconds)
+        rate["encode_seconds"] += time.perf_counter() - t0
+        rate["audio_seconds"] += sum(len(w) for _, ex in pairs for w in _waves(ex).values()) / codec.sample_rate
+        rate["examples"] += len(pairs)
+        rate["skipped"] += len(chunk) - len(pairs)
+        shard = chunk.start // per
+        pending.setdefault(shard, []).extend(zip([i for i, _ in pairs], encoded))
+        if chunk.stop == min((shard + 1) * per, n):  # last chunk of this shard
+            _write_shard(out_dir, shard, pending.pop(shard), codec)
+        rate["wall_seconds"] = time.perf_counter() - started
+        if on_progress:
+            on_progress(dict(rate, done=len(chunk)))
+    index = write_index(out_dir)
+    wall = max(time.perf_counter() - started, 1e-9)
+    return {**rate, "wall_seconds": wall, "examples_per_s": rate["examples"] / wall,
+            "audio_seconds_per_s": rate["audio_seconds"] / wall, "index": index}
+
+
+def _write_shard(out_dir: Path, shard: int, items: list[tuple[int, EncodedExample]], codec) -> None:
+    if not items:
+        return
+    ids, examples = [i for i, _ in items], [e for _, e in items]
+    meta = {"format": FORMAT, "stats": json.dumps(shard_stats(examples, codec.frame_rate))}
+    _atomic_save(pack(examples, ids, codec.codebook_size), out_dir / f"shard-{shard:05d}.safetensors", meta)
+
+
+def write_index(out_dir: Path) -> dict:
+    """index.json from settings.json and each shard's own statistics."""
+    out_dir = Path(out_dir)
+    index = json.loads((out_dir / SETTINGS_NAME).read_text())
+    shards, tasks, frames, seconds = [], Counter(), 0, 0.0
+    for path in sorted(out_dir.glob("shard-*.safetensors")):
+        with safe_open(str(path), framework="pt") as f:
+            stats = json.loads(f.metadata()["stats"])
+        shards.append({"file": path.name, **stats})
+        tasks.update(stats["tasks"])
+        frames += stats["target_frames"]
+        seconds += stats["target_seconds"]
+    index |= {"shards": shards, "examples": sum(s["examples"] for s in shards), "task_counts": dict(tasks),
+              "target_frames": frames, "target_hours": seconds / 3600}
+    with atomic_path(out_dir / INDEX_NAME) as tmp:
+        tmp.write_text(json.dumps(index, indent=1) + "\n")
+    return index
+
+
+# ---- codecs by name -----------------------------------------------------------------------------
+
+RANDOM_CODECS = ("random-tiny", "random-demo")  # untrained SmallCodecs: for speed measurements only
+
+
+def load_codec(spec: str, device: str | torch.device = "cpu"):
+    """A codec from: a speechx inference checkpoint (.safetensors), a codec training checkpoint
+    (codec_train.pt), "encodec_24khz" (the official pretrained EnCodec) or random-tiny/random-demo."""
+    from ..codec import PretrainedEncodec, SmallCodec, SmallCodecConfig, codec_from_config
+
+    if spec == "encodec_24khz":
+        return PretrainedEncodec().to(device).eval()
+    if spec in RANDOM_CODECS:
+        torch.manual_seed(0)
+        cfg = SmallCodecConfig.tiny() if spec == "random-tiny" else SmallCodecConfig.demo()
+        return SmallCodec(cfg).to(device).eval()
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"codec checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        from ..checkpoint import read_header
+
+        meta = read_header(path)
+        with safe_open(str(path), framework="pt") as f:
+            state = {k[len("codec."):]: f.get_tensor(k) for k in f.keys() if k.startswith("codec.")}
+        return codec_from_config(json.loads(meta["codec_config"]), state or None, device)
+    from .codec_train import export_codec
+
+    return export_codec(path).to(device).eval()
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def prepare_cli(
+    corpus_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="corpus.py output")],
+    out_dir: Annotated[Path, typer.Argument(help="shard folder (created)")],
+    codec_checkpoint: Annotated[str, typer.Option(help="checkpoint file, encodec_24khz, random-tiny|demo")],
+    variants: Annotated[int, typer.Option(help="examples per utterance")] = 6,
+    split: Annotated[str, typer.Option(help="train or dev")] = "train",
+    seed: Annotated[int, typer.Option()] = 0,
+    tasks: Annotated[str, typer.Option(help="comma-separated tasks to cycle through")] = ",".join(TASKS),
+    examples_per_shard: Annotated[int, typer.Option()] = 2000,
+    batch_seconds: Annotated[float, typer.Option(help="audio per codec call")] = DEFAULT_BATCH_SECONDS,
+    workers: Annotated[int, typer.Option(help="simulation processes")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    force: Annotated[bool, typer.Option(help="replace shards prepared with other settings")] = False,
+) -> None:
+    """Simulate and encode training examples into shards (resumes an interrupted run)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if threads:
+        torch.set_num_threads(threads)
+    if split not in ("train", "dev"):
+        raise typer.BadParameter("split must be train or dev", param_hint="--split")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    codec = load_codec(codec_checkpoint, device)
+    opts = ShardOptions(variants=variants, split=split, seed=seed, examples_per_shard=examples_per_shard,
+                        batch_seconds=batch_seconds, tasks=tuple(Task(t.strip()).value for t in tasks.split(",")),
+                        workers=workers)
+    from .simulate import Corpus
+
+    total = len(Corpus.load(corpus_dir, split, sample_rate=codec.sample_rate).utterances) * variants
+    columns = (TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[eps]:.1f} ex/s  {task.fields[aps]:.0f} audio s/s"), TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task("shards", total=total, eps=0.0, aps=0.0)
+
+        def update(r: dict) -> None:
+            wall = max(r["wall_seconds"], 1e-9)
+            bar.update(task, advance=r["done"], eps=r["examples"] / wall, aps=r["audio_seconds"] / wall)
+
+        try:
+            summary = prepare_shards(corpus_dir, out_dir, codec, opts, force=force, on_progress=update)
+        except FileExistsError as err:
+            raise typer.BadParameter(str(err), param_hint="OUT_DIR") from err
+    index = summary["index"]
+    Console().print(
+        f"{index['examples']} examples ({index['target_hours']:.2f} h of targets) in {len(index['shards'])} "
+        f"shards; tasks {index['task_counts']}\nthis run: {summary['examples']} examples, "
+        f"{summary['examples_per_s']:.1f} examples/s, {summary['audio_seconds_per_s']:.1f} audio s/s "
+        f"(codec {summary['encode_seconds']:.1f} s of {summary['wall_seconds']:.1f} s), "
+        f"{summary['skipped']} skipped")
+
+
+if __name__ == "__main__":
+    app()
