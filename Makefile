@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 APT_PACKAGES := $(shell cat ci/apt-packages.txt 2>/dev/null)
 
-.PHONY: install system-deps test demo bench clean-demo
+.PHONY: install system-deps test demo bench demo-checkpoint examples
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,5 +33,21 @@ demo:
 	$(VENV)/bin/speechx remove-speech examples/noisy.wav demo-out/background.wav --force
 	$(VENV)/bin/speechx extract-speaker examples/mixture.wav demo-out/extracted.wav --enroll examples/enrollment.wav --force
 	$(VENV)/bin/speechx tts "$$(cat examples/tts.txt)" demo-out/tts.wav --prompt examples/prompt.wav --force
-	$(VENV)/bin/speechx edit examples/clean.wav demo-out/edited.wav --text "$$(cat examples/edited.txt)" --span "$$(cat examples/edit-span.txt)" --background clean --force
+	$(VENV)/bin/speechx edit examples/clean.wav demo-out/edited.wav --transcript "$$(cat examples/transcript.txt)" --text "$$(cat examples/edited.txt)" --force
 	@echo "outputs in demo-out/"
+
+# Speed and memory of the hot path (demo and paper-size configs, random weights): a table on
+# stdout and bench-out/bench.json. A few minutes on 2 cores; compare ratios within one run.
+bench:
+	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force
+
+# The shipped demo model from nothing (corpus, codec, shards, LM stages 1 and 2, export, examples).
+# Resumable: rerun after an interruption. Step counts: make demo-checkpoint CODEC_STEPS=6000 ...
+CODEC_STEPS ?= 3000
+STAGE1_STEPS ?= 600
+STAGE2_STEPS ?= 1200
+demo-checkpoint:
+	$(PY) -m speechx_cli.train.recipe all --codec-steps $(CODEC_STEPS) --stage1-steps $(STAGE1_STEPS) --stage2-steps $(STAGE2_STEPS)
+
+examples:
+	$(PY) -m speechx_cli.train.recipe examples
