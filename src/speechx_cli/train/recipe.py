@@ -35,7 +35,9 @@ class Recipe:
     out: Path = Path("checkpoints/speechx-demo.safetensors")
     n_per_speaker: int = 50
     codec_steps: int = 3000
-    variants: int = 4
+    variants: int = 1
+    max_train_examples: int | None = None
+    max_dev_examples: int = 120
     stage1_steps: int = 600
     stage2_steps: int = 1200
     batch_frames: int = 4800
@@ -93,10 +95,11 @@ def codec(r: Recipe) -> None:
 
 
 def shards(r: Recipe) -> None:
-    for split, variants in (("train", r.variants), ("dev", 1)):
+    for split, variants, cap in (("train", r.variants, r.max_train_examples), ("dev", 1, r.max_dev_examples)):
+        limit = [] if cap is None else ["--max-examples", str(cap)]
         _run("speechx_cli.train.shards", str(r.corpus), str(r.data / f"shards-{split}"), "--codec-checkpoint",
              str(r.codec_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
-             "--threads", str(r.threads), threads=r.threads)
+             "--threads", str(r.threads), *limit, threads=r.threads)
 
 
 def _lm(r: Recipe, stage: str, steps: int, init: Path | None) -> Path:

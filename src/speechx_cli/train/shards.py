@@ -296,9 +296,15 @@ def codec_fingerprint(codec) -> str:
 
 # ---- preparation --------------------------------------------------------------------------------
 
+def n_examples(n_utterances: int, opts: "ShardOptions") -> int:
+    n = n_utterances * opts.variants
+    return n if opts.max_examples is None else min(n, opts.max_examples)
+
+
 @dataclass(frozen=True)
 class ShardOptions:
     variants: int = 6  # examples per corpus utterance (n_examples = utterances x variants)
+    max_examples: int | None = None  # cap on n_examples (a quick run on part of a corpus)
     split: str = "train"
     seed: int = 0
     examples_per_shard: int = 2000
@@ -361,7 +367,7 @@ def prepare_shards(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = 
     corpus = Corpus.load(Path(corpus_dir), opts.split, sample_rate=codec.sample_rate)
     simulator = Simulator(corpus, simulation)
     cycle = task_cycle(simulator, [Task(t) for t in opts.tasks])
-    n = len(corpus.utterances) * opts.variants
+    n = n_examples(len(corpus.utterances), opts)
     out_dir = Path(out_dir)
     settings = _settings(codec, opts, n, cycle, corpus_dir)
     settings["simulation"] = json.loads(json.dumps(asdict(simulation), default=str))
@@ -463,6 +469,7 @@ def prepare_cli(
     out_dir: Annotated[Path, typer.Argument(help="shard folder (created)")],
     codec_checkpoint: Annotated[str, typer.Option(help="checkpoint file, encodec_24khz, random-tiny|demo")],
     variants: Annotated[int, typer.Option(help="examples per utterance")] = 6,
+    max_examples: Annotated[Optional[int], typer.Option(help="cap on the number of examples")] = None,
     split: Annotated[str, typer.Option(help="train or dev")] = "train",
     seed: Annotated[int, typer.Option()] = 0,
     tasks: Annotated[str, typer.Option(help="comma-separated tasks to cycle through")] = ",".join(TASKS),
@@ -483,12 +490,12 @@ def prepare_cli(
         raise typer.BadParameter("split must be train or dev", param_hint="--split")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     codec = load_codec(codec_checkpoint, device)
-    opts = ShardOptions(variants=variants, split=split, seed=seed, examples_per_shard=examples_per_shard,
+    opts = ShardOptions(variants=variants, max_examples=max_examples, split=split, seed=seed, examples_per_shard=examples_per_shard,
                         batch_seconds=batch_seconds, tasks=tuple(Task(t.strip()).value for t in tasks.split(",")),
                         workers=workers)
     from .simulate import Corpus
 
-    total = len(Corpus.load(corpus_dir, split, sample_rate=codec.sample_rate).utterances) * variants
+    total = n_examples(len(Corpus.load(corpus_dir, split, sample_rate=codec.sample_rate).utterances), opts)
     columns = (TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[eps]:.1f} ex/s  {task.fields[aps]:.0f} audio s/s"), TimeRemainingColumn())
     with Progress(*columns) as bar:
