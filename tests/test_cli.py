@@ -153,3 +153,9 @@ def test_stereo_input_is_downmixed(tmp_path, tiny_checkpoint):
     out = tmp_path / "o.wav"
     assert run("remove-speech", str(inp), str(out), ckpt=tiny_checkpoint).exit_code == 0
     assert sf.info(out).channels == 1
+
+
+def test_silent_input_refused(tmp_path, tiny_checkpoint):
+    inp = tmp_path / "quiet.wav"
+    sf.write(inp, np.zeros(SR, dtype=np.float32), SR)
+    assert "silent" in one_line_error(run("denoise", str(inp), str(tmp_path / "o.wav"), ckpt=tiny_checkpoint))

@@ -59,3 +59,28 @@ def test_requests_validate():
         PL.Request(Task.TSE, audio=np.ones(10)).validate()
     with pytest.raises(ValueError, match="span"):
         PL.Request(Task.EDIT_CLEAN, audio=np.ones(10), text="x").validate()
+
+
+def test_long_tts_text_is_split_into_sentences(sx):
+    from speechx_cli import text as T
+
+    assert T.sentences("Hello there my friend. How are you today? Fine!") == [
+        "Hello there my friend.", "How are you today? Fine!"]
+    long = " ".join(["word"] * 70)
+    assert all(len(p.split()) <= 30 for p in T.sentences(long))
+    voice = tone(1.0)
+    y = PL.tts(sx, "First sentence is here. And here is the second one.", voice,
+               opts=DecodingOptions(temperature=1.0, seed=0, max_seconds=0.5))
+    assert len(y) <= int((2 * 0.5 + PL.SENTENCE_PAUSE_SECONDS) * SR) + 1
+
+
+def test_joiner_matches_levels_at_a_join():
+    joiner = PL.WindowJoiner(100)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
+    first = joiner.push(a)
+    second = joiner.push(b * 1.6)  # the second window came out 4 dB louder
+    tail = joiner.finish()
+    assert np.sqrt(np.mean(np.concatenate([second, tail])[100:] ** 2)) == pytest.approx(
+        np.sqrt(np.mean(a[200:] ** 2)) * np.sqrt(np.mean(b[100:] ** 2)) / np.sqrt(np.mean(b[:100] ** 2)), rel=0.05)
+    assert len(first) + len(second) + len(tail) == 500

@@ -53,7 +53,7 @@ def run_file(sx: SpeechX, task: Task, inp: Path, outp: Path, opts: JobOptions, t
     if header.duration_s > LONG_INPUT_SECONDS:
         return run_long(sx, task, inp, outp, opts, enrollment, progress)
     sr = sx.codec.sample_rate
-    wav, in_rate = A.load(inp, sr)
+    wav, in_rate = A.load(inp, sr, allow_silence=False)
     req = PL.Request(task, audio=wav, enrollment=enrollment, text=text)
     y = PL.run(sx, [req], opts.decoding, opts.window)[0]
     return _write(outp, y, sr, opts.sample_rate or in_rate, opts.force)
@@ -133,7 +133,7 @@ def _run_group(sx: SpeechX, task: Task, pairs: list[tuple[Path, Path]], opts: Jo
     loaded = []
     for src, dst in pairs:
         try:
-            wav, rate = A.load(src, sr)
+            wav, rate = A.load(src, sr, allow_silence=False)
             loaded.append((src, dst, wav, rate))
         except A.AudioError as e:
             summary.failed.append((src, str(e)))

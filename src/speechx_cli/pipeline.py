@@ -25,6 +25,7 @@ from .prompts import Task
 
 SECONDS_PER_PHONEME = 0.25  # generous speaking-rate bound for the TTS/edit frame limit
 MIN_GENERATION_SECONDS = 1.0
+SENTENCE_PAUSE_SECONDS = 0.25  # silence between the sentences of a long TTS text
 SEARCH_FRAMES = 25  # frames of C(post) matched to find where the new middle ends
 
 
@@ -105,9 +106,23 @@ def split_windows(blocks: Iterable[np.ndarray], window: int, overlap: int) -> It
         yield buf
 
 
+MAX_WINDOW_GAIN = 2.0  # a window is scaled by at most this factor (or its inverse) at a join
+
+
+def _matching_gain(reference: np.ndarray, x: np.ndarray) -> float:
+    ref, cur = float(np.sqrt(np.mean(reference**2))), float(np.sqrt(np.mean(x**2)))
+    if min(ref, cur) < 1e-4:  # silence says nothing about level
+        return 1.0
+    return float(np.clip(ref / cur, 1 / MAX_WINDOW_GAIN, MAX_WINDOW_GAIN))
+
+
 class WindowJoiner:
     """Joins consecutive window outputs with linear crossfades over their overlaps, streaming:
-    push() returns the samples that are final, finish() the rest."""
+    push() returns the samples that are final, finish() the rest.
+
+    Both windows cover the overlap, so they should agree on its level: a window whose overlap is
+    louder or quieter than its predecessor's is scaled to match (within MAX_WINDOW_GAIN), so the
+    level does not jump at a join."""
 
     def __init__(self, overlap: int):
         self.overlap = overlap
@@ -117,6 +132,7 @@ class WindowJoiner:
         piece = np.array(piece, dtype=np.float32)
         if self.tail is not None:
             n = len(self.tail)
+            piece *= _matching_gain(self.tail, piece[:n])
             fade = np.linspace(0.0, 1.0, n + 2, dtype=np.float32)[1:-1]
             piece[:n] = self.tail * (1 - fade) + piece[:n] * fade
         keep = min(self.overlap, len(piece))
@@ -151,9 +167,14 @@ def _edit_frames(sx: SpeechX, req: Request, n_frames: int) -> tuple[int, int]:
 def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions) -> list[_Row]:
     v, fr = sx.config.codebook_size, sx.codec.frame_rate
     text = _text_ids(req.text)
-    if req.task is Task.TTS:
-        limit = max(MIN_GENERATION_SECONDS, SECONDS_PER_PHONEME * len(text)) * fr
-        return [_Row(i, P.tts(text, _codes(sx, req.enrollment), v), int(limit))]
+    if req.task is Task.TTS:  # one row per sentence, every one with the same voice prompt
+        voice = _codes(sx, req.enrollment)
+        rows = []
+        for sentence in T.sentences(req.text):
+            ids = _text_ids(sentence)
+            limit = max(MIN_GENERATION_SECONDS, SECONDS_PER_PHONEME * len(ids)) * fr
+            rows.append(_Row(i, P.tts(ids, voice, v), int(limit)))
+        return rows
     if req.task in (Task.EDIT_CLEAN, Task.EDIT_NOISY):
         codes = _codes(sx, req.audio)
         a, b = _edit_frames(sx, req, len(codes))
@@ -202,7 +223,9 @@ def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[torch.Tensor
             window: WindowOptions) -> np.ndarray:
     hop = sx.codec.hop_length
     if req.task is Task.TTS:
-        return _decode(sx, outs[0])
+        pause = np.zeros(int(SENTENCE_PAUSE_SECONDS * sx.codec.sample_rate), dtype=np.float32)
+        parts = [_decode(sx, o) for o in outs]
+        return np.concatenate([x for part in parts for x in (part, pause)][:-1])
     if req.task in (Task.EDIT_CLEAN, Task.EDIT_NOISY):
         row, out = rows[0], outs[0]
         a, post = len(row.prompt.prefix), row.post

@@ -343,3 +343,36 @@ def check_table(table: Sequence[str]) -> None:
             f"checkpoint phoneme table has {len(table)} symbols, but this version uses "
             f"{NUM_USED_SYMBOLS}; the model was trained with an older text front end"
         )
+
+
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?;])\s+")
+MAX_SENTENCE_WORDS = 30  # longer sentences are cut at commas, then every this many words
+
+
+def sentences(text: str, min_words: int = 3) -> list[str]:
+    """Split long text into sentence-sized pieces for TTS (each one generation).
+
+    Splits after . ! ? ; then cuts sentences longer than MAX_SENTENCE_WORDS at commas (or, failing
+    that, every MAX_SENTENCE_WORDS words); pieces shorter than `min_words` join their neighbour.
+    """
+    pieces: list[str] = []
+    for sent in _SENTENCE_END_RE.split(text.strip()):
+        words = sent.split()
+        if len(words) <= MAX_SENTENCE_WORDS:
+            pieces.append(sent)
+            continue
+        chunk: list[str] = []
+        for w in words:
+            chunk.append(w)
+            if (w.endswith(",") and len(chunk) >= min_words) or len(chunk) >= MAX_SENTENCE_WORDS:
+                pieces.append(" ".join(chunk))
+                chunk = []
+        if chunk:
+            pieces.append(" ".join(chunk))
+    merged: list[str] = []
+    for p in (p.strip() for p in pieces if p.strip()):
+        if merged and (len(p.split()) < min_words or len(merged[-1].split()) < min_words):
+            merged[-1] = f"{merged[-1]} {p}"
+        else:
+            merged.append(p)
+    return merged
