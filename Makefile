@@ -37,9 +37,11 @@ demo:
 	@echo "outputs in demo-out/"
 
 # Speed and memory of the hot path (demo and paper-size configs, random weights): a table on
-# stdout and bench-out/bench.json. A few minutes on 2 cores; compare ratios within one run.
+# stdout and bench-out/bench.json. A few minutes on 2 idle cores; compare ratios within one run.
+# On a busy machine 2-thread torch stalls (up to 10x on small ops): BENCH_FLAGS="--threads 1".
+BENCH_FLAGS ?=
 bench:
-	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force
+	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force $(BENCH_FLAGS)
 
 # The shipped demo model from nothing (corpus, codec, shards, LM stages 1 and 2, export, examples).
 # Resumable: rerun after an interruption. Step counts: make demo-checkpoint CODEC_STEPS=6000 ...

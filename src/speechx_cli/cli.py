@@ -359,12 +359,54 @@ def parse_span(span: str) -> tuple[float, float]:
     return a, b
 
 
+@dataclass(frozen=True)
+class _EditStep:
+    span: tuple[float, float]  # s of the audio as it stands when this step runs
+    text: str  # the full transcript after this step
+    label: str  # what the step changes, for the user
+
+
+def _check_span(span: str, duration: float) -> tuple[float, float]:
+    start, end = parse_span(span)
+    if start >= duration or end > duration + 0.01:
+        raise UserError(f"--span {span}: goes beyond the audio ({duration:.2f} s long)")
+    return start, min(end, duration)
+
+
+def _edit_steps(wav, sr: int, new_text: str, transcript: str | None, span: str | None) -> list[_EditStep]:
+    """The edits to run, left to right: one --span step, or one per changed group of words."""
+    from . import editplan as E
+    from .align import transcribe
+
+    if span is not None:
+        return [_EditStep(_check_span(span, len(wav) / sr), new_text, "replace the span")]
+    if transcript is None:
+        with err.status("transcribing (pocketsphinx)"):
+            transcript = transcribe(wav, sr)
+        if not transcript:
+            raise UserError("pocketsphinx heard no words in IN: pass --transcript (or --span START:END)")
+        err.print(f'warning: no --transcript given; pocketsphinx heard: "{transcript}" '
+                  "(speech recognition can be wrong: pass the correct words with --transcript)", markup=False)
+    with err.status("aligning the transcript (pocketsphinx)"):
+        plan = E.plan(wav, sr, transcript, new_text)
+    return [_EditStep(e.span, e.text, e.edit.describe()) for e in plan.edits]
+
+
+def _describe_steps(steps: list[_EditStep]) -> list[str]:
+    width = max(len(s.label) for s in steps)
+    return [f"{k}. {s.label:{width}}  {s.span[0]:.2f}-{s.span[1]:.2f} s" for k, s in enumerate(steps, 1)]
+
+
 @app.command()
 def edit(
     inp: Annotated[Path, typer.Argument(help="Input speech file.", show_default=False)],
     outp: Annotated[Path, typer.Argument(help="Output file.", show_default=False)],
-    new_text: Annotated[str, typer.Option("--text", help="The full edited transcript.")],
-    span: Annotated[Optional[str], typer.Option(help="Seconds to replace, START:END.")] = None,
+    new_text: Annotated[str, typer.Option("--text", help="What the recording should say (full transcript).")],
+    transcript: Annotated[Optional[str], typer.Option(
+        help="What the recording says now.", show_default="pocketsphinx's guess (check it)")] = None,
+    span: Annotated[Optional[str], typer.Option(
+        help="Seconds to replace, START:END, instead of finding the changed words.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned edits; generate nothing.")] = False,
     background: Annotated[Background, typer.Option(
         help="keep: the new words keep the recording's background; clean: generate clean speech.")
     ] = Background.keep,
@@ -372,25 +414,44 @@ def edit(
     temperature: TempOpt = 1.0, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
     sample_rate: RateOpt = None,
 ) -> None:
-    """Replace a span of a recording with new words; everything else stays the input itself."""
+    """Change some words of a recording; everything else stays the input itself.
+
+    The words that differ between --transcript (what IN says) and --text (what it should say) are
+    located in time and regenerated: speechx edit in.wav out.wav --transcript "the cat sat down"
+    --text "the dog sat down". Use --dry-run to see the plan first.
+    """
     from . import pipeline as PL
+    from .align import ALIGN_SAMPLE_RATE
 
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate)
-        if span is None:
-            raise UserError("--span START:END is required (word-level editing from --transcript is not available yet)")
-        start, end = parse_span(span)
         if not new_text.strip():
             raise UserError("--text is empty")
+        if span is not None:
+            parse_span(span)
+            if transcript is not None:
+                raise UserError("give --span or --transcript, not both (with --span, --text is the full edited transcript)")
         _check_input(inp)
+        if dry_run:
+            wav, _ = A.load(inp, ALIGN_SAMPLE_RATE, allow_silence=False)
+            for line in _describe_steps(_edit_steps(wav, ALIGN_SAMPLE_RATE, new_text, transcript, span)):
+                out.print(line, markup=False)
+            err.print("dry run: nothing generated", markup=False)
+            return
         _check_output(outp, force)
         sx = _load_model(c)
         sr = sx.codec.sample_rate
-        wav, in_rate = A.load(inp, sr)
+        wav, in_rate = A.load(inp, sr, allow_silence=False)
+        steps = _edit_steps(wav, sr, new_text, transcript, span)
+        for line in _describe_steps(steps):
+            err.print(line, markup=False)
         task = Task.EDIT_NOISY if background is Background.keep else Task.EDIT_CLEAN
-        with err.status("edit"):
-            y = PL.run(sx, [PL.Request(task, audio=wav, text=new_text, span=(start, end))], c.decoding)[0]
-        _save(outp, y, sr, c.sample_rate or in_rate, force)
+        # right to left: an edit changes audio only from its span on, so spans to its left stay valid
+        for k, step in reversed(list(enumerate(steps, 1))):
+            with err.status(f"edit {k}/{len(steps)}"):
+                req = PL.Request(task, audio=wav, text=step.text, span=step.span)
+                wav = PL.run(sx, [req], c.decoding)[0]
+        _save(outp, wav, sr, c.sample_rate or in_rate, force)
         err.print(f"wrote {outp}", markup=False)
 
 
@@ -414,6 +475,42 @@ def info(checkpoint: CheckpointOpt = None) -> None:
         for k, v in json.loads(meta.get("info", "{}")).items():
             table.add_row(k, str(v))
         out.print(table)
+
+
+# `speechx eval ...` (eval/cli.py); imported last because its commands use the helpers above.
+from .eval.cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+
+
+@app.command()
+def bench(
+    configs: Annotated[str, typer.Option(help="Comma-separated model configs: demo, paper, tiny.")] = "demo,paper",
+    quick: Annotated[bool, typer.Option("--quick", help="Few steps and 1 s of audio (a smoke test).")] = False,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON.")] = None,
+    checkpoint: CheckpointOpt = None,
+    files: Annotated[Optional[int], typer.Option(
+        "--files", help="Files of the folder-throughput run (0 skips it).", show_default="20, 2 with --quick")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads (0 = torch's default).")] = 0,
+    force: ForceOpt = False,
+) -> None:
+    """Measure speed and memory: AR tokens/s with and without the KV cache, NAR, codec, real-time factor."""
+    import json
+
+    from .eval import bench as B
+    from .files import atomic_path
+
+    with _guard():
+        if json_path is not None:
+            _check_output(json_path, force)
+        names = tuple(c.strip() for c in configs.split(",") if c.strip())
+        opts = B.BenchOptions(names, quick, checkpoint, files, threads).validate()
+        result = B.run(opts, log=lambda msg: err.print(msg, markup=False))
+        out.print(B.table(result))
+        if json_path is not None:
+            with atomic_path(json_path) as tmp:
+                tmp.write_text(json.dumps(result, indent=2) + "\n")
+            err.print(f"wrote {json_path}", markup=False)
 
 
 def main() -> None:

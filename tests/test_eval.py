@@ -1,0 +1,270 @@
+"""`speechx eval`: the dev benchmark builder, evaluation reports, user-folder mode, codec evaluation.
+
+A tiny dev corpus (3 held-out voices x 3 sentences, every one with an edit pair, a small noise bank)
+is built once per module with the real corpus builder; the benchmark holds 2 items per task.
+Passthrough gives known answers: its SI-SDR on denoise is the mixing SNR, it preserves an edit's
+context exactly and it is its own TTS prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from speechx_cli.cli import app
+from speechx_cli.eval import devset as B
+from speechx_cli.eval import metrics as M
+from speechx_cli.eval import report as R
+from speechx_cli.eval.peers import PEERS
+from speechx_cli.train import corpus, noisebank
+from speechx_cli.train.synth import Voice, is_reserved
+
+pytest.importorskip("pesq")  # the eval extra
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Resemblyzer's LSTM and the tiny model run many times faster on one thread of a shared 2-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+DEV_VOICES = ("flite:rms", "festival:ked_diphone", "espeak:en-gb-x-gbclan+zac")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dev_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    voices = [Voice.parse(v) for v in DEV_VOICES]
+    small_bank = noisebank.build_noise_bank
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(corpus, "voice_pool", lambda: voices)
+        mp.setattr(corpus.noisebank, "build_noise_bank", lambda out_dir, records, seed=0: small_bank(
+            out_dir, records, seed, n_procedural=5, n_babble=(0, 1), max_files=0))
+        corpus.build_corpus(out, corpus.CorpusConfig(n_per_speaker=3, seed=1, edit_fraction=1.0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bench(dev_corpus, tmp_path_factory):
+    return B.build_benchmark(tmp_path_factory.mktemp("bench") / "b", dev_corpus, per_task=2, seed=0)
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    text = result.output.strip()
+    assert text.startswith("error:") and len(text.splitlines()) == 1 and "Traceback" not in text, text
+    return text
+
+
+# --- benchmark builder -------------------------------------------------------------------------------
+
+def test_benchmark_items_files_and_levels(bench, dev_corpus):
+    counts = {"denoise/0dB": 2, "denoise/5dB": 2, "denoise/10dB": 2, "remove-speech": 2,
+              "extract-speaker": 2, "tts": 2, "edit": 2}
+    assert bench.settings["counts"] == counts and bench.settings["edit_pairs"] == "corpus"
+    assert set(bench.speakers) == set(DEV_VOICES)
+    reloaded = B.load_benchmark(bench.root)
+    assert reloaded.items == bench.items
+    row = json.loads((bench.root / B.MANIFEST_NAME).read_text().splitlines()[0])
+    assert {"id", "task", "input", "reference", "enrollment", "text", "transcript", "span", "snr_db",
+            "speaker"} <= set(row)
+    for item in bench.items:
+        assert item.speaker in DEV_VOICES and item.wer_ok == (not item.speaker.startswith("espeak"))
+        for rel in (item.input, item.reference, item.enrollment, item.other):
+            if rel is not None:
+                assert sf.info(bench.root / rel).samplerate == B.SAMPLE_RATE
+        load = R.Loader(bench)
+        x, ref, other = load(item.input), load(item.reference), load(item.other)
+        if item.task == "denoise":
+            assert M.snr(ref, x) == pytest.approx(item.snr_db, abs=0.05) and item.text
+        if item.task in ("denoise", "remove-speech", "extract-speaker"):
+            assert np.abs(ref + other - x).max() < 2e-4  # the parts add up to the mixture (PCM-16)
+        if item.task == "extract-speaker":
+            assert item.enrollment and item.other_speaker not in (None, item.speaker)
+        if item.task == "tts":
+            assert item.input is None and item.enrollment and item.text
+        if item.task == "edit":
+            assert item.text != item.transcript and 0 <= item.span[0] <= item.span[1] <= len(x) / B.SAMPLE_RATE
+            assert (bench.root / "items" / item.id / "transcript.txt").read_text().strip() == item.transcript
+    # the SNR subsets share utterances: only the level differs
+    by_subset = {i.subset: i for i in bench.items if i.task == "denoise" and i.id.endswith("000")}
+    assert len({i.source for i in by_subset.values()}) == 1
+
+
+def test_benchmark_is_deterministic_and_refuses_overwrite(bench, dev_corpus, tmp_path):
+    again = B.build_benchmark(tmp_path / "b", dev_corpus, per_task=2, seed=0, tasks=("denoise", "edit"))
+    mine = [i for i in bench.items if i.task in ("denoise", "edit")]
+    assert again.items == mine
+    assert (again.root / mine[0].input).read_bytes() == (bench.root / mine[0].input).read_bytes()
+    with pytest.raises(ValueError, match="--force"):
+        B.build_benchmark(tmp_path / "b", dev_corpus, per_task=1, seed=0)
+
+
+def test_edit_pairs_fall_back_to_synthesis_with_dev_voices(dev_corpus, tmp_path):
+    no_edits = tmp_path / "corpus"
+    no_edits.mkdir()
+    for name in ("wav", "noise"):
+        (no_edits / name).symlink_to(dev_corpus / name)
+    shutil.copy(dev_corpus / "noise.jsonl", no_edits)
+    rows = [{**r, "edit": None} for r in corpus.read_manifest(dev_corpus / "manifest.jsonl")]
+    (no_edits / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    built = B.build_benchmark(tmp_path / "b", no_edits, per_task=1, seed=0, tasks=("edit",))
+    assert built.settings["edit_pairs"] == "synthesis"
+    (item,) = built.items
+    assert item.speaker in corpus.DEV_OTHER_VOICES and not is_reserved(Voice.parse(item.speaker))
+    assert item.wer_ok and item.text != item.transcript
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+
+def test_eval_denoise_passthrough_writes_reports(bench, tmp_path):
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["eval", "denoise", str(bench.root), "--systems", "passthrough", "--limit", "1",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "passthrough" in r.output and "SI-SDR" in r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "denoise" and report["systems"] == ["passthrough"]
+    assert report["subsets"] == ["0dB", "5dB", "10dB", "all"]
+    metrics = ["dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "pesq", "stoi", "si_sdr", "wer"]
+    assert list(report["metrics"]) == metrics[: len(report["metrics"])] and "si_sdr" in report["metrics"]
+    snr = {i.id: i.snr_db for i in bench.items}
+    assert len(report["items"]) == 3
+    for row in report["items"]:
+        m = row["metrics"]
+        assert m["si_sdr"] == pytest.approx(snr[row["id"]], abs=0.5)
+        assert 1.0 <= m["dnsmos_ovrl"] <= 5.0 and -0.5 <= m["pesq"] <= 4.65 and 0.0 <= m["stoi"] <= 1.0
+    cell = report["summary"]["passthrough"]["10dB"]["si_sdr"]
+    assert cell["n"] == 1 and cell["mean"] == pytest.approx(10.0, abs=0.5)
+    summary_csv = (out / "report.csv").read_text().splitlines()
+    assert summary_csv[0] == "system,subset,metric,mean,ci95_low,ci95_high,n"
+    assert len(summary_csv) == 1 + 4 * len(report["metrics"])
+    assert (out / "items.csv").read_text().splitlines()[0].startswith("id,subset,system,dnsmos_ovrl")
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert {p.stem for p in pngs} >= {"si_sdr", "pesq", "spectrograms-denoise-0dB-000"}
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert sf.info(out / "outputs" / "passthrough" / "denoise-5dB-000.wav").frames > 0
+    again = runner.invoke(app, ["eval", "denoise", str(bench.root), "--systems", "passthrough", "--out", str(out)])
+    assert "--force" in _one_line_error(again)
+
+
+@pytest.mark.parametrize("task", ["remove-speech", "extract-speaker", "tts"])
+def test_passthrough_known_answers(bench, task):
+    (item,) = bench.items_for(task, 1)[:1]
+    report = R.evaluate(bench, task, {"passthrough": R.peer_system(PEERS["passthrough"])}, [item])
+    m = report.rows[0]["metrics"]
+    assert report.rows[0]["errors"] == {}
+    if task == "remove-speech":  # the output is the mixture: noise at -SNR, speech left = SNR
+        assert m["si_sdr"] == pytest.approx(-item.snr_db, abs=0.5)
+        assert m["speech_left_db"] == pytest.approx(item.snr_db, abs=0.1)
+    elif task == "extract-speaker":
+        assert m["si_sdr"] == pytest.approx(item.sir_db, abs=0.5)
+        assert -1 <= m["sim_interferer"] <= 1 and -1 <= m["sim_target"] <= 1
+    else:
+        assert m["sim_prompt"] == pytest.approx(1.0, abs=1e-5) and m["sim_others"] < 0.95
+
+
+def test_speechx_edit_keeps_context_exactly(bench, tiny_checkpoint, tmp_path):
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["eval", "edit", str(bench.root), "--checkpoint", str(tiny_checkpoint),
+                            "--systems", "speechx,passthrough", "--limit", "1", "--max-seconds", "0.5",
+                            "--out", str(out), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["checkpoint"] == str(tiny_checkpoint)
+    rows = {row["system"]: row["metrics"] for row in report["items"]}
+    assert rows["speechx"]["preserve_max_abs"] == 0.0 and rows["passthrough"]["preserve_max_abs"] == 0.0
+    assert rows["passthrough"]["sim_input"] == pytest.approx(1.0, abs=1e-5)
+    assert not (out / "plots").exists()
+
+
+def test_metric_helpers_known_answers():
+    rng = np.random.default_rng(0)
+    s, n = rng.standard_normal(16000), rng.standard_normal(16000)
+    expected = 10 * np.log10(0.01 * np.dot(s, s) / np.dot(n, n))  # -20 dB up to the draws' powers
+    assert R.speech_left_db(0.1 * s + n, s, n) == pytest.approx(expected, abs=1e-9)
+    x = rng.standard_normal(16000).astype(np.float32)
+    y = np.concatenate([x[:4000], np.zeros(3000, np.float32), x[8000:]])  # middle 4000 -> 3000 samples
+    span = (0.25 + R.PRESERVE_GUARD_SECONDS, 0.5 - R.PRESERVE_GUARD_SECONDS)  # samples 4000-8000 once widened
+    assert R.preserve_max_abs(x, y, span, 16000) == 0.0
+    y[-100] += 0.5
+    assert R.preserve_max_abs(x, y, span, 16000) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="shorter"):
+        R.preserve_max_abs(x, y[:5000], span, 16000)
+
+
+# --- user folders and codecs -------------------------------------------------------------------------
+
+def test_folder_mode_pairs_by_relative_path(bench, tmp_path):
+    item = bench.items_for("denoise")[0]
+    noisy, clean = tmp_path / "noisy", tmp_path / "clean"
+    (noisy / "a").mkdir(parents=True)
+    (clean / "a").mkdir(parents=True)
+    shutil.copy(bench.root / item.input, noisy / "a" / "x.wav")
+    x, sr = sf.read(bench.root / item.reference)
+    sf.write(clean / "a" / "x.flac", x, sr)  # another format pairs by the path without extension
+    shutil.copy(bench.root / item.input, noisy / "lonely.wav")
+    folder, unpaired = B.folder_benchmark("denoise", noisy, clean)
+    assert [(i.id, i.subset) for i in folder.items] == [("a/x", "a")] and unpaired == ["lonely"]
+
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["eval", "denoise", "--inputs", str(noisy), "--references", str(clean),
+                            "--systems", "passthrough", "--out", str(out), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    assert "1 input(s) without a reference" in r.output
+    report = json.loads((out / "report.json").read_text())
+    (row,) = report["items"]
+    assert "wer" not in row["metrics"]  # no texts in folder mode
+    assert row["metrics"]["si_sdr"] == pytest.approx(item.snr_db, abs=0.5)
+    r = runner.invoke(app, ["eval", "denoise", "--inputs", str(clean), "--references", str(tmp_path / "report")])
+    assert "relative path" in _one_line_error(r)
+
+
+def test_codec_eval_on_benchmark_and_folder(bench, tiny_checkpoint, tmp_path):
+    out = tmp_path / "codec"
+    r = runner.invoke(app, ["eval", "codec", str(bench.root), "--checkpoint", str(tiny_checkpoint), "--limit", "1",
+                            "--out", str(out), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["systems"] == ["passthrough", "tiny"]
+    engines = {i.speaker.partition(":")[0] for i in bench.items if i.task in ("denoise", "extract-speaker", "tts")}
+    assert set(report["subsets"]) - {"all"} == engines
+    assert list(report["metrics"]) == ["pesq", "stoi", "mcd", "sim_input", "wer"]
+    for row in report["items"]:
+        m = row["metrics"]
+        if row["system"] == "passthrough":
+            assert m["pesq"] == pytest.approx(4.64, abs=0.01) and m["mcd"] == pytest.approx(0.0, abs=1e-6)
+        else:
+            assert math.isfinite(m["stoi"]) and m["mcd"] > 1.0
+    r = runner.invoke(app, ["eval", "codec", str(bench.root / "speakers"), "--checkpoint", str(tiny_checkpoint),
+                            "--out", str(tmp_path / "codec2"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "codec2" / "report.json").read_text())
+    assert len(report["items"]) == 2 * len(DEV_VOICES) and "wer" not in report["metrics"]
+
+
+def test_cli_usage_errors(bench):
+    assert "unknown system" in _one_line_error(runner.invoke(app, ["eval", "denoise", str(bench.root),
+                                                                   "--systems", "nope"]))
+    assert "either BENCH_DIR" in _one_line_error(runner.invoke(app, ["eval", "tts"]))
+    assert "no folder mode" in _one_line_error(runner.invoke(app, ["eval", "edit", "--inputs", str(bench.root)]))
+    assert "not a benchmark" in _one_line_error(runner.invoke(app, ["eval", "denoise", str(bench.root / "items")]))
+
+
+def test_missing_eval_packages_are_one_line_errors(bench, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pesq" else real(name, *a))
+    r = runner.invoke(app, ["eval", "denoise", str(bench.root), "--systems", "passthrough"])
+    assert "missing evaluation packages (pesq)" in _one_line_error(r)
