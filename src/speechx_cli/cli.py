@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from typer.core import TyperGroup
 from . import audio as A
 from .engine import DecodingOptions
 from .prompts import Task
+
+if TYPE_CHECKING:
+    from .jobs import JobOptions
 
 # Typer >= 0.28 vendors its own click; older ones use the click package.
 try:

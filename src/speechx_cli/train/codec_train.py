@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Mapping, Optional
+from typing import Annotated, Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -31,6 +27,7 @@ from torch import Tensor, nn
 from .. import audio
 from ..codec import SmallCodec, SmallCodecConfig, quiet_weight_norm
 from ..files import atomic_path
+from .common import rng_state, set_rng_state, stop_requests
 
 CHECKPOINT_KIND = "speechx_codec_training"
 CHECKPOINT_VERSION = 1
@@ -217,19 +214,6 @@ class TrainState:
     step: int = 0
 
 
-def _rng_states() -> dict[str, Any]:
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
-
-
-def _set_rng_states(states: Mapping[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    random.setstate(states["python"])
-    name, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-
-
 def save_training_checkpoint(st: TrainState, path: Path) -> None:
     """Written atomically: a kill mid-write leaves the previous checkpoint intact."""
     state = {
@@ -238,7 +222,7 @@ def save_training_checkpoint(st: TrainState, path: Path) -> None:
         "model": st.codec.state_dict(), "optimizer": st.opt.state_dict(),
         "discriminator": st.disc.state_dict() if st.disc is not None else None,
         "disc_optimizer": st.opt_d.state_dict() if st.opt_d is not None else None,
-        "rng": _rng_states(), "data": st.sampler.state(),
+        "rng": rng_state(), "data": st.sampler.state(),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -288,7 +272,7 @@ def _restore(st: TrainState, ckpt: Mapping[str, Any]) -> None:
         st.disc.load_state_dict(ckpt["discriminator"])
         st.opt_d.load_state_dict(ckpt["disc_optimizer"])
     st.sampler.load_state(ckpt["data"])
-    _set_rng_states(ckpt["rng"])
+    set_rng_state(ckpt["rng"])
     st.step = int(ckpt["step"])
 
 
@@ -365,29 +349,6 @@ def _progress(enabled: bool):
                     disable=not enabled)
 
 
-@contextmanager
-def _stop_requests() -> Iterator[dict[str, bool]]:
-    """The first Ctrl-C or SIGTERM asks the loop to stop after the current step (and save);
-    a second one acts as usual."""
-    flag = {"stop": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def request(signum: int, _frame: Any) -> None:
-        flag["stop"] = True
-        signal.signal(signum, previous[signum])
-
-    for sig in previous:
-        signal.signal(sig, request)
-    try:
-        yield flag
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def train_codec(cfg: CodecTrainConfig, *, resume: bool = False, progress: bool = True,
                 force: bool = False) -> TrainResult:
     """Train (or, with resume, continue) until cfg.steps; checkpoints go to cfg.out_dir."""
@@ -412,7 +373,7 @@ def _run_loop(st: TrainState, dev_waves: list[Tensor], mel_loss: MultiScaleMelLo
               ckpt_path: Path, log_path: Path, progress: bool) -> dict[str, float]:
     cfg, last = st.cfg, {}
     start_step, t0 = st.step, time.perf_counter()
-    with _progress(progress) as bar, open(log_path, "a") as log, _stop_requests() as flag:
+    with _progress(progress) as bar, open(log_path, "a") as log, stop_requests() as flag:
         task = bar.add_task("codec", total=cfg.steps, completed=st.step, loss=math.nan, sps=0.0)
         while st.step < cfg.steps and not flag["stop"]:
             logs = train_step(st, st.sampler.next_batch(), mel_loss)
