@@ -61,3 +61,14 @@ def test_foreign_safetensors_refused(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         checkpoint.load(tmp_path / "nope.safetensors")
+
+
+def test_half_precision_checkpoint_is_smaller_and_loads_as_float32(tmp_path):
+    ar, nar, codec = tiny_parts()
+    full = checkpoint.save(tmp_path / "f.safetensors", ar, nar, codec)
+    half = checkpoint.save(tmp_path / "h.safetensors", ar, nar, codec, half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    sx = checkpoint.load(half)
+    w = sx.ar.head.weight
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, ar.head.weight, atol=1e-3, rtol=1e-3)

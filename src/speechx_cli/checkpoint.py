@@ -56,8 +56,11 @@ def default_path() -> Path | None:
     return shipped if shipped.exists() else None
 
 
-def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None = None) -> Path:
-    """Write an inference checkpoint atomically (temp file in the same folder, then rename)."""
+def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None = None,
+         half: bool = False) -> Path:
+    """Write an inference checkpoint atomically (temp file in the same folder, then rename).
+
+    half=True stores floating-point tensors as float16 (half the size; loading casts back)."""
     from .text import PHONEME_TABLE
 
     path = Path(path)
@@ -67,6 +70,8 @@ def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None 
     if codec_cfg.get("kind") != "encodec_24khz":
         tensors |= {f"codec.{k}": v for k, v in codec.state_dict().items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -135,7 +140,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> SpeechX:
             for key in f.keys():
                 group, _, name = key.partition(".")
                 if group in parts:
-                    parts[group][name] = f.get_tensor(key)
+                    t = f.get_tensor(key)
+                    parts[group][name] = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: truncated or damaged checkpoint ({e})") from None
     ar = _build(ARModel, cfg, parts["ar"], device)

@@ -523,7 +523,8 @@ def _log_file(path: Path, enabled: bool):
 
 # ---- export -------------------------------------------------------------------------------------
 
-def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | None = None) -> Path:
+def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | None = None,
+           half: bool = False) -> Path:
     """Write an inference checkpoint (checkpoint.save) from a training checkpoint and its codec.
 
     Refuses a codec other than the one the training data were encoded with (config and weights).
@@ -545,7 +546,7 @@ def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | 
     run = ckpt["config"]
     meta = {"step": ckpt["step"], "stage": run["stage"], "tokens": ckpt["tokens"], "data": run["data"],
             **(info or {})}
-    return checkpoint.save(out_path, ar.eval(), nar.eval(), codec, info=meta)
+    return checkpoint.save(out_path, ar.eval(), nar.eval(), codec, info=meta, half=half)
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -626,12 +627,15 @@ def export_cli(
     out: Annotated[Path, typer.Argument(help="inference checkpoint (.safetensors)")],
     codec_checkpoint: Annotated[str, typer.Option(help="the codec the shards were encoded with")],
     force: Annotated[bool, typer.Option("--force", help="overwrite OUT")] = False,
+    half: Annotated[bool, typer.Option("--half", help="store weights as float16 (half the size)")] = False,
+    info: Annotated[Optional[str], typer.Option(help="JSON object added to the checkpoint's info")] = None,
 ) -> None:
     """Turn a training checkpoint into an inference checkpoint (safetensors)."""
     if out.exists() and not force:
         raise typer.BadParameter(f"{out} exists (use --force)", param_hint="OUT")
     try:
-        path = export(training_checkpoint, load_codec(codec_checkpoint), out)
+        path = export(training_checkpoint, load_codec(codec_checkpoint), out,
+                      info=json.loads(info) if info else None, half=half)
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err)) from err
     typer.echo(f"wrote {path}")
