@@ -14,6 +14,16 @@ from speechx_cli.model import ARModel, ModelConfig, NARModel
 SR = 16000
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models run several times faster on one torch thread, and far faster when the 2 cores
+    are shared with another busy process (two threads then fight over one core)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_parts(seed: int = 0):
     torch.manual_seed(seed)
     codec = SmallCodec(SmallCodecConfig.tiny()).eval()

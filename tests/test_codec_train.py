@@ -16,15 +16,6 @@ from speechx_cli.codec import SmallCodec, SmallCodecConfig, codec_from_config
 from speechx_cli.train import codec_train as ct
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine run many times faster on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _synth(rng: np.random.Generator, sr: int, seconds: float) -> np.ndarray:
     t = np.arange(int(sr * seconds)) / sr
     x = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(100, 1000, 3)) / 10

@@ -15,7 +15,6 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 from speechx_cli.cli import app
@@ -27,15 +26,6 @@ from speechx_cli.train import corpus, noisebank
 from speechx_cli.train.synth import Voice, is_reserved
 
 pytest.importorskip("pesq")  # the eval extra
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Resemblyzer's LSTM and the tiny model run many times faster on one thread of a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 DEV_VOICES = ("flite:rms", "festival:ked_diphone", "espeak:en-gb-x-gbclan+zac")
 runner = CliRunner()

@@ -28,15 +28,6 @@ BASE = TrainConfig(model=CFG, batch_size=6, lr=3e-3, warmup_steps=2, max_steps=6
                    ckpt_every=1000, log_every=1, dev_per_task=4, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is faster, and much faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def synthetic_examples(n: int = 48, seed: int = 0) -> list[EncodedExample]:
     """Every task in turn; codes from an 8-symbol alphabet so that a few steps can learn it."""
     g = torch.Generator().manual_seed(seed)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
-from speechx_cli.train.synth import SAMPLE_RATE
+from speechx_cli.train.synth import SAMPLE_RATE, read_mono
 
 PROCEDURAL_KINDS = ("white", "pink", "brown", "hum", "tones")
 NOISE_SECONDS = 10.0
@@ -104,14 +103,6 @@ def package_sound_files() -> list[tuple[str, Path]]:
                    if not path.name.startswith(SPOKEN_SOUNDS)), key=lambda item: str(item[1]))
 
 
-def load_mono(path: Path) -> np.ndarray:
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        audio = resample_poly(audio, SAMPLE_RATE, rate).astype(np.float32)
-    return audio
-
-
 def file_split(name: str) -> str:
     digest = hashlib.sha1(name.encode()).digest()
     return "dev" if int.from_bytes(digest[:4], "big") / 2**32 < DEV_FILE_FRACTION else "train"
@@ -128,7 +119,7 @@ def make_babble(records: list[dict], root: Path, rng: np.random.Generator,
         own = [r for r in records if r["speaker"] == speaker]
         talker, filled = np.zeros(n), int(rng.integers(0, SAMPLE_RATE))
         while filled < n:
-            x = load_mono(root / own[int(rng.integers(len(own)))]["path"])
+            x = read_mono(root / own[int(rng.integers(len(own)))]["path"])
             take = min(len(x), n - filled)
             talker[filled:filled + take] = x[:take]
             filled += take + int(rng.uniform(0.05, 0.4) * SAMPLE_RATE)
@@ -179,7 +170,7 @@ def build_noise_bank(out_dir: Path, speech_records: list[dict], seed: int = 0,
 
 def _file_noise(path: Path) -> np.ndarray | None:
     try:
-        audio = load_mono(path)
+        audio = read_mono(path)
     except (RuntimeError, sf.LibsndfileError):
         return None
     if len(audio) < MIN_FILE_SECONDS * SAMPLE_RATE or not np.any(np.abs(audio) > 1e-4):

@@ -348,7 +348,7 @@ def _flite(voice: str, text: str, words: tuple[str, ...]) -> Synthesis:
     with tempfile.TemporaryDirectory() as tmp:
         wav_path = Path(tmp) / "out.wav"
         segments = _run(["flite", "-voice", voice, "-psdur", "-t", text, "-o", str(wav_path)]).split()
-        audio = _read_wav(wav_path)
+        audio = read_mono(wav_path)
     # Reading the words as separate sentences puts a pause between them, which splits the phones.
     per_word = _run(["flite", "-voice", voice, "-ps", "-t", ". ".join(words) + ".", "-o", "none"])
     groups = [g.split() for g in re.split(r"\bpau\b", per_word) if g.split()]
@@ -371,7 +371,8 @@ def _flite(voice: str, text: str, words: tuple[str, ...]) -> Synthesis:
     return Synthesis(audio, timings)
 
 
-def _read_wav(path: Path) -> np.ndarray:
+def read_mono(path: Path) -> np.ndarray:
+    """float32 mono at the corpus rate (SAMPLE_RATE) from any file soundfile reads."""
     audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if rate != SAMPLE_RATE:
@@ -421,7 +422,7 @@ def synthesize_festival_batch(voice: str, sentences: list[tuple[str, tuple[str, 
             if k >= len(blocks) or not wav_path.exists():
                 results.append(TimingError(f"festival produced nothing for {text!r}"))
                 continue
-            audio = _read_wav(wav_path)
+            audio = read_mono(wav_path)
             try:
                 results.append(Synthesis(audio, _festival_timings(blocks[k], words)))
             except TimingError as error:
