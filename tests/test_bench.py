@@ -76,7 +76,8 @@ def test_quick_bench_on_tiny_reports_positive_numbers(tmp_path, tiny_checkpoint)
     skip = ("rss_growth_mb",)  # a phase may reuse memory the process already holds
     bad = {k: v for k, v in numbers.items() if v <= 0 and not k.endswith(skip)}
     assert not bad, bad
-    assert len(result["targets"]) == 4 and all(isinstance(t["met"], bool) for t in result["targets"])
+    assert len(result["targets"]) == 5 and all(isinstance(t["met"], bool) for t in result["targets"])
+    assert result["long"]["minutes"] == 2 and result["long"]["long_peak_mb"] > 0
     assert "AR tok/s b1" in r.output  # the rich table went to stdout
     r2 = CliRunner().invoke(app, ["bench", "--configs", "tiny", "--quick", "--json", str(out)])
     assert r2.exit_code == 2 and "--force" in r2.output  # never overwrites silently

@@ -495,6 +495,9 @@ def bench(
     files: Annotated[Optional[int], typer.Option(
         "--files", help="Files of the folder-throughput run (0 skips it).", show_default="20, 2 with --quick")] = None,
     threads: Annotated[int, typer.Option(help="Torch threads (0 = torch's default).")] = 0,
+    long_minutes: Annotated[Optional[int], typer.Option(
+        "--long-minutes", help="Length of the long-file memory run (0 skips it).",
+        show_default="60, 2 with --quick")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Measure speed and memory: AR tokens/s with and without the KV cache, NAR, codec, real-time factor."""
@@ -507,7 +510,7 @@ def bench(
         if json_path is not None:
             _check_output(json_path, force)
         names = tuple(c.strip() for c in configs.split(",") if c.strip())
-        opts = B.BenchOptions(names, quick, checkpoint, files, threads).validate()
+        opts = B.BenchOptions(names, quick, checkpoint, files, threads, long_minutes).validate()
         result = B.run(opts, log=lambda msg: err.print(msg, markup=False))
         out.print(B.table(result))
         if json_path is not None:

@@ -39,7 +39,8 @@ CONFIGS = ("demo", "paper", "tiny")
 BATCHES = (1, 8)
 MB = 2**20
 FOLDER_SAMPLE_RATE = 16_000  # Hz of the generated folder files; speechx resamples to its codec
-TARGETS = {"cache_speedup": 10.0, "batch8_over_batch1": 3.0, "folder_speedup": 5.0}
+TARGETS = {"cache_speedup": 10.0, "batch8_over_batch1": 3.0, "folder_speedup": 5.0,
+           "long_memory_ratio": 1.5}  # the last one is a ceiling: lower is better
 
 Log = Callable[[str], None]
 
@@ -81,6 +82,7 @@ class BenchOptions:
     checkpoint: Path | None = None  # for the folder run; None = checkpoint.default_path()
     folder_files: int | None = None  # None = 20 (2 with quick); 0 skips the folder run
     threads: int = 0  # torch intra-op threads; 0 = torch's default (what the CLI uses)
+    long_minutes: int | None = None  # long-file memory run: None = 60 (2 with quick); 0 skips it
 
     def validate(self) -> "BenchOptions":
         unknown = [c for c in self.configs if c not in CONFIGS]
@@ -91,6 +93,10 @@ class BenchOptions:
         if self.threads < 0:
             raise ValueError("threads must be >= 0 (0 = torch's default)")
         return self
+
+    @property
+    def n_long_minutes(self) -> int:
+        return self.long_minutes if self.long_minutes is not None else (2 if self.quick else 60)
 
     @property
     def n_files(self) -> int:
@@ -588,6 +594,55 @@ def bench_folder(checkpoint: Path, n_files: int, log: Log, threads: int = 0) -> 
             "folder_s": folder_s, "loop_s": loop_s, "folder_speedup": loop_s / folder_s}
 
 
+def _write_tone_file(path: Path, minutes: int) -> None:
+    """A long synthetic input written minute by minute (bounded memory here too)."""
+    from .. import audio as A
+
+    rng = np.random.default_rng(5)
+    t = np.arange(60 * FOLDER_SAMPLE_RATE) / FOLDER_SAMPLE_RATE
+    with A.BlockWriter(path, FOLDER_SAMPLE_RATE) as w:
+        for _ in range(minutes):
+            x = 0.2 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
+            w.write((x + 0.05 * rng.standard_normal(len(t))).astype(np.float32))
+
+
+def _peak_rss_of(argv: list[str], env: dict) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one command, measured by a fresh parent of its own."""
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+             "sys.stderr.write(r.stderr[-300:]) if r.returncode else None; "
+             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
+    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=env)
+    seconds, kb, rc = done.stdout.split()
+    if int(rc) != 0:
+        raise RuntimeError(f"long-file benchmark: {' '.join(argv[:3])} ... failed ({done.stderr.strip()[-200:]})")
+    return float(seconds), int(kb) / 1024
+
+
+def bench_long(minutes: int, log: Log, threads: int = 0) -> dict:
+    """Peak memory of denoising a `minutes`-long file vs a 1-minute one (streamed in blocks).
+
+    Uses a tiny random-weight checkpoint: memory scaling with file length is what is measured,
+    and it does not depend on the model's quality (the bigger model only adds a constant)."""
+    from .. import checkpoint as ckpt
+
+    cmd = _speechx_command()
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    with tempfile.TemporaryDirectory(prefix="speechx-long-") as tmp:
+        root = Path(tmp)
+        s = build("tiny")
+        model = ckpt.save(root / "tiny.safetensors", s.ar, s.nar, s.codec)
+        rows = {}
+        for m in (1, minutes):
+            _write_tone_file(root / f"in{m}.wav", m)
+            log(f"long file: denoise {m} min")
+            rows[m] = _peak_rss_of([*cmd, "denoise", str(root / f"in{m}.wav"), str(root / f"out{m}.wav"),
+                                    "-c", str(model), "--force"], env)
+    return {"minutes": minutes, "short_s": rows[1][0], "short_peak_mb": rows[1][1], "long_s": rows[minutes][0],
+            "long_peak_mb": rows[minutes][1], "memory_ratio": rows[minutes][1] / rows[1][1],
+            "realtime_factor": rows[minutes][0] / (60 * minutes)}
+
+
 # ---------------------------------------------------------------------------------------------
 # Driver and report
 # ---------------------------------------------------------------------------------------------
@@ -615,6 +670,11 @@ def targets(result: dict) -> list[dict]:
                      "target": TARGETS["folder_speedup"], "extrapolated": False})
     for row in rows:
         row["met"] = row["value"] >= row["target"]
+    if "long" in result:
+        value = result["long"]["memory_ratio"]
+        rows.append({"name": f"peak memory, {result['long']['minutes']} min / 1 min file", "value": value,
+                     "target": TARGETS["long_memory_ratio"], "extrapolated": False,
+                     "met": value <= TARGETS["long_memory_ratio"]})
     return rows
 
 
@@ -637,6 +697,8 @@ def run(opts: BenchOptions, log: Log = lambda msg: None) -> dict:
                              for name in opts.configs}
         if opts.n_files:
             result["folder"] = bench_folder(Path(checkpoint), opts.n_files, log, opts.threads)
+        if opts.n_long_minutes:
+            result["long"] = bench_long(opts.n_long_minutes, log, opts.threads)
     finally:
         torch.set_num_threads(default_threads)
     result["targets"] = targets(result)
@@ -702,10 +764,18 @@ def table(result: dict):
         t.add_row("one speechx run", _fmt(f["folder_s"]) + " s", "")
         t.add_row("shell loop, one per file", _fmt(f["loop_s"]) + " s", "")
         t.add_row("  folder speedup", _fmt(f["folder_speedup"]) + "x", f"target >= {TARGETS['folder_speedup']:g}x")
+    if "long" in result:
+        g = result["long"]
+        t.add_row("[bold]long file[/bold]", "", "denoise, tiny random-weight model, streamed")
+        t.add_row("1 min: peak RSS", _fmt(g["short_peak_mb"]) + " MB", f"{_fmt(g['short_s'])} s")
+        t.add_row(f"{g['minutes']} min: peak RSS", _fmt(g["long_peak_mb"]) + " MB",
+                  f"{_fmt(g['long_s'])} s, RTF {_fmt(g['realtime_factor'])}")
+        t.add_row("  memory ratio", _fmt(g["memory_ratio"]) + "x", f"target <= {TARGETS['long_memory_ratio']:g}x")
         t.add_section()
     t.add_row("[bold]targets[/bold]", "", "")
     for r in result["targets"]:
         verdict = "met" if r["met"] else "MISSED"
         how = " (extrapolated)" if r["extrapolated"] else ""
-        t.add_row(r["name"], _fmt(r["value"]) + "x", f"{verdict}: target >= {r['target']:g}x{how}")
+        bound = "<=" if r["name"].startswith("peak memory") else ">="
+        t.add_row(r["name"], _fmt(r["value"]) + "x", f"{verdict}: target {bound} {r['target']:g}x{how}")
     return t
