@@ -115,11 +115,7 @@ def _build(cls, cfg: ModelConfig, state: dict[str, torch.Tensor], device) -> tor
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise CheckpointError(f"weights do not match the model config: {str(e).splitlines()[0]}") from None
-    # buffers that are not saved (sinusoid table) are rebuilt on the target device
-    real = cls(cfg)
-    for name, buf in real.named_buffers():
-        parent, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, leaf, buf)
+    model.cond.init_buffers()  # the sinusoid table is not saved: compute it for real
     return model.to(device).eval()
 
 

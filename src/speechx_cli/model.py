@@ -140,7 +140,11 @@ class ConditionEmbedding(nn.Module):
         self.acoustic = nn.ModuleList(
             nn.Embedding(cfg.n_acoustic_tokens, cfg.d_model) for _ in range(cfg.n_codebooks))
         self.kind = nn.Embedding(4, cfg.d_model)
-        self.register_buffer("pos", sinusoids(cfg.max_positions, cfg.d_model), persistent=False)
+        self.init_buffers()
+
+    def init_buffers(self) -> None:
+        """(Re)compute the non-persistent buffers, e.g. after building on the meta device."""
+        self.register_buffer("pos", sinusoids(self.cfg.max_positions, self.cfg.d_model), persistent=False)
 
     def frames(self, codes: torch.Tensor, n: int | None = None) -> torch.Tensor:
         """Sum of the first n codebook embeddings of (B, T, K) codes -> (B, T, d)."""
