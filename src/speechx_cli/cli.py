@@ -185,8 +185,9 @@ def _check_input(path: Path) -> None:
 
 
 def _save(path: Path, wav, codec_rate: int, out_rate: int, force: bool) -> None:
-    data = A.resample(wav, codec_rate, out_rate) if out_rate != codec_rate else wav
-    _warn_clipped(path, A.save(path, data, out_rate, force=force))
+    from .jobs import write_output
+
+    _warn_clipped(path, write_output(path, wav, codec_rate, out_rate, force))
 
 
 def _job_options(c: Common, shard: str | None = None) -> "JobOptions":

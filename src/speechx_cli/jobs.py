@@ -41,7 +41,8 @@ class Summary:
     clipped: dict[Path, int] = field(default_factory=dict)
 
 
-def _write(path: Path, wav: np.ndarray, codec_rate: int, out_rate: int, force: bool) -> int:
+def write_output(path: Path, wav: np.ndarray, codec_rate: int, out_rate: int, force: bool) -> int:
+    """Resample from the codec rate to the output rate and save; returns clipped samples."""
     data = A.resample(wav, codec_rate, out_rate) if out_rate != codec_rate else wav
     return A.save(path, data, out_rate, force=force)
 
@@ -56,7 +57,7 @@ def run_file(sx: SpeechX, task: Task, inp: Path, outp: Path, opts: JobOptions, t
     wav, in_rate = A.load(inp, sr, allow_silence=False)
     req = PL.Request(task, audio=wav, enrollment=enrollment, text=text)
     y = PL.run(sx, [req], opts.decoding, opts.window)[0]
-    return _write(outp, y, sr, opts.sample_rate or in_rate, opts.force)
+    return write_output(outp, y, sr, opts.sample_rate or in_rate, opts.force)
 
 
 def run_long(sx: SpeechX, task: Task, inp: Path, outp: Path, opts: JobOptions,
@@ -148,5 +149,5 @@ def _run_group(sx: SpeechX, task: Task, pairs: list[tuple[Path, Path]], opts: Jo
     for i, (src, dst, _, rate) in enumerate(loaded):
         def job(i=i, dst=dst, rate=rate) -> int:
             y = outs[i] if outs is not None else PL.run(sx, [requests[i]], opts.decoding, opts.window)[0]
-            return _write(dst, y, sr, opts.sample_rate or rate, opts.force)
+            return write_output(dst, y, sr, opts.sample_rate or rate, opts.force)
         _guarded(summary, src, dst, job)

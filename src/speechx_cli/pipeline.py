@@ -10,7 +10,7 @@ with linear crossfades over the overlaps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -328,7 +328,3 @@ def tts(sx, text, prompt, opts=DecodingOptions()) -> np.ndarray:
 def edit(sx, audio, text, span, background="keep", opts=DecodingOptions()) -> np.ndarray:
     task = Task.EDIT_NOISY if background == "keep" else Task.EDIT_CLEAN
     return _one(sx, Request(task, audio=audio, text=text, span=span), opts, WindowOptions())
-
-
-def with_seed(opts: DecodingOptions, seed: int | None) -> DecodingOptions:
-    return replace(opts, seed=seed)
