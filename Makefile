@@ -46,10 +46,13 @@ bench:
 # The shipped demo model from nothing (corpus, codec, shards, LM stages 1 and 2, export, examples).
 # Resumable: rerun after an interruption. Step counts: make demo-checkpoint CODEC_STEPS=6000 ...
 CODEC_STEPS ?= 3188
+DECODER_STEPS ?= 3000
 STAGE1_STEPS ?= 100
 STAGE2_STEPS ?= 600
+STAGE3_STEPS ?= 2000
 demo-checkpoint:
-	$(PY) -m speechx_cli.train.recipe all --codec-steps $(CODEC_STEPS) --stage1-steps $(STAGE1_STEPS) --stage2-steps $(STAGE2_STEPS)
+	$(PY) -m speechx_cli.train.recipe all --codec-steps $(CODEC_STEPS) --decoder-steps $(DECODER_STEPS) \
+		--stage1-steps $(STAGE1_STEPS) --stage2-steps $(STAGE2_STEPS) --stage3-steps $(STAGE3_STEPS)
 
 examples:
 	$(PY) -m speechx_cli.train.recipe examples

@@ -359,6 +359,7 @@ class SmallCodec(Codec):
         self.n_codebooks = cfg.n_codebooks
         self.codebook_size = cfg.codebook_size
         self.quantizer_enabled = True  # training skips the quantizer for its first steps
+        self.tokenizer_frozen = False  # decoder-only fine-tuning: encoder + quantizer fixed
         common = dict(channels=1, dimension=cfg.dimension, n_filters=cfg.n_filters,
                       n_residual_layers=cfg.n_residual_layers, ratios=list(cfg.ratios),
                       causal=cfg.causal, lstm=cfg.lstm_layers)
@@ -376,6 +377,21 @@ class SmallCodec(Codec):
             if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def freeze_tokenizer(self) -> SmallCodec:
+        """Fix the encoder and quantizer (weights, codebooks, eval mode) so that only the decoder
+        trains: the codes every dataset was encoded with stay valid while the sound improves."""
+        self.tokenizer_frozen = True
+        for p in [*self.encoder.parameters(), *self.quantizer.parameters()]:
+            p.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> SmallCodec:
+        super().train(mode)
+        if self.tokenizer_frozen:  # no EMA codebook updates, no dead-code revival
+            self.encoder.eval()
+            self.quantizer.eval()
+        return self
+
     def _latent(self, wav: Tensor) -> Tensor:
         return self.encoder(wav[:, None] * self.cfg.input_scale)  # (B, D, F)
 
@@ -387,10 +403,11 @@ class SmallCodec(Codec):
         quantizer is disabled, commitment loss (scalar)."""
         n_frames = self.frames_for(wav.shape[-1])
         wav = nn.functional.pad(wav, (0, self.samples_for(n_frames) - wav.shape[-1]))
-        latent = self._latent(wav)
-        if not self.quantizer_enabled:
-            return self._synth(latent), None, latent.new_zeros(())
-        q = self.quantizer(latent, int(self.cfg.frame_rate))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.tokenizer_frozen):
+            latent = self._latent(wav)
+            if not self.quantizer_enabled:
+                return self._synth(latent), None, latent.new_zeros(())
+            q = self.quantizer(latent, int(self.cfg.frame_rate))
         codes = q.codes.transpose(0, 1)  # (K, B, F) -> (B, K, F)
         return self._synth(q.quantized), codes, q.penalty.reshape(())
 

@@ -26,7 +26,7 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers
 SystemsOpt = Annotated[Optional[str], typer.Option(
     "--systems", help="Comma-separated systems: speechx and/or peers (passthrough, deepfilternet, noisereduce).",
     show_default="speechx and the task's peers")]
-LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="At most N items per subset.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N items per subset.")]
 OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", help="Report folder.", show_default="BENCH_DIR/reports/TASK, or ./speechx-eval-TASK")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing report.")]
@@ -110,7 +110,8 @@ def _default_checkpoint() -> Path | None:
     return ckpt.default_path()
 
 
-def _speechx_runner(checkpoint, device: str, seed: int, batch_size: int, max_seconds: float, with_text: bool):
+def _speechx_runner(checkpoint, device: str, seed: int, sampling: tuple[float, int, float], batch_size: int,
+                    max_seconds: float, with_text: bool):
     from dataclasses import replace
 
     from speechx_cli.pipeline import WindowOptions
@@ -118,7 +119,7 @@ def _speechx_runner(checkpoint, device: str, seed: int, batch_size: int, max_sec
     from . import report as R
 
     cli = _main()
-    common = cli._common(checkpoint, cli.Device(device), seed, 1.0, 0, 1.0, False, None, batch_size)
+    common = cli._common(checkpoint, cli.Device(device), seed, *sampling, False, None, batch_size)
     decoding = replace(common.decoding, max_seconds=max_seconds).validate()
     return R.speechx_system(cli._load_model(common), decoding, WindowOptions(batch_size=batch_size), with_text)
 
@@ -141,6 +142,9 @@ def _task_command(task: str):
             "--with-text", help="Give speechx the transcript (denoise, remove-speech, extract-speaker).")] = False,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         seed: Annotated[int, typer.Option(help="Sampling seed for speechx.")] = 0,
+        temperature: Annotated[float, typer.Option(help="speechx sampling temperature (0 = greedy).")] = 1.0,
+        top_k: Annotated[int, typer.Option("--top-k", help="speechx: keep the k most likely codes.")] = 0,
+        top_p: Annotated[float, typer.Option("--top-p", help="speechx: nucleus sampling mass.")] = 1.0,
         batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")] = 8,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
@@ -172,8 +176,10 @@ def _task_command(task: str):
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
             for name in names:
                 if name == "speechx":
-                    runners[name] = _speechx_runner(checkpoint, device, seed, batch_size, max_seconds, with_text)
-                    info["checkpoint"] = str(checkpoint or _default_checkpoint())
+                    runners[name] = _speechx_runner(checkpoint, device, seed, (temperature, top_k, top_p), batch_size,
+                                                    max_seconds, with_text)
+                    info |= {"checkpoint": str(checkpoint or _default_checkpoint()),
+                             "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p}}
                 else:
                     runners[name] = R.peer_system(PEERS[name])
             out_dir = _report_dir(out, bench_dir, task, force)
@@ -241,8 +247,6 @@ def codec(
 
     cli = _main()
     with cli._guard():
-        if limit is not None and limit < 1:
-            raise cli.UserError("--limit must be >= 1")
         if not path.exists():
             raise cli.UserError(f"{path}: no such file or folder")
         _require_eval_extra([])

@@ -6,6 +6,10 @@ drawn by a seeded generator whose state is saved with the model, the optimizers 
 RNG states, so `--resume` continues the very same run.
 
     python -m speechx_cli.train.codec_train --data DIR --dev DEVDIR --out runs/codec --steps 20000
+
+Decoder-only fine-tuning (`--init-from runs/codec/codec_train.pt --freeze-tokenizer`) starts from a
+trained codec and trains its decoder alone, usually against the discriminator: the encoder and the
+codebooks stay fixed, so shards and language models made with the first codec stay valid.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class CodecTrainConfig:
     mel_n_ffts: tuple[int, ...] = (256, 512, 1024, 2048)
     n_mels: int = 64
     adv_start_step: Optional[int] = None  # None: never train against a discriminator
+    init_from: Optional[str] = None  # a codec training checkpoint whose weights start this run
+    freeze_tokenizer: bool = False  # train the decoder only (the codes stay what they were)
     disc_filters: int = 16
     adv_weight: float = 3.0  # EnCodec paper's lambda_g
     feat_weight: float = 3.0  # EnCodec paper's lambda_feat
@@ -247,7 +253,15 @@ def export_codec(training_ckpt: Path | str | Mapping[str, Any]) -> SmallCodec:
 def _build_state(cfg: CodecTrainConfig, train_waves: list[Tensor]) -> TrainState:
     torch.manual_seed(cfg.seed)
     codec = SmallCodec(cfg.codec).train()
-    opt = torch.optim.Adam(codec.parameters(), lr=cfg.lr, betas=cfg.betas)
+    if cfg.init_from is not None:
+        start = load_training_checkpoint(Path(cfg.init_from))
+        if start["codec_config"] != codec.config():
+            raise ValueError(f"{cfg.init_from} holds another codec: {start['codec_config']}")
+        codec.load_state_dict(start["model"])
+    if cfg.freeze_tokenizer:
+        codec.freeze_tokenizer()
+    trained = [p for p in codec.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas)
     disc = opt_d = None
     if cfg.adv_start_step is not None:
         from encodec.msstftd import MultiScaleSTFTDiscriminator
@@ -281,11 +295,13 @@ def _restore(st: TrainState, ckpt: Mapping[str, Any]) -> None:
 def train_step(st: TrainState, batch: Tensor, mel_loss: MultiScaleMelLoss) -> dict[str, float]:
     """One update of the codec (and of the discriminator once adversarial training is on)."""
     cfg = st.cfg
-    st.codec.quantizer_enabled = st.step >= cfg.quantizer_warmup_steps
+    st.codec.quantizer_enabled = cfg.freeze_tokenizer or st.step >= cfg.quantizer_warmup_steps
     recon, codes, commit = st.codec(batch)  # (B, N), (B, K, F) or None, ()
     recon = recon[..., :batch.shape[-1]]
     l1, mel = F.l1_loss(recon, batch), mel_loss(recon, batch)
-    loss = cfg.l1_weight * l1 + cfg.mel_weight * mel + cfg.commit_weight * commit
+    loss = cfg.l1_weight * l1 + cfg.mel_weight * mel
+    if commit.requires_grad:
+        loss = loss + cfg.commit_weight * commit
     logs = {"l1": l1.item(), "mel": mel.item(), "commit": commit.item()}
     if codes is not None:
         logs["codes_used"] = float(len(torch.unique(codes[:, 0])))
@@ -380,7 +396,7 @@ def _run_loop(st: TrainState, dev_waves: list[Tensor], mel_loss: MultiScaleMelLo
             sps = (st.step - start_step) / (time.perf_counter() - t0)
             bar.update(task, completed=st.step, loss=logs["loss"], sps=sps)
             # before the first quantized step the codebooks are empty: nothing to measure
-            quantized = st.step > cfg.quantizer_warmup_steps
+            quantized = cfg.freeze_tokenizer or st.step > cfg.quantizer_warmup_steps
             if dev_waves and quantized and st.step % cfg.eval_every == 0:
                 logs |= evaluate(st.codec, dev_waves, mel_loss)
                 bar.console.print(f"step {st.step}: " + ", ".join(
@@ -416,6 +432,10 @@ def _cli(
     quantizer_warmup: Annotated[int, typer.Option("--quantizer-warmup")] = 150,
     adv_start: Annotated[Optional[int], typer.Option("--adv-start",
                                                      help="step to start the GAN")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(
+        "--init-from", exists=True, help="start from this codec training checkpoint")] = None,
+    freeze_tokenizer: Annotated[bool, typer.Option(
+        "--freeze-tokenizer", help="train the decoder only: existing shards and LMs stay valid")] = False,
     eval_every: Annotated[int, typer.Option("--eval-every")] = 500,
     ckpt_every: Annotated[int, typer.Option("--ckpt-every")] = 200,
     seed: Annotated[int, typer.Option("--seed")] = 0,
@@ -430,6 +450,7 @@ def _cli(
         data=tuple(map(str, data)), out_dir=str(out), dev=tuple(map(str, dev or ())),
         codec=getattr(SmallCodecConfig, preset.value)(), steps=steps, batch_size=batch_size,
         quantizer_warmup_steps=quantizer_warmup, adv_start_step=adv_start,
+        init_from=str(init_from) if init_from else None, freeze_tokenizer=freeze_tokenizer,
         eval_every=eval_every, ckpt_every=ckpt_every, seed=seed)
     try:
         result = train_codec(cfg, resume=resume, force=force)

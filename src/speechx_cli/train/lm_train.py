@@ -538,7 +538,8 @@ def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | 
         from .shards import codec_fingerprint
 
         if codec_fingerprint(codec) != ckpt["codec_fingerprint"]:
-            raise ValueError("codec weights differ from those the training data were encoded with")
+            raise ValueError("the codec's encoder or codebooks differ from those the training data were "
+                             "encoded with")
     cfg = ModelConfig(**ckpt["model_config"])
     ar, nar = ARModel(cfg), NARModel(cfg)
     ar.load_state_dict(ckpt["ar"])

@@ -1,4 +1,9 @@
-"""The demo checkpoint from nothing: corpus -> codec -> shards -> LM stage 1 -> stage 2 -> export.
+"""The demo checkpoint from nothing: corpus -> codec -> decoder fine-tuning -> shards -> LM -> export.
+
+The LM runs in three phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200
+simulated examples, then stage 2 continued with a fresh schedule on every training utterance
+twice (two simulated variants each). The decoder fine-tuning trains only the codec's decoder,
+against the MS-STFT discriminator, so the tokens the LM learns stay the codec's first ones.
 
     python -m speechx_cli.train.recipe all          # what `make demo-checkpoint` runs
     python -m speechx_cli.train.recipe examples     # examples/ from dev speakers only
@@ -34,13 +39,16 @@ class Recipe:
     runs: Path = Path("runs")
     out: Path = Path("checkpoints/speechx-demo.safetensors")
     n_per_speaker: int = 50
-    # The shipped demo was made with these (about 1 h 20 min of 2 busy CPU cores in all).
+    # The shipped demo was made with these (CPU time: see checkpoints/README.md).
     codec_steps: int = 3188
-    variants: int = 1
-    max_train_examples: int | None = 1200
+    decoder_steps: int = 3000
+    first_train_examples: int = 1200  # stages 1 and 2
+    variants: int = 2  # the continued stage 2: every training utterance, this many variants
     max_dev_examples: int = 120
     stage1_steps: int = 100
     stage2_steps: int = 600
+    stage3_steps: int = 2000
+    stage3_lr: float = 8e-4
     batch_frames: int = 2400
     dropout: float = 0.0  # attention dropout costs 1.5x on CPU and these runs are far from overfitting
     threads: int = 1
@@ -53,6 +61,10 @@ class Recipe:
     @property
     def codec_ckpt(self) -> Path:
         return self.runs / "codec" / "codec_train.pt"
+
+    @property
+    def decoder_ckpt(self) -> Path:
+        return self.runs / "codec-decoder" / "codec_train.pt"
 
 
 def _run(*args: str, threads: int) -> None:
@@ -89,48 +101,61 @@ def codec_lists(r: Recipe) -> tuple[Path, Path]:
     return paths
 
 
-def codec(r: Recipe) -> None:
+def _codec_run(r: Recipe, ckpt: Path, steps: int, *extra: str) -> None:
     train, dev = codec_lists(r)
-    _run("speechx_cli.train.codec_train", "--data", str(train), "--dev", str(dev), "--out",
-         str(r.codec_ckpt.parent), "--preset", "demo", "--steps", str(r.codec_steps), "--threads",
-         str(r.threads), *_resume_flag(r.codec_ckpt), threads=r.threads)
+    _run("speechx_cli.train.codec_train", "--data", str(train), "--dev", str(dev), "--out", str(ckpt.parent),
+         "--preset", "demo", "--steps", str(steps), "--threads", str(r.threads), *extra, *_resume_flag(ckpt),
+         threads=r.threads)
+
+
+def codec(r: Recipe) -> None:
+    _codec_run(r, r.codec_ckpt, r.codec_steps)
+    _codec_run(r, r.decoder_ckpt, r.decoder_steps, "--init-from", str(r.codec_ckpt), "--freeze-tokenizer",
+               "--adv-start", "0")
 
 
 def shards(r: Recipe) -> None:
-    for split, variants, cap in (("train", r.variants, r.max_train_examples), ("dev", 1, r.max_dev_examples)):
+    for name, split, variants, cap in (("shards-train", "train", 1, r.first_train_examples),
+                                       ("shards-train-full", "train", r.variants, None),
+                                       ("shards-dev", "dev", 1, r.max_dev_examples)):
         limit = [] if cap is None else ["--max-examples", str(cap)]
-        _run("speechx_cli.train.shards", str(r.corpus), str(r.data / f"shards-{split}"), "--codec-checkpoint",
+        _run("speechx_cli.train.shards", str(r.corpus), str(r.data / name), "--codec-checkpoint",
              str(r.codec_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
              "--examples-per-shard", "300", "--threads", str(r.threads), *limit, threads=r.threads)
 
 
-def _lm(r: Recipe, stage: str, steps: int, init: Path | None) -> Path:
-    out = r.runs / f"lm-{stage}"
+def _lm(r: Recipe, name: str, stage: str, data: str, steps: int, init: Path | None, lr: float = 5e-4,
+        warmup: int | None = None) -> Path:
+    out = r.runs / f"lm-{name}"
     ckpt = out / "lm_train.pt"
     extra = ["--init-from", str(init)] if init is not None and not ckpt.exists() else []
-    _run("speechx_cli.train.lm_train", "train", "--data", str(r.data / "shards-train"), "--dev",
+    _run("speechx_cli.train.lm_train", "train", "--data", str(r.data / data), "--dev",
          str(r.data / "shards-dev"), "--out", str(out), "--preset", "demo", "--stage", stage,
-         "--max-steps", str(steps), "--batch-frames", str(r.batch_frames), "--dropout", str(r.dropout), "--warmup", str(max(20, steps // 20)),
+         "--max-steps", str(steps), "--batch-frames", str(r.batch_frames), "--dropout", str(r.dropout),
+         "--lr", str(lr), "--warmup", str(warmup or max(20, steps // 20)),
          "--eval-every", str(max(100, steps // 4)), "--ckpt-every", "100", "--threads", str(r.threads),
          *extra, *_resume_flag(ckpt), threads=r.threads)
     return ckpt
 
 
 def lm(r: Recipe) -> Path:
-    stage1 = _lm(r, "tts", r.stage1_steps, None)
-    return _lm(r, "all", r.stage2_steps, stage1)
+    stage1 = _lm(r, "tts", "tts", "shards-train", r.stage1_steps, None)
+    stage2 = _lm(r, "all", "all", "shards-train", r.stage2_steps, stage1)
+    return _lm(r, "all-full", "all", "shards-train-full", r.stage3_steps, stage2, lr=r.stage3_lr, warmup=100)
 
 
 def export(r: Recipe, ckpt: Path) -> None:
     _run("speechx_cli.train.lm_train", "export", str(ckpt), str(r.out), "--codec-checkpoint",
-         str(r.codec_ckpt), "--force", "--half", "--info", json.dumps(_training_facts(r)), threads=r.threads)
+         str(r.decoder_ckpt), "--force", "--half", "--info", json.dumps(_training_facts(r)), threads=r.threads)
 
 
 def _training_facts(r: Recipe) -> dict:
     """What the model card needs, read from the runs' own logs."""
     facts = {"recipe": "make demo-checkpoint", "corpus_utterances_per_speaker": r.n_per_speaker}
-    for name, log in (("codec", r.codec_ckpt.parent / "log.jsonl"), ("lm_stage1", r.runs / "lm-tts" / "log.jsonl"),
-                      ("lm_stage2", r.runs / "lm-all" / "log.jsonl")):
+    logs = {"codec": r.codec_ckpt.parent, "codec_decoder": r.decoder_ckpt.parent, "lm_stage1": r.runs / "lm-tts",
+            "lm_stage2": r.runs / "lm-all", "lm_stage2_continued": r.runs / "lm-all-full"}
+    for name, run in logs.items():
+        log = run / "log.jsonl"
         if log.exists():
             rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
             facts[f"{name}_steps"] = max((row.get("step", 0) for row in rows), default=0)
@@ -174,13 +199,15 @@ Opt = typer.Option
 @app.command("all")
 def run_all(
     codec_steps: Annotated[int, Opt(help="codec training steps")] = Recipe.codec_steps,
+    decoder_steps: Annotated[int, Opt(help="decoder-only adversarial fine-tuning steps")] = Recipe.decoder_steps,
     stage1_steps: Annotated[int, Opt(help="LM stage 1 (TTS only) steps")] = Recipe.stage1_steps,
     stage2_steps: Annotated[int, Opt(help="LM stage 2 (all tasks) steps")] = Recipe.stage2_steps,
+    stage3_steps: Annotated[int, Opt(help="LM stage 2 continued on all data")] = Recipe.stage3_steps,
     n_per_speaker: Annotated[int, Opt(help="corpus utterances per speaker")] = Recipe.n_per_speaker,
 ) -> None:
     """Every stage, resuming whatever a previous run left."""
-    r = Recipe(codec_steps=codec_steps, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-               n_per_speaker=n_per_speaker)
+    r = Recipe(codec_steps=codec_steps, decoder_steps=decoder_steps, stage1_steps=stage1_steps,
+               stage2_steps=stage2_steps, stage3_steps=stage3_steps, n_per_speaker=n_per_speaker)
     corpus(r)
     codec(r)
     shards(r)

@@ -286,9 +286,12 @@ def shard_stats(examples: list[EncodedExample], frame_rate: float) -> dict[str, 
 
 
 def codec_fingerprint(codec) -> str:
-    """Short hash of the codec's weights: two codecs with one config can still differ."""
+    """Short hash of the weights that decide the tokens (everything but the decoder): two codecs
+    with one config can still differ, and a decoder fine-tuned later keeps the data valid."""
     h = hashlib.sha256(json.dumps(codec.config(), sort_keys=True).encode())
     for name, t in sorted(codec.state_dict().items()):
+        if "decoder" in name.split("."):
+            continue
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
