@@ -133,8 +133,11 @@ def test_decoder_fine_tuning_keeps_the_codes(audio, tmp_path):
     from speechx_cli.train.shards import codec_fingerprint
 
     base = ct.train_codec(_cfg(audio, tmp_path / "base", adv_start_step=None), progress=False)
-    tuned = ct.train_codec(_cfg(audio, tmp_path / "tuned", init_from=str(base.checkpoint),
-                                freeze_tokenizer=True, adv_start_step=0, lr=1e-3), progress=False)
+    tuned = ct.train_codec(_cfg(audio, tmp_path / "tuned", init_from=str(base.checkpoint), freeze_tokenizer=True,
+                                adv_start_step=0, lr=1e-3, best_metric="dev_mel_distance"), progress=False)
+    dev = [json.loads(x) for x in (tmp_path / "tuned" / ct.LOG_NAME).open() if "dev_mel_distance" in x]
+    best = min(dev, key=lambda d: d["dev_mel_distance"])
+    assert ct.load_training_checkpoint(tmp_path / "tuned" / ct.BEST_NAME)["step"] == best["step"]
     a, b = base.codec.state_dict(), tuned.codec.state_dict()
     changed = {k for k in a if not torch.equal(a[k], b[k])}
     assert changed and all(k.startswith("decoder.") for k in changed), changed
