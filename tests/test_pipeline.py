@@ -102,3 +102,17 @@ def test_no_seam_at_window_joins():
     spec = lambda z: np.abs(np.fft.rfft(z[:n].reshape(-1, hop) * np.hanning(hop), axis=1))  # noqa: E731
     cos = (spec(x) * spec(y)).sum(1) / np.linalg.norm(spec(x), axis=1) / np.linalg.norm(spec(y), axis=1)
     assert cos.min() > 0.99
+
+
+def test_shared_enrollment_is_encoded_once_per_run(sx, monkeypatch):
+    enroll = tone(2.0, seed=6)
+    requests = [PL.Request(Task.TSE, audio=tone(1.0, seed=s), enrollment=enroll) for s in (7, 8, 9)]
+    greedy = DecodingOptions(temperature=0)
+    expected = [PL.run(sx, [r], greedy)[0] for r in requests]
+    encoded = []
+    real = PL._codes
+    monkeypatch.setattr(PL, "_codes", lambda sx_, audio: encoded.append(len(audio)) or real(sx_, audio))
+    outs = PL.run(sx, requests, greedy)
+    assert encoded.count(len(enroll)) == 1 and len(encoded) == 4  # one enrollment + three mixtures
+    for y, want in zip(outs, expected):
+        np.testing.assert_allclose(y, want, atol=1e-5)

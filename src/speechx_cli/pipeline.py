@@ -164,11 +164,15 @@ def _edit_frames(sx: SpeechX, req: Request, n_frames: int) -> tuple[int, int]:
     return int(math.floor(start * fr)), min(n_frames, int(math.ceil(end * fr)))
 
 
-def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions) -> list[_Row]:
+def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[int, torch.Tensor]) -> list[_Row]:
+    """voices: codes of enrollments already encoded in this run, by array identity (a folder run
+    gives every file the same enrollment array)."""
     v, fr = sx.config.codebook_size, sx.codec.frame_rate
     text = _text_ids(req.text)
+    if req.task in (Task.TTS, Task.TSE) and id(req.enrollment) not in voices:
+        voices[id(req.enrollment)] = _codes(sx, req.enrollment)
     if req.task is Task.TTS:  # one row per sentence, every one with the same voice prompt
-        voice = _codes(sx, req.enrollment)
+        voice = voices[id(req.enrollment)]
         rows = []
         for sentence in T.sentences(req.text):
             ids = _text_ids(sentence)
@@ -186,7 +190,7 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions) -> list[_Row]:
     windows = list(split_windows([req.audio], int(win.seconds * sr), int(win.overlap * sr)))
     # a transcript belongs to the whole file: only a single window may carry it
     t = text if len(windows) == 1 else None
-    enroll = _codes(sx, req.enrollment) if req.task is Task.TSE else None
+    enroll = voices[id(req.enrollment)] if req.task is Task.TSE else None
     return [_Row(i, _known_length_prompt(sx, req.task, w, enroll, t), window=len(w)) for w in windows]
 
 
@@ -251,8 +255,9 @@ def run(sx: SpeechX, requests: list[Request], opts: DecodingOptions,
     opts.validate()
     window.validate()
     rows: list[_Row] = []
+    voices: dict[int, torch.Tensor] = {}  # the requests keep their arrays alive: ids stay unique
     for i, req in enumerate(requests):
-        rows.extend(_rows(sx, i, req.validate(), window))
+        rows.extend(_rows(sx, i, req.validate(), window, voices))
     outs = _generate_rows(sx, rows, opts, window.batch_size)
     results = []
     for i, req in enumerate(requests):
