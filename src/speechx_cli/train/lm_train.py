@@ -288,7 +288,7 @@ def build_state(cfg: TrainConfig, data, d: Dist, device: torch.device, resume: M
     trained = [m for m in (pair.ar, pair.nar) if m is not None]
     if d.world > 1:
         ids = [device.index] if device.type == "cuda" else None
-        pair = nn.parallel.DistributedDataParallel(pair, device_ids=ids, broadcast_buffers=False)
+        pair = nn.parallel.DistributedDataParallel(pair, device_ids=ids, forward_sync_buffers=False)
     opt = torch.optim.AdamW(param_groups(trained, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, cfg))
     sampler = BucketSampler(data.lengths, data.tasks, cfg, min_examples=d.world * cfg.grad_accum)
