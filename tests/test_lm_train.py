@@ -265,3 +265,28 @@ def test_shards_hold_the_in_memory_examples(corpus_dir, tmp_path):
         prepare(_causal_codec(seed=1, init=False))  # another codec's shards are not mixed in
     with pytest.raises(ValueError, match="codec"):
         shards.ShardSet(tmp_path, expect_codec=SmallCodecConfig.demo().to_dict())
+
+
+def test_a_smaller_set_of_the_same_stream_links_the_bigger_sets_shards(corpus_dir, tmp_path):
+    from speechx_cli.train.simulate import SimulationOptions
+
+    codec = _causal_codec()
+    simulation = SimulationOptions(enrollment_seconds=(1.0, 2.0))
+    opts = shards.ShardOptions(variants=3, examples_per_shard=8, chunk=4, seed=3)
+    prepare = lambda out, **kw: shards.prepare_shards(  # noqa: E731
+        corpus_dir, tmp_path / out, codec, replace(opts, **kw.pop("opts", {})), encode_text=_letters,
+        simulation=simulation, **kw)
+    prepare("big")
+    small = prepare("small", opts={"max_examples": 12}, reuse=tmp_path / "big")
+    assert small["reused"] == 8 and small["examples"] == 4  # shard 0 linked, shard 1 (4 examples) built
+    assert (tmp_path / "small/shard-00000.safetensors").read_bytes() == \
+        (tmp_path / "big/shard-00000.safetensors").read_bytes()
+    fresh = prepare("fresh", opts={"max_examples": 12})
+    assert fresh["index"]["shards"] == small["index"]["shards"]
+    from safetensors.torch import load_file
+
+    for name in ("shard-00000.safetensors", "shard-00001.safetensors"):  # (metadata key order may differ)
+        linked, built = load_file(tmp_path / "small" / name), load_file(tmp_path / "fresh" / name)
+        assert linked.keys() == built.keys() and all(torch.equal(linked[k], built[k]) for k in linked)
+    with pytest.raises(ValueError, match="seed"):
+        prepare("other", opts={"seed": 4}, reuse=tmp_path / "big")

@@ -168,7 +168,6 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[in
     """voices: codes of enrollments already encoded in this run, by array identity (a folder run
     gives every file the same enrollment array)."""
     v, fr = sx.config.codebook_size, sx.codec.frame_rate
-    text = _text_ids(req.text)
     if req.task in (Task.TTS, Task.TSE) and id(req.enrollment) not in voices:
         voices[id(req.enrollment)] = _codes(sx, req.enrollment)
     if req.task is Task.TTS:  # one row per sentence, every one with the same voice prompt
@@ -179,6 +178,7 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[in
             limit = max(MIN_GENERATION_SECONDS, SECONDS_PER_PHONEME * len(ids)) * fr
             rows.append(_Row(i, P.tts(ids, voice, v), int(limit)))
         return rows
+    text = _text_ids(req.text)
     if req.task in (Task.EDIT_CLEAN, Task.EDIT_NOISY):
         codes = _codes(sx, req.audio)
         a, b = _edit_frames(sx, req, len(codes))

@@ -86,6 +86,11 @@ class CodecTrainConfig:
         tuples = {f.name for f in fields(cls) if str(f.type).startswith("tuple")}
         return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
 
+    def quantized_at(self, step: int) -> bool:
+        """Whether step `step` goes through the quantizer: not during the warmup of a fresh codec
+        (its codebooks are empty); always when the codebooks come trained (init_from) or fixed."""
+        return self.freeze_tokenizer or self.init_from is not None or step >= self.quantizer_warmup_steps
+
     @property
     def segment_samples(self) -> int:
         return int(round(self.segment_s * self.codec.sample_rate))
@@ -257,11 +262,6 @@ def export_codec(training_ckpt: Path | str | Mapping[str, Any]) -> SmallCodec:
 def _build_state(cfg: CodecTrainConfig, train_waves: list[Tensor]) -> TrainState:
     torch.manual_seed(cfg.seed)
     codec = SmallCodec(cfg.codec).train()
-    if cfg.init_from is not None:
-        start = load_training_checkpoint(Path(cfg.init_from))
-        if start["codec_config"] != codec.config():
-            raise ValueError(f"{cfg.init_from} holds another codec: {start['codec_config']}")
-        codec.load_state_dict(start["model"])
     if cfg.freeze_tokenizer:
         codec.freeze_tokenizer()
     trained = [p for p in codec.parameters() if p.requires_grad]
@@ -276,6 +276,14 @@ def _build_state(cfg: CodecTrainConfig, train_waves: list[Tensor]) -> TrainState
     sampler = SegmentSampler(train_waves, cfg.segment_samples, cfg.batch_size, cfg.seed,
                              cfg.random_gain_db)
     return TrainState(cfg, codec, opt, sampler, disc, opt_d)
+
+
+def _init_weights(st: TrainState, path: str) -> None:
+    """A fresh run's starting weights from another run's checkpoint (the optimizer starts anew)."""
+    start = load_training_checkpoint(Path(path))
+    if start["codec_config"] != st.codec.config():
+        raise ValueError(f"{path} holds another codec: {start['codec_config']}")
+    st.codec.load_state_dict(start["model"])
 
 
 def _restore(st: TrainState, ckpt: Mapping[str, Any]) -> None:
@@ -299,13 +307,11 @@ def _restore(st: TrainState, ckpt: Mapping[str, Any]) -> None:
 def train_step(st: TrainState, batch: Tensor, mel_loss: MultiScaleMelLoss) -> dict[str, float]:
     """One update of the codec (and of the discriminator once adversarial training is on)."""
     cfg = st.cfg
-    st.codec.quantizer_enabled = cfg.freeze_tokenizer or st.step >= cfg.quantizer_warmup_steps
+    st.codec.quantizer_enabled = cfg.quantized_at(st.step)
     recon, codes, commit = st.codec(batch)  # (B, N), (B, K, F) or None, ()
     recon = recon[..., :batch.shape[-1]]
     l1, mel = F.l1_loss(recon, batch), mel_loss(recon, batch)
-    loss = cfg.l1_weight * l1 + cfg.mel_weight * mel
-    if commit.requires_grad:
-        loss = loss + cfg.commit_weight * commit
+    loss = cfg.l1_weight * l1 + cfg.mel_weight * mel + cfg.commit_weight * commit
     logs = {"l1": l1.item(), "mel": mel.item(), "commit": commit.item()}
     if codes is not None:
         logs["codes_used"] = float(len(torch.unique(codes[:, 0])))
@@ -383,6 +389,8 @@ def train_codec(cfg: CodecTrainConfig, *, resume: bool = False, progress: bool =
     st = _build_state(cfg, train_waves)
     if resume and ckpt_path.exists():
         _restore(st, load_training_checkpoint(ckpt_path))
+    elif cfg.init_from is not None:
+        _init_weights(st, cfg.init_from)
     last = _run_loop(st, dev_waves, MultiScaleMelLoss(sr, cfg.mel_n_ffts, cfg.n_mels),
                      ckpt_path, out / LOG_NAME, progress)
     save_training_checkpoint(st, ckpt_path)
@@ -401,8 +409,7 @@ def _run_loop(st: TrainState, dev_waves: list[Tensor], mel_loss: MultiScaleMelLo
             sps = (st.step - start_step) / (time.perf_counter() - t0)
             bar.update(task, completed=st.step, loss=logs["loss"], sps=sps)
             # before the first quantized step the codebooks are empty: nothing to measure
-            quantized = cfg.freeze_tokenizer or st.step > cfg.quantizer_warmup_steps
-            if dev_waves and quantized and st.step % cfg.eval_every == 0:
+            if dev_waves and cfg.quantized_at(st.step - 1) and st.step % cfg.eval_every == 0:
                 logs |= evaluate(st.codec, dev_waves, mel_loss)
                 bar.console.print(f"step {st.step}: " + ", ".join(
                     f"{k} {v:.3f}" for k, v in logs.items() if k.startswith("dev_")))
@@ -460,8 +467,10 @@ def _cli(
         "--init-from", exists=True, help="start from this codec training checkpoint")] = None,
     freeze_tokenizer: Annotated[bool, typer.Option(
         "--freeze-tokenizer", help="train the decoder only: existing shards and LMs stay valid")] = False,
-    adv_weight: Annotated[float, typer.Option("--adv-weight", help="adversarial loss weight")] = 0.05,
-    feat_weight: Annotated[float, typer.Option("--feat-weight", help="feature matching weight")] = 0.1,
+    adv_weight: Annotated[float, typer.Option(
+        "--adv-weight", help="adversarial loss weight")] = CodecTrainConfig.adv_weight,
+    feat_weight: Annotated[float, typer.Option(
+        "--feat-weight", help="feature matching weight")] = CodecTrainConfig.feat_weight,
     best_metric: Annotated[Optional[str], typer.Option(
         "--best-metric", help=f"also keep {BEST_NAME}, the best by this dev metric (e.g. dev_pesq_wb)")] = None,
     eval_every: Annotated[int, typer.Option("--eval-every")] = 500,

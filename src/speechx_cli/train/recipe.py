@@ -104,27 +104,31 @@ def codec_lists(r: Recipe) -> tuple[Path, Path]:
     return paths
 
 
-def _codec_run(r: Recipe, ckpt: Path, steps: int, *extra: str) -> None:
-    train, dev = codec_lists(r)
+def _codec_run(r: Recipe, lists: tuple[Path, Path], ckpt: Path, steps: int, *extra: str) -> None:
+    train, dev = lists
     _run("speechx_cli.train.codec_train", "--data", str(train), "--dev", str(dev), "--out", str(ckpt.parent),
          "--preset", "demo", "--steps", str(steps), "--threads", str(r.threads), *extra, *_resume_flag(ckpt),
          threads=r.threads)
 
 
 def codec(r: Recipe) -> None:
-    _codec_run(r, r.codec_ckpt, r.codec_steps)
-    _codec_run(r, r.decoder_ckpt, r.decoder_steps, "--init-from", str(r.codec_ckpt), "--freeze-tokenizer",
+    lists = codec_lists(r)
+    _codec_run(r, lists, r.codec_ckpt, r.codec_steps)
+    _codec_run(r, lists, r.decoder_ckpt, r.decoder_steps, "--init-from", str(r.codec_ckpt), "--freeze-tokenizer",
                "--adv-start", "0")
 
 
 def shards(r: Recipe) -> None:
-    for name, split, variants, cap in (("shards-train", "train", 1, r.first_train_examples),
-                                       ("shards-train-full", "train", r.variants, None),
-                                       ("shards-dev", "dev", 1, r.max_dev_examples)):
+    """The full training set first: the 1,200-example set is its start and links its shards."""
+    full = r.data / "shards-train-full"
+    for name, split, variants, cap, reuse in (("shards-train-full", "train", r.variants, None, None),
+                                              ("shards-train", "train", 1, r.first_train_examples, full),
+                                              ("shards-dev", "dev", 1, r.max_dev_examples, None)):
         limit = [] if cap is None else ["--max-examples", str(cap)]
+        link = [] if reuse is None else ["--reuse", str(reuse)]
         _run("speechx_cli.train.shards", str(r.corpus), str(r.data / name), "--codec-checkpoint",
              str(r.codec_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
-             "--examples-per-shard", "300", "--threads", str(r.threads), *limit, threads=r.threads)
+             "--examples-per-shard", "300", "--threads", str(r.threads), *limit, *link, threads=r.threads)
 
 
 def _lm(r: Recipe, name: str, stage: str, data: str, steps: int, init: Path | None, lr: float = 5e-4,

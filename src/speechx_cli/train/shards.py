@@ -21,6 +21,9 @@ padding can change the last ~2 frames of a segment (its look-ahead), never the o
 
 OUT_DIR holds shard-NNNNN.safetensors (flat tensors + offsets, no pickle) and index.json (settings,
 codec config and fingerprint, task counts, frames). A killed run resumes: finished shards are kept.
+Example i does not depend on how many examples a set holds, so a smaller set of the same stream
+(`--reuse BIGGER_SET --max-examples N`) links the whole shards the bigger one has instead of
+encoding them again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -356,13 +361,38 @@ def _check_settings(out_dir: Path, settings: dict, force: bool) -> None:
     path.write_text(json.dumps(settings, indent=1) + "\n")
 
 
+def link_shared_shards(src_dir: Path, out_dir: Path, settings: dict) -> int:
+    """Hard-link (or copy) into out_dir the shards that src_dir, a set of the same stream, holds
+    whole for both sets; returns how many stream positions they cover. Chunks never cross a shard
+    boundary, so with the same chunk and batch sizes such a shard was simulated and encoded from the
+    same batches: it is the same file."""
+    theirs = json.loads((Path(src_dir) / SETTINGS_NAME).read_text())
+    differ = sorted(k for k in settings.keys() | theirs.keys()
+                    if k not in ("n_examples", "variants") and settings.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError(f"{src_dir} holds another stream of examples (differs in: {', '.join(differ)})")
+    per = settings["examples_per_shard"]
+    linked = 0
+    for shard in range(min(settings["n_examples"], theirs["n_examples"]) // per):
+        name = f"shard-{shard:05d}.safetensors"
+        if (Path(src_dir) / name).exists() and not (out_dir / name).exists():
+            try:
+                os.link(Path(src_dir) / name, out_dir / name)  # shards are replaced, never rewritten
+            except OSError:
+                shutil.copyfile(Path(src_dir) / name, out_dir / name)
+            linked += per
+    return linked
+
+
 def prepare_shards(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = ShardOptions(), *,
                    force: bool = False, on_progress: Callable[[dict], None] | None = None,
-                   encode_text: Callable[[str], list[int]] | None = None, simulation=None) -> dict:
+                   encode_text: Callable[[str], list[int]] | None = None, simulation=None,
+                   reuse: Path | None = None) -> dict:
     """Write every missing shard of the stream, then index.json; returns the rate summary.
 
     encode_text: phoneme ids of a text (default speechx_cli.text.encode);
-    simulation: simulate.SimulationOptions (default: the simulator's, for opts.split).
+    simulation: simulate.SimulationOptions (default: the simulator's, for opts.split);
+    reuse: a shard set of the same stream whose whole shards are linked instead of encoded.
     """
     from .simulate import Corpus, SimulationOptions, Simulator
 
@@ -375,14 +405,17 @@ def prepare_shards(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = 
     settings = _settings(codec, opts, n, cycle, corpus_dir)
     settings["simulation"] = json.loads(json.dumps(asdict(simulation), default=str))
     _check_settings(out_dir, settings, force)
+    reused = link_shared_shards(reuse, out_dir, settings) if reuse is not None else 0
     per = opts.examples_per_shard
     todo = [s for s in range(math.ceil(n / per)) if not (out_dir / f"shard-{s:05d}.safetensors").exists()]
     chunks = [range(a, min(a + opts.chunk, (s + 1) * per, n)) for s in todo
               for a in range(s * per, min((s + 1) * per, n), opts.chunk)]
     loader = torch.utils.data.DataLoader(_Stream(simulator, chunks, opts.seed, cycle), batch_size=None,
                                          num_workers=opts.workers, collate_fn=_as_is)
-    rate = {"examples": 0, "audio_seconds": 0.0, "encode_seconds": 0.0, "skipped": 0}
+    rate = {"examples": 0, "audio_seconds": 0.0, "encode_seconds": 0.0, "skipped": 0, "reused": reused}
     started, pending = time.perf_counter(), {}
+    if on_progress and reused:
+        on_progress(dict(rate, done=reused, wall_seconds=0.0))
     for chunk, pairs in zip(chunks, loader):
         t0 = time.perf_counter()
         encoded = encode_examples([ex for _, ex in pairs], codec, encode_text, opts.batch_seconds)
@@ -481,6 +514,8 @@ def prepare_cli(
     workers: Annotated[int, typer.Option(help="simulation processes")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     threads: Annotated[Optional[int], typer.Option()] = None,
+    reuse: Annotated[Optional[Path], typer.Option(
+        exists=True, file_okay=False, help="a bigger shard set of the same stream: link its shards")] = None,
     force: Annotated[bool, typer.Option(help="replace shards prepared with other settings")] = False,
 ) -> None:
     """Simulate and encode training examples into shards (resumes an interrupted run)."""
@@ -509,8 +544,8 @@ def prepare_cli(
             bar.update(task, advance=r["done"], eps=r["examples"] / wall, aps=r["audio_seconds"] / wall)
 
         try:
-            summary = prepare_shards(corpus_dir, out_dir, codec, opts, force=force, on_progress=update)
-        except FileExistsError as err:
+            summary = prepare_shards(corpus_dir, out_dir, codec, opts, force=force, on_progress=update, reuse=reuse)
+        except (FileExistsError, ValueError) as err:
             raise typer.BadParameter(str(err), param_hint="OUT_DIR") from err
     index = summary["index"]
     Console().print(
@@ -518,7 +553,7 @@ def prepare_cli(
         f"shards; tasks {index['task_counts']}\nthis run: {summary['examples']} examples, "
         f"{summary['examples_per_s']:.1f} examples/s, {summary['audio_seconds_per_s']:.1f} audio s/s "
         f"(codec {summary['encode_seconds']:.1f} s of {summary['wall_seconds']:.1f} s), "
-        f"{summary['skipped']} skipped")
+        f"{summary['skipped']} skipped, {summary['reused']} reused")
 
 
 if __name__ == "__main__":
