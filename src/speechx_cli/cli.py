@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from . import audio as A
 from .engine import DecodingOptions
+from .options import BatchOpt, CheckpointOpt, TempOpt, TopKOpt, TopPOpt
 from .prompts import Task
 
 if TYPE_CHECKING:
@@ -80,19 +81,12 @@ class Background(str, Enum):
 
 
 # Shared option types (Typer Annotated style).
-CheckpointOpt = Annotated[Optional[Path], typer.Option(
-    "--checkpoint", "-c", envvar="SPEECHX_CHECKPOINT", help="Inference checkpoint (.safetensors).",
-    show_default="the bundled demo checkpoint")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run the model.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
-TempOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
-TopKOpt = Annotated[int, typer.Option("--top-k", help="Keep the k most likely codes (0 = off).")]
-TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 RateOpt = Annotated[Optional[int], typer.Option(
     "--sample-rate", help="Output sample rate in Hz.", show_default="the input's")]
 TextOpt = Annotated[Optional[str], typer.Option("--text", help="Transcript of the speech (optional; helps).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")]
 WindowOpt = Annotated[float, typer.Option("--window", help="Seconds per window for long inputs.")]
 ShardOpt = Annotated[Optional[str], typer.Option(
     "--shard", help="Folder runs: process only part I of N (I/N, 0-based), e.g. one per machine.")]

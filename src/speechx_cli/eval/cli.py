@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..options import BatchOpt, CheckpointOpt, TempOpt, TopKOpt, TopPOpt
 from .devset import TASKS
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
@@ -135,17 +136,12 @@ def _task_command(task: str):
         enrollments: Annotated[Optional[Path], typer.Option(
             "--enrollments", help="extract-speaker: enrollments paired by relative path.")] = None,
         systems: SystemsOpt = None, limit: LimitOpt = None, out: OutOpt = None,
-        checkpoint: Annotated[Optional[Path], typer.Option(
-            "--checkpoint", "-c", envvar="SPEECHX_CHECKPOINT", help="speechx checkpoint.",
-            show_default="the bundled demo checkpoint")] = None,
+        checkpoint: CheckpointOpt = None,
         with_text: Annotated[bool, typer.Option(
             "--with-text", help="Give speechx the transcript (denoise, remove-speech, extract-speaker).")] = False,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         seed: Annotated[int, typer.Option(help="Sampling seed for speechx.")] = 0,
-        temperature: Annotated[float, typer.Option(help="speechx sampling temperature (0 = greedy).")] = 1.0,
-        top_k: Annotated[int, typer.Option("--top-k", help="speechx: keep the k most likely codes.")] = 0,
-        top_p: Annotated[float, typer.Option("--top-p", help="speechx: nucleus sampling mass.")] = 1.0,
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")] = 8,
+        temperature: TempOpt = 1.0, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -155,8 +151,6 @@ def _task_command(task: str):
 
         cli = _main()
         with cli._guard():
-            if limit is not None and limit < 1:
-                raise cli.UserError("--limit must be >= 1")
             if (bench_dir is None) == (inputs is None):
                 raise cli.UserError("give either BENCH_DIR or --inputs with --references")
             if inputs is not None:

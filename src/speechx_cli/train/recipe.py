@@ -1,8 +1,8 @@
 """The demo checkpoint from nothing: corpus -> codec -> decoder fine-tuning -> shards -> LM -> export.
 
-The LM runs in three phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200
+The LM runs in four phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200
 simulated examples, then stage 2 continued with a fresh schedule on every training utterance
-twice (two simulated variants each). The decoder fine-tuning trains only the codec's decoder,
+twice (two simulated variants each), then once more with a warm restart on the same data. The decoder fine-tuning trains only the codec's decoder,
 against the MS-STFT discriminator, so the tokens the LM learns stay the codec's first ones.
 
     python -m speechx_cli.train.recipe all          # what `make demo-checkpoint` runs
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 import typer
 
 from ..audio import save
@@ -50,6 +51,8 @@ class Recipe:
     stage2_steps: int = 600
     stage3_steps: int = 3300
     stage3_lr: float = 8e-4
+    stage4_steps: int = 4000  # stage 2 continued again: a warm restart on the same data (0 = skip)
+    stage4_lr: float = 6e-4
     batch_frames: int = 2400
     dropout: float = 0.0  # attention dropout costs 1.5x on CPU and these runs are far from overfitting
     threads: int = 1
@@ -148,7 +151,10 @@ def _lm(r: Recipe, name: str, stage: str, data: str, steps: int, init: Path | No
 def lm(r: Recipe) -> Path:
     stage1 = _lm(r, "tts", "tts", "shards-train", r.stage1_steps, None)
     stage2 = _lm(r, "all", "all", "shards-train", r.stage2_steps, stage1)
-    return _lm(r, "all-full", "all", "shards-train-full", r.stage3_steps, stage2, lr=r.stage3_lr, warmup=100)
+    stage3 = _lm(r, "all-full", "all", "shards-train-full", r.stage3_steps, stage2, lr=r.stage3_lr, warmup=100)
+    if r.stage4_steps == 0:
+        return stage3
+    return _lm(r, "all-full2", "all", "shards-train-full", r.stage4_steps, stage3, lr=r.stage4_lr, warmup=100)
 
 
 def export(r: Recipe, ckpt: Path) -> None:
@@ -157,15 +163,15 @@ def export(r: Recipe, ckpt: Path) -> None:
 
 
 def _training_facts(r: Recipe) -> dict:
-    """What the model card needs, read from the runs' own logs."""
+    """What the model card needs: the step each stage's training checkpoint was saved at."""
     facts = {"recipe": "make demo-checkpoint", "corpus_utterances_per_speaker": r.n_per_speaker}
-    logs = {"codec": r.codec_ckpt.parent, "codec_decoder": r.decoder_ckpt.parent, "lm_stage1": r.runs / "lm-tts",
-            "lm_stage2": r.runs / "lm-all", "lm_stage2_continued": r.runs / "lm-all-full"}
-    for name, run in logs.items():
-        log = run / "log.jsonl"
-        if log.exists():
-            rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-            facts[f"{name}_steps"] = max((row.get("step", 0) for row in rows), default=0)
+    ckpts = {"codec": r.codec_ckpt, "codec_decoder": r.decoder_ckpt, "lm_stage1": r.runs / "lm-tts",
+             "lm_stage2": r.runs / "lm-all", "lm_stage2_continued": r.runs / "lm-all-full",
+             "lm_stage2_continued_again": r.runs / "lm-all-full2"}
+    for name, path in ckpts.items():
+        path = path if path.suffix else path / "lm_train.pt"
+        if path.exists():
+            facts[f"{name}_steps"] = int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["step"])
     return facts
 
 
@@ -210,11 +216,13 @@ def run_all(
     stage1_steps: Annotated[int, Opt(help="LM stage 1 (TTS only) steps")] = Recipe.stage1_steps,
     stage2_steps: Annotated[int, Opt(help="LM stage 2 (all tasks) steps")] = Recipe.stage2_steps,
     stage3_steps: Annotated[int, Opt(help="LM stage 2 continued on all data")] = Recipe.stage3_steps,
+    stage4_steps: Annotated[int, Opt(help="LM stage 2 continued again, warm restart (0 = skip)")] = Recipe.stage4_steps,
     n_per_speaker: Annotated[int, Opt(help="corpus utterances per speaker")] = Recipe.n_per_speaker,
 ) -> None:
     """Every stage, resuming whatever a previous run left."""
     r = Recipe(codec_steps=codec_steps, decoder_steps=decoder_steps, stage1_steps=stage1_steps,
-               stage2_steps=stage2_steps, stage3_steps=stage3_steps, n_per_speaker=n_per_speaker)
+               stage2_steps=stage2_steps, stage3_steps=stage3_steps, stage4_steps=stage4_steps,
+               n_per_speaker=n_per_speaker)
     corpus(r)
     codec(r)
     shards(r)

@@ -1,0 +1,20 @@
+"""Typer option types shared by the task commands (cli.py) and `speechx eval` (eval/cli.py).
+
+Their own module because cli.py registers eval/cli.py's app, so eval/cli.py cannot import cli.py
+while it loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+CheckpointOpt = Annotated[Optional[Path], typer.Option(
+    "--checkpoint", "-c", envvar="SPEECHX_CHECKPOINT", help="Inference checkpoint (.safetensors).",
+    show_default="the bundled demo checkpoint")]
+TempOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Keep the k most likely codes (0 = off).")]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")]
