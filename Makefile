@@ -44,8 +44,9 @@ bench:
 	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force $(BENCH_FLAGS)
 
 # The shipped demo model from nothing (corpus, codec, decoder fine-tuning, shards, LM stages 1, 2,
-# 2 continued and continued again, export, examples). Resumable: rerun after an interruption (an LM run loses at most the
-# 100 steps since its last checkpoint). Step counts: make demo-checkpoint CODEC_STEPS=6000 ...
+# 2 continued and continued again, export, examples). Resumable: rerun after an interruption (an LM
+# run loses at most the 100 steps since its last checkpoint).
+# Step counts: make demo-checkpoint CODEC_STEPS=6000 ...
 CODEC_STEPS ?= 3188
 DECODER_STEPS ?= 956
 STAGE1_STEPS ?= 100

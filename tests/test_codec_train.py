@@ -54,6 +54,16 @@ def test_training_reduces_the_loss(audio, tmp_path):
     assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
 
 
+def test_logs_codebook_usage_of_first_and_last_level(audio, tmp_path):
+    cfg = _cfg(audio, tmp_path, steps=4, adv_start_step=None, dev=())
+    ct.train_codec(cfg, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / ct.LOG_NAME).open()]
+    quantized = [r for r in rows if r["step"] > cfg.quantizer_warmup_steps]
+    assert quantized and all("codes_used" not in r for r in rows if r["step"] <= cfg.quantizer_warmup_steps)
+    for r in quantized:
+        assert 1 <= r["codes_used_last"] <= cfg.codec.codebook_size and 1 <= r["codes_used"] <= cfg.codec.codebook_size
+
+
 def test_resume_continues_exactly(audio, tmp_path):
     straight = ct.train_codec(_cfg(audio, tmp_path / "a"), progress=False)
     half = _cfg(audio, tmp_path / "b", steps=3)

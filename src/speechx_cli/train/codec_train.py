@@ -314,7 +314,9 @@ def train_step(st: TrainState, batch: Tensor, mel_loss: MultiScaleMelLoss) -> di
     loss = cfg.l1_weight * l1 + cfg.mel_weight * mel + cfg.commit_weight * commit
     logs = {"l1": l1.item(), "mel": mel.item(), "commit": commit.item()}
     if codes is not None:
+        # codes used in this batch by the first and the last (finest) codebook: residual levels collapse first
         logs["codes_used"] = float(len(torch.unique(codes[:, 0])))
+        logs["codes_used_last"] = float(len(torch.unique(codes[:, -1])))
     adversarial = st.disc is not None and st.step >= (cfg.adv_start_step or 0)
     if adversarial:
         real_logits, real_fmaps = st.disc(batch[:, None])

@@ -2,8 +2,9 @@
 
 The LM runs in four phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200
 simulated examples, then stage 2 continued with a fresh schedule on every training utterance
-twice (two simulated variants each), then once more with a warm restart on the same data. The decoder fine-tuning trains only the codec's decoder,
-against the MS-STFT discriminator, so the tokens the LM learns stay the codec's first ones.
+twice (two simulated variants each), then once more with a warm restart on the same data. The
+decoder fine-tuning trains only the codec's decoder, against the MS-STFT discriminator, so the
+tokens the LM learns stay the codec's first ones.
 
     python -m speechx_cli.train.recipe all          # what `make demo-checkpoint` runs
     python -m speechx_cli.train.recipe examples     # examples/ from dev speakers only
@@ -216,7 +217,7 @@ def run_all(
     stage1_steps: Annotated[int, Opt(help="LM stage 1 (TTS only) steps")] = Recipe.stage1_steps,
     stage2_steps: Annotated[int, Opt(help="LM stage 2 (all tasks) steps")] = Recipe.stage2_steps,
     stage3_steps: Annotated[int, Opt(help="LM stage 2 continued on all data")] = Recipe.stage3_steps,
-    stage4_steps: Annotated[int, Opt(help="LM stage 2 continued again, warm restart (0 = skip)")] = Recipe.stage4_steps,
+    stage4_steps: Annotated[int, Opt(help="LM stage 2 continued again (0 = skip)")] = Recipe.stage4_steps,
     n_per_speaker: Annotated[int, Opt(help="corpus utterances per speaker")] = Recipe.n_per_speaker,
 ) -> None:
     """Every stage, resuming whatever a previous run left."""
