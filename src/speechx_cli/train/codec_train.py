@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Mapping, Optional
@@ -462,6 +462,9 @@ def _cli(
     preset: Annotated[Preset, typer.Option("--preset")] = Preset.demo,
     steps: Annotated[int, typer.Option("--steps")] = 10_000,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    dead_code_threshold: Annotated[Optional[float], typer.Option(
+        "--dead-code-threshold", help="EMA usage below which a code is replaced; at most batch frames / this "
+        "many codes stay alive (8 x 1 s = 400 frames)", show_default="the preset's")] = None,
     quantizer_warmup: Annotated[int, typer.Option("--quantizer-warmup")] = 150,
     adv_start: Annotated[Optional[int], typer.Option("--adv-start",
                                                      help="step to start the GAN")] = None,
@@ -485,9 +488,12 @@ def _cli(
     """Train the small codec (SmallCodec); Ctrl-C stops after the current step and saves."""
     if threads:
         torch.set_num_threads(threads)
+    codec = getattr(SmallCodecConfig, preset.value)()
+    if dead_code_threshold is not None:
+        codec = replace(codec, dead_code_threshold=dead_code_threshold)
     cfg = CodecTrainConfig(
         data=tuple(map(str, data)), out_dir=str(out), dev=tuple(map(str, dev or ())),
-        codec=getattr(SmallCodecConfig, preset.value)(), steps=steps, batch_size=batch_size,
+        codec=codec, steps=steps, batch_size=batch_size,
         quantizer_warmup_steps=quantizer_warmup, adv_start_step=adv_start,
         init_from=str(init_from) if init_from else None, freeze_tokenizer=freeze_tokenizer,
         adv_weight=adv_weight, feat_weight=feat_weight, best_metric=best_metric,
