@@ -139,7 +139,6 @@ def test_cli_trains_and_refuses_to_overwrite(audio, tmp_path):
     assert ct.load_training_checkpoint(tmp_path / ct.CHECKPOINT_NAME)["step"] == 2
 
 
-
 def test_cli_dead_code_threshold_reaches_the_codec(audio, tmp_path):
     args = ["--data", str(audio / "train"), "--out", str(tmp_path), "--preset", "tiny", "--steps", "1",
             "--batch-size", "1", "--threads", "1", "--dead-code-threshold", "0.1"]

@@ -72,6 +72,9 @@ class Recipe:
     def decoder_ckpt(self) -> Path:
         return self.runs / "codec-decoder" / "codec_train.pt"
 
+    def lm_ckpt(self, name: str) -> Path:
+        return self.runs / f"lm-{name}" / "lm_train.pt"
+
 
 def _run(*args: str, threads: int, processes: int = 1) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -137,11 +140,10 @@ def shards(r: Recipe) -> None:
 
 def _lm(r: Recipe, name: str, stage: str, data: str, steps: int, init: Path | None, lr: float = 5e-4,
         warmup: int | None = None) -> Path:
-    out = r.runs / f"lm-{name}"
-    ckpt = out / "lm_train.pt"
+    ckpt = r.lm_ckpt(name)
     extra = ["--init-from", str(init)] if init is not None and not ckpt.exists() else []
     _run("speechx_cli.train.lm_train", "train", "--data", str(r.data / data), "--dev",
-         str(r.data / "shards-dev"), "--out", str(out), "--preset", "demo", "--stage", stage,
+         str(r.data / "shards-dev"), "--out", str(ckpt.parent), "--preset", "demo", "--stage", stage,
          "--max-steps", str(steps), "--batch-frames", str(r.batch_frames), "--dropout", str(r.dropout),
          "--lr", str(lr), "--warmup", str(warmup or max(20, steps // 20)),
          "--eval-every", str(max(100, steps // 4)), "--ckpt-every", "100", "--threads", str(r.threads),
@@ -166,11 +168,10 @@ def export(r: Recipe, ckpt: Path) -> None:
 def _training_facts(r: Recipe) -> dict:
     """What the model card needs: the step each stage's training checkpoint was saved at."""
     facts = {"recipe": "make demo-checkpoint", "corpus_utterances_per_speaker": r.n_per_speaker}
-    ckpts = {"codec": r.codec_ckpt, "codec_decoder": r.decoder_ckpt, "lm_stage1": r.runs / "lm-tts",
-             "lm_stage2": r.runs / "lm-all", "lm_stage2_continued": r.runs / "lm-all-full",
-             "lm_stage2_continued_again": r.runs / "lm-all-full2"}
+    ckpts = {"codec": r.codec_ckpt, "codec_decoder": r.decoder_ckpt, "lm_stage1": r.lm_ckpt("tts"),
+             "lm_stage2": r.lm_ckpt("all"), "lm_stage2_continued": r.lm_ckpt("all-full"),
+             **({"lm_stage2_continued_again": r.lm_ckpt("all-full2")} if r.stage4_steps else {})}
     for name, path in ckpts.items():
-        path = path if path.suffix else path / "lm_train.pt"
         if path.exists():
             facts[f"{name}_steps"] = int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["step"])
     return facts
