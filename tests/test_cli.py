@@ -32,12 +32,12 @@ def test_help_lists_the_five_commands():
         assert cmd in r.output
 
 
-@pytest.mark.parametrize("cmd", ["denoise", "remove-speech"])
-def test_known_length_commands_keep_duration_and_rate(tmp_path, tiny_checkpoint, cmd):
+@pytest.mark.parametrize("cmd,resynth", [("denoise", "mask"), ("remove-speech", "codec")])
+def test_known_length_commands_keep_duration_and_rate(tmp_path, tiny_checkpoint, cmd, resynth):
     inp = tmp_path / "in.wav"
     sf.write(inp, tone(1.3, sr=22050), 22050)  # another rate: output comes back at 22050
     out = tmp_path / "out.wav"
-    r = run(cmd, str(inp), str(out), ckpt=tiny_checkpoint)
+    r = run(cmd, str(inp), str(out), "--resynth", resynth, ckpt=tiny_checkpoint)
     assert r.exit_code == 0, r.output
     y, sr = sf.read(out)
     assert sr == 22050 and abs(len(y) - int(1.3 * 22050)) <= 2
@@ -137,6 +137,7 @@ def test_unwritable_output(tmp_path, tiny_checkpoint, wav_file):
     ["denoise", "a.wav", "b.wav", "--bogus"],
     ["denoise", "a.wav", "b.wav", "--temperature", "-1"],
     ["denoise", "a.wav", "b.wav", "--top-p", "0"],
+    ["remove-speech", "a.wav", "b.wav", "--resynth", "wiener"],
     ["edit", "a.wav", "b.wav", "--text", "x", "--span", "2:1"],
     ["edit", "a.wav", "b.wav", "--text", "x", "--span", "abc"],
     ["tts", "", "b.wav", "--prompt", "a.wav"],

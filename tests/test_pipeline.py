@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from speechx_cli import checkpoint
+from speechx_cli import mask as M
 from speechx_cli import pipeline as PL
 from speechx_cli.engine import DecodingOptions
+from speechx_cli.mask import Resynth
 from speechx_cli.prompts import Task
 
 from .conftest import SR, tone
@@ -41,6 +43,19 @@ def test_stream_equals_in_memory_run(sx):
     streamed = np.concatenate(list(PL.stream(sx, Task.NS, blocks, opts, win)))
     assert len(whole) == len(streamed) == len(x)
     np.testing.assert_allclose(whole, streamed, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", [Task.NS, Task.SR])
+def test_mask_output_is_the_input_under_the_codec_outputs_gains(sx, task):
+    """Resynth.MASK == mask.apply(input, what Resynth.CODEC returns) with the task's settings, and
+    both come back as long as the input."""
+    x = tone(1.7, seed=4)
+    opts = DecodingOptions(temperature=0)
+    codec, masked = (PL.run(sx, [PL.Request(task, audio=x)], opts, PL.WindowOptions(resynth=r))[0]
+                     for r in (Resynth.CODEC, Resynth.MASK))
+    assert len(codec) == len(masked) == len(x)
+    np.testing.assert_allclose(masked, M.apply(x, codec, SR, PL.TASK_MASKS[task]), atol=1e-6)
+    assert not np.allclose(masked, codec, atol=1e-3)
 
 
 def test_edit_output_keeps_pre_and_post(sx):

@@ -21,8 +21,9 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import audio as A
-from .engine import DecodingOptions
-from .options import BatchOpt, CheckpointOpt, TempOpt, TopKOpt, TopPOpt
+from .engine import DecodingOptions, default_temperature
+from .mask import Resynth
+from .options import BatchOpt, CheckpointOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
 from .prompts import Task
 
 if TYPE_CHECKING:
@@ -101,10 +102,11 @@ class Common:
     sample_rate: int | None
     batch_size: int = 8
     window: float = 10.0
+    resynth: Resynth = Resynth.MASK
 
 
 def _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
-            batch_size=8, window=10.0) -> Common:
+            batch_size=8, window=10.0, resynth=Resynth.MASK) -> Common:
     try:
         opts = DecodingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).validate()
     except ValueError as e:
@@ -115,7 +117,7 @@ def _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_r
         raise UserError("--batch-size must be >= 1")
     if window < 1:
         raise UserError("--window must be at least 1 second")
-    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window)
+    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth)
 
 
 @contextmanager
@@ -189,7 +191,7 @@ def _job_options(c: Common, shard: str | None = None) -> "JobOptions":
     from .pipeline import WindowOptions
 
     try:
-        window = WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size).validate()
+        window = WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size, c.resynth).validate()
     except ValueError as e:
         raise UserError(str(e)) from None
     return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard))
@@ -278,13 +280,14 @@ OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Output file, or a f
 @app.command()
 def denoise(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
-    top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0, shard: ShardOpt = None,
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = default_temperature(Task.NS),
+    top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
+    window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
     with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
+                    resynth)
         _run_files(c, Task.NS, inp, outp, text, shard=shard)
 
 
@@ -293,11 +296,12 @@ def remove_speech(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0, shard: ShardOpt = None,
+    window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
     with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
+                    resynth)
         _run_files(c, Task.SR, inp, outp, text, shard=shard)
 
 
@@ -308,11 +312,12 @@ def extract_speaker(
     text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0, shard: ShardOpt = None,
+    window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window)
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
+                    resynth)
         _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .model import ARModel, KVCache, NARModel, prefix_lm_mask
-from .prompts import Batch, Prompt, collate, eos_class
+from .prompts import Batch, Prompt, Task, collate, eos_class
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,13 @@ class DecodingOptions:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+def default_temperature(task: Task) -> float:
+    """The temperature a task's command starts from. denoise decodes greedily: its output only sets
+    the gains of a mask on the input (mask.py), and the most likely codes give the steadiest gains.
+    Greedy remove-speech and extract-speaker often fall silent (devbench), so they sample."""
+    return 0.0 if task is Task.NS else DecodingOptions.temperature
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .mask import Resynth
+
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", envvar="SPEECHX_CHECKPOINT", help="Inference checkpoint (.safetensors).",
     show_default="the bundled demo checkpoint")]
@@ -18,3 +20,6 @@ TempOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Keep the k most likely codes (0 = off).")]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")]
+ResynthOpt = Annotated[Resynth, typer.Option(
+    help="mask: the generated audio's band energies as gains on the input (keeps the input's phase and "
+         "detail); codec: the codec's own waveform.")]

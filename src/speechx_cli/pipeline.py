@@ -4,7 +4,8 @@ audio (codec rate) -> codec.encode -> prompts (task layout) -> engine (AR, then 
 
 Long inputs of the known-length tasks (denoise, remove-speech, extract-speaker) are cut into
 overlapping windows no longer than the model was trained on, generated as one batch, and joined
-with linear crossfades over the overlaps.
+with linear crossfades over the overlaps. Each window's output is, by default, its input with the
+generated audio's band energies applied as gains (mask.py); `Resynth.CODEC` keeps the codec's waveform.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from . import mask as M
 from . import prompts as P
 from . import text as T
 from .audio import CROSSFADE_SECONDS, splice
 from .checkpoint import SpeechX
 from .engine import DecodingOptions, generate
+from .mask import MaskOptions, Resynth
 from .prompts import Task
 
 SECONDS_PER_PHONEME = 0.25  # generous speaking-rate bound for the TTS/edit frame limit
@@ -31,9 +34,12 @@ SEARCH_FRAMES = 25  # frames of C(post) matched to find where the new middle end
 
 @dataclass(frozen=True)
 class WindowOptions:
+    """How a known-length task cuts its input into prompts and makes each window's output."""
+
     seconds: float = 10.0  # longest input one prompt carries
     overlap: float = 1.0
     batch_size: int = 8
+    resynth: Resynth = Resynth.MASK
 
     def validate(self) -> "WindowOptions":
         if self.seconds <= 0 or self.overlap < 0 or self.overlap >= self.seconds / 2:
@@ -41,6 +47,18 @@ class WindowOptions:
         if self.batch_size < 1:
             raise ValueError("batch size must be >= 1")
         return self
+
+
+# How hard each task's mask cuts. Noise sits mostly under speech in level and a wrong cut costs
+# intelligibility, so denoise and remove-speech cut at most 10 dB, by half the estimated ratio;
+# a competing voice is as loud as the target, so extract-speaker takes the full ratio down to -20 dB,
+# in coarser bands (a voice's harmonics do not stay in one mel band). Chosen on devbench; see the
+# model card.
+TASK_MASKS = {
+    Task.NS: MaskOptions(),
+    Task.SR: MaskOptions(),
+    Task.TSE: MaskOptions(bands=16, exponent=1.0, floor=0.1),
+}
 
 
 @dataclass(frozen=True)
@@ -151,7 +169,7 @@ class _Row:
     request: int
     prompt: P.Prompt
     max_frames: int | None = None
-    window: int | None = None  # ns/sr/tse: samples of the input this row covers
+    source: np.ndarray | None = None  # ns/sr/tse: the input window this row covers
     post: torch.Tensor | None = None  # edit: C(post), (Q, K)
 
 
@@ -191,7 +209,7 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[in
     # a transcript belongs to the whole file: only a single window may carry it
     t = text if len(windows) == 1 else None
     enroll = voices[id(req.enrollment)] if req.task is Task.TSE else None
-    return [_Row(i, _known_length_prompt(sx, req.task, w, enroll, t), window=len(w)) for w in windows]
+    return [_Row(i, _known_length_prompt(sx, req.task, w, enroll, t), source=w) for w in windows]
 
 
 def _known_length_prompt(sx: SpeechX, task: Task, audio: np.ndarray, enroll: torch.Tensor | None,
@@ -241,8 +259,17 @@ def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[torch.Tensor
         fade = int(CROSSFADE_SECONDS * sx.codec.sample_rate)
         return splice(req.audio, middle, start, end, fade)
     joiner = WindowJoiner(_overlap_samples(sx, window))
-    parts = [joiner.push(_decode(sx, o)[: r.window]) for r, o in zip(rows, outs)]
+    parts = [joiner.push(_window_output(sx, req.task, r.source, o, window)) for r, o in zip(rows, outs)]
     return np.concatenate(parts + [joiner.finish()])
+
+
+def _window_output(sx: SpeechX, task: Task, source: np.ndarray, codes: torch.Tensor,
+                   window: WindowOptions) -> np.ndarray:
+    """One window's output, as long as its input window."""
+    wav = _decode(sx, codes)[: len(source)]
+    if window.resynth is Resynth.CODEC:
+        return wav
+    return M.apply(source, wav, sx.codec.sample_rate, TASK_MASKS[task])
 
 
 def _overlap_samples(sx: SpeechX, window: WindowOptions) -> int:
@@ -296,9 +323,9 @@ def stream(sx: SpeechX, task: Task, blocks: Iterable[np.ndarray], opts: Decoding
     pending: list[np.ndarray] = []
 
     def flush() -> Iterator[np.ndarray]:
-        rows = [_Row(0, _known_length_prompt(sx, task, w, enroll, None), window=len(w)) for w in pending]
+        rows = [_Row(0, _known_length_prompt(sx, task, w, enroll, None), source=w) for w in pending]
         for r, o in zip(rows, _generate_rows(sx, rows, opts, window.batch_size)):
-            yield joiner.push(_decode(sx, o)[: r.window])
+            yield joiner.push(_window_output(sx, task, r.source, o, window))
         pending.clear()
 
     for w in split_windows(blocks, int(window.seconds * sr), int(window.overlap * sr)):

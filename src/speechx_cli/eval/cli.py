@@ -18,7 +18,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..options import BatchOpt, CheckpointOpt, TempOpt, TopKOpt, TopPOpt
+from ..engine import default_temperature
+from ..mask import Resynth
+from ..options import BatchOpt, CheckpointOpt, ResynthOpt, TopKOpt, TopPOpt
 from .devset import TASKS
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
@@ -112,7 +114,7 @@ def _default_checkpoint() -> Path | None:
 
 
 def _speechx_runner(checkpoint, device: str, seed: int, sampling: tuple[float, int, float], batch_size: int,
-                    max_seconds: float, with_text: bool):
+                    max_seconds: float, with_text: bool, resynth: Resynth):
     from dataclasses import replace
 
     from speechx_cli.pipeline import WindowOptions
@@ -122,7 +124,8 @@ def _speechx_runner(checkpoint, device: str, seed: int, sampling: tuple[float, i
     cli = _main()
     common = cli._common(checkpoint, cli.Device(device), seed, *sampling, False, None, batch_size)
     decoding = replace(common.decoding, max_seconds=max_seconds).validate()
-    return R.speechx_system(cli._load_model(common), decoding, WindowOptions(batch_size=batch_size), with_text)
+    return R.speechx_system(cli._load_model(common), decoding, WindowOptions(batch_size=batch_size, resynth=resynth),
+                            with_text)
 
 
 def _task_command(task: str):
@@ -141,7 +144,10 @@ def _task_command(task: str):
             "--with-text", help="Give speechx the transcript (denoise, remove-speech, extract-speaker).")] = False,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         seed: Annotated[int, typer.Option(help="Sampling seed for speechx.")] = 0,
-        temperature: TempOpt = 1.0, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
+        temperature: Annotated[Optional[float], typer.Option(
+            help="Sampling temperature (0 = greedy).", show_default="the task command's")] = None,
+        top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
+        resynth: ResynthOpt = Resynth.MASK,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -168,11 +174,13 @@ def _task_command(task: str):
             names = _systems(task, systems)
             _require_eval_extra(names)
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
+            if temperature is None:
+                temperature = default_temperature(B.TASK_OF[task])
             for name in names:
                 if name == "speechx":
                     runners[name] = _speechx_runner(checkpoint, device, seed, (temperature, top_k, top_p), batch_size,
-                                                    max_seconds, with_text)
-                    info |= {"checkpoint": str(checkpoint or _default_checkpoint()),
+                                                    max_seconds, with_text, resynth)
+                    info |= {"checkpoint": str(checkpoint or _default_checkpoint()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p}}
                 else:
                     runners[name] = R.peer_system(PEERS[name])

@@ -1,0 +1,83 @@
+"""Re-synthesis from the input: the model's output as time-frequency gains on the input.
+
+The known-length tasks (denoise, remove-speech, extract-speaker) keep part of their input and drop
+the rest. The codec's waveform of the part to keep is coarse (a few kbps, and not phase-aligned with
+the input), so by default it only says how much of each band to keep: the estimate's band energies
+over the input's, smoothed over a few frames, become gains on the input's STFT, and the output keeps
+the input's own phase and detail (band gains the way DeepFilterNet applies its ERB gains, here
+derived from the generated audio). `Resynth.CODEC` returns the codec's waveform itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+from scipy.ndimage import uniform_filter1d
+
+STFT_SECONDS = 0.032  # analysis window (512 samples at 16 kHz)
+HOP_SECONDS = 0.008  # 4x overlap: the gains change smoothly enough for overlap-add
+EPS = 1e-10
+
+
+class Resynth(str, enum.Enum):
+    MASK = "mask"  # the estimate's band energies as gains on the input (default)
+    CODEC = "codec"  # the codec's waveform of the estimate
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    bands: int = 32  # mel bands the gains are computed in
+    exponent: float = 0.5  # < 1 cuts less than the amplitude ratio says: the estimate is coarse
+    floor: float = 0.32  # deepest cut (-10 dB): a gain never goes below it
+    smooth_frames: int = 3  # moving average of band energies over this many STFT frames
+
+    def validate(self) -> "MaskOptions":
+        if self.bands < 1 or self.smooth_frames < 1:
+            raise ValueError("mask: bands and smooth_frames must be >= 1")
+        if not 0 < self.floor <= 1 or self.exponent <= 0:
+            raise ValueError("mask: need 0 < floor <= 1 and exponent > 0")
+        return self
+
+
+def _stft_sizes(sample_rate: int) -> tuple[int, int]:
+    return int(round(STFT_SECONDS * sample_rate)), int(round(HOP_SECONDS * sample_rate))
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
+
+
+def band_gains(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
+               opts: MaskOptions = MaskOptions()) -> np.ndarray:
+    """Gains in [floor, 1] per STFT bin and frame, (n_fft // 2 + 1, frames)."""
+    n_fft, hop = _stft_sizes(sample_rate)
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=opts.bands)  # (bands, bins)
+
+    def energies(x: np.ndarray) -> np.ndarray:  # (bands, frames)
+        e = fb @ np.abs(librosa.stft(_fit(x, len(mixture)), n_fft=n_fft, hop_length=hop)) ** 2
+        return uniform_filter1d(e, opts.smooth_frames, axis=1, mode="nearest")
+
+    e_mix = np.maximum(energies(mixture), 0.0)
+    e_est = np.maximum(energies(estimate), 0.0)
+    gains = np.clip(np.sqrt(e_est / (e_mix + EPS)) ** opts.exponent, opts.floor, 1.0)
+    weight = fb.sum(axis=0)[:, None]  # (bins, 1): bins above the top band get the top band's gain
+    per_bin = fb.T @ gains / np.maximum(weight, EPS)
+    per_bin[weight[:, 0] < 1e-8] = gains[-1]
+    return per_bin
+
+
+def apply(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
+          opts: MaskOptions = MaskOptions()) -> np.ndarray:
+    """The mixture with the estimate's band gains applied; same length as the mixture (the
+    estimate is cut or padded with silence to it)."""
+    n = len(mixture)
+    if n == 0:
+        return np.zeros(0, dtype=np.float32)
+    n_fft, hop = _stft_sizes(sample_rate)
+    padded = _fit(np.asarray(mixture, dtype=np.float32), max(n, n_fft))  # one full window at least
+    spec = librosa.stft(padded, n_fft=n_fft, hop_length=hop)
+    gains = band_gains(padded, estimate, sample_rate, opts)
+    return librosa.istft(gains * spec, hop_length=hop, length=len(padded))[:n].astype(np.float32)

@@ -1,0 +1,75 @@
+"""mask.py: the generated estimate's band energies as gains on the input."""
+
+import numpy as np
+import pytest
+
+from speechx_cli import mask as M
+
+SR = 16000
+
+
+def band_db(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    return 10 * np.log10(spec[(f >= lo) & (f < hi)].sum() + 1e-12)
+
+
+def tone(freq: float, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def hiss(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Noise above 4 kHz only."""
+    x = np.random.default_rng(seed).standard_normal(int(seconds * SR))
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(len(x), 1 / SR) < 4000] = 0
+    return (0.05 * np.fft.irfft(spec, len(x))).astype(np.float32)
+
+
+def test_estimate_equal_to_input_leaves_it_unchanged():
+    x = tone(440) + hiss()
+    y = M.apply(x, x, SR)
+    assert len(y) == len(x)
+    assert np.max(np.abs(y - x)) < 1e-3
+
+
+def test_keeps_what_the_estimate_has_and_cuts_the_rest():
+    speech, noise = tone(440), hiss()
+    y = M.apply(speech + noise, speech, SR)
+    # the tone's band is kept within 1 dB, the hiss band is cut by the floor (-10 dB) or close to it
+    assert abs(band_db(y, 300, 600) - band_db(speech, 300, 600)) < 1.0
+    cut = band_db(noise, 4500, 8000) - band_db(y, 4500, 8000)
+    assert 8.0 < cut < 10.5
+    # the other way round (remove-speech): the hiss is kept and the tone cut
+    z = M.apply(speech + noise, noise, SR)
+    assert abs(band_db(z, 4500, 8000) - band_db(noise, 4500, 8000)) < 1.0
+    assert band_db(speech, 300, 600) - band_db(z, 300, 600) > 8.0
+
+
+def test_output_keeps_the_input_phase():
+    """The estimate may be any waveform with the right band energies (here: the tone delayed by
+    half a period, the way a codec's output is not phase-aligned): the output is the input's."""
+    x = tone(440)
+    shifted = np.roll(x, SR // 880)
+    y = M.apply(x, shifted, SR)
+    assert np.corrcoef(x[1000:-1000], y[1000:-1000])[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("n", [0, 1, 100, 600])
+def test_short_and_empty_inputs_keep_their_length(n):
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 0.1
+    y = M.apply(x, x[: n // 2], SR)  # a short estimate is padded with silence
+    assert len(y) == n and np.all(np.isfinite(y))
+
+
+def test_silent_input_stays_silent():
+    x = np.zeros(SR, dtype=np.float32)
+    assert np.all(M.apply(x, tone(440), SR) == 0)
+
+
+@pytest.mark.parametrize("bad", [dict(bands=0), dict(floor=0.0), dict(floor=1.5), dict(exponent=0.0),
+                                 dict(smooth_frames=0)])
+def test_bad_options_are_refused(bad):
+    with pytest.raises(ValueError):
+        M.MaskOptions(**bad).validate()
