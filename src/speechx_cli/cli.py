@@ -281,8 +281,8 @@ OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Output file, or a f
 def denoise(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = default_temperature(Task.NS),
-    top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
+    top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None,
+    batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
     with _guard():

@@ -63,9 +63,12 @@ def band_gains(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
     e_mix = np.maximum(energies(mixture), 0.0)
     e_est = np.maximum(energies(estimate), 0.0)
     gains = np.clip(np.sqrt(e_est / (e_mix + EPS)) ** opts.exponent, opts.floor, 1.0)
-    weight = fb.sum(axis=0)[:, None]  # (bins, 1): bins above the top band get the top band's gain
-    per_bin = fb.T @ gains / np.maximum(weight, EPS)
-    per_bin[weight[:, 0] < 1e-8] = gains[-1]
+    weight = fb.sum(axis=0)  # (bins,): 0 outside the bands (DC, and near Nyquist)
+    per_bin = fb.T @ gains / np.maximum(weight, EPS)[:, None]
+    outside = weight < 1e-8
+    below = np.arange(len(weight)) < np.argmax(fb[0])  # under the first band: its gain, else the last's
+    per_bin[outside & below] = gains[0]
+    per_bin[outside & ~below] = gains[-1]
     return per_bin
 
 
