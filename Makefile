@@ -51,12 +51,10 @@ CODEC_STEPS ?= 3188
 DECODER_STEPS ?= 956
 STAGE1_STEPS ?= 100
 STAGE2_STEPS ?= 600
-STAGE3_STEPS ?= 3300
-STAGE4_STEPS ?= 4000
+CONTINUED_STEPS ?= 3300,4000,3000
 demo-checkpoint:
 	$(PY) -m speechx_cli.train.recipe all --codec-steps $(CODEC_STEPS) --decoder-steps $(DECODER_STEPS) \
-		--stage1-steps $(STAGE1_STEPS) --stage2-steps $(STAGE2_STEPS) --stage3-steps $(STAGE3_STEPS) \
-		--stage4-steps $(STAGE4_STEPS)
+		--stage1-steps $(STAGE1_STEPS) --stage2-steps $(STAGE2_STEPS) --continued-steps $(CONTINUED_STEPS)
 
 examples:
 	$(PY) -m speechx_cli.train.recipe examples

@@ -1,8 +1,8 @@
 """The demo checkpoint from nothing: corpus -> codec -> decoder fine-tuning -> shards -> LM -> export.
 
-The LM runs in four phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200
-simulated examples, then stage 2 continued with a fresh schedule on every training utterance
-twice (two simulated variants each), then once more with a warm restart on the same data. The
+The LM runs in phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200 simulated
+examples, then stage 2 continued with a fresh schedule on every training utterance twice (two
+simulated variants each), then warm restarts on the same data (`Recipe.continued`). The
 decoder fine-tuning trains only the codec's decoder, against the MS-STFT discriminator, so the
 tokens the LM learns stay the codec's first ones.
 
@@ -50,10 +50,9 @@ class Recipe:
     max_dev_examples: int = 120
     stage1_steps: int = 100
     stage2_steps: int = 600
-    stage3_steps: int = 3300
-    stage3_lr: float = 8e-4
-    stage4_steps: int = 4000  # stage 2 continued again: a warm restart on the same data (0 = skip)
-    stage4_lr: float = 6e-4
+    # stage 2 continued on every training example, (steps, peak lr) per phase: a fresh schedule, then
+    # warm restarts on the same data; phase i runs in runs/lm-all-full, lm-all-full2, lm-all-full3 ...
+    continued: tuple[tuple[int, float], ...] = ((3300, 8e-4), (4000, 6e-4), (3000, 4e-4))
     batch_frames: int = 2400
     dropout: float = 0.0  # attention dropout costs 1.5x on CPU and these runs are far from overfitting
     threads: int = 1
@@ -74,6 +73,9 @@ class Recipe:
 
     def lm_ckpt(self, name: str) -> Path:
         return self.runs / f"lm-{name}" / "lm_train.pt"
+
+    def continued_name(self, i: int) -> str:
+        return "all-full" if i == 0 else f"all-full{i + 1}"
 
 
 def _run(*args: str, threads: int, processes: int = 1) -> None:
@@ -152,12 +154,11 @@ def _lm(r: Recipe, name: str, stage: str, data: str, steps: int, init: Path | No
 
 
 def lm(r: Recipe) -> Path:
-    stage1 = _lm(r, "tts", "tts", "shards-train", r.stage1_steps, None)
-    stage2 = _lm(r, "all", "all", "shards-train", r.stage2_steps, stage1)
-    stage3 = _lm(r, "all-full", "all", "shards-train-full", r.stage3_steps, stage2, lr=r.stage3_lr, warmup=100)
-    if r.stage4_steps == 0:
-        return stage3
-    return _lm(r, "all-full2", "all", "shards-train-full", r.stage4_steps, stage3, lr=r.stage4_lr, warmup=100)
+    ckpt = _lm(r, "tts", "tts", "shards-train", r.stage1_steps, None)
+    ckpt = _lm(r, "all", "all", "shards-train", r.stage2_steps, ckpt)
+    for i, (steps, lr) in enumerate(r.continued):
+        ckpt = _lm(r, r.continued_name(i), "all", "shards-train-full", steps, ckpt, lr=lr, warmup=100)
+    return ckpt
 
 
 def export(r: Recipe, ckpt: Path) -> None:
@@ -169,8 +170,8 @@ def _training_facts(r: Recipe) -> dict:
     """What the model card needs: the step each stage's training checkpoint was saved at."""
     facts = {"recipe": "make demo-checkpoint", "corpus_utterances_per_speaker": r.n_per_speaker}
     ckpts = {"codec": r.codec_ckpt, "codec_decoder": r.decoder_ckpt, "lm_stage1": r.lm_ckpt("tts"),
-             "lm_stage2": r.lm_ckpt("all"), "lm_stage2_continued": r.lm_ckpt("all-full"),
-             **({"lm_stage2_continued_again": r.lm_ckpt("all-full2")} if r.stage4_steps else {})}
+             "lm_stage2": r.lm_ckpt("all"),
+             **{f"lm_stage2_continued_{i + 1}": r.lm_ckpt(r.continued_name(i)) for i in range(len(r.continued))}}
     for name, path in ckpts.items():
         if path.exists():
             facts[f"{name}_steps"] = int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["step"])
@@ -217,14 +218,21 @@ def run_all(
     decoder_steps: Annotated[int, Opt(help="decoder-only adversarial fine-tuning steps")] = Recipe.decoder_steps,
     stage1_steps: Annotated[int, Opt(help="LM stage 1 (TTS only) steps")] = Recipe.stage1_steps,
     stage2_steps: Annotated[int, Opt(help="LM stage 2 (all tasks) steps")] = Recipe.stage2_steps,
-    stage3_steps: Annotated[int, Opt(help="LM stage 2 continued on all data")] = Recipe.stage3_steps,
-    stage4_steps: Annotated[int, Opt(help="LM stage 2 continued again (0 = skip)")] = Recipe.stage4_steps,
+    continued_steps: Annotated[str, Opt(help="LM stage 2 continued on all data: steps of each phase, comma-separated "
+                                            "(fewer phases: a shorter list)")] = ",".join(
+        str(steps) for steps, _ in Recipe.continued),
     n_per_speaker: Annotated[int, Opt(help="corpus utterances per speaker")] = Recipe.n_per_speaker,
 ) -> None:
     """Every stage, resuming whatever a previous run left."""
+    try:
+        steps = [int(v) for v in continued_steps.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{continued_steps!r}: expected comma-separated step counts") from None
+    if len(steps) > len(Recipe.continued):
+        raise typer.BadParameter(f"at most {len(Recipe.continued)} continued phases (their learning rates are set)")
+    continued = tuple((n, lr) for n, (_, lr) in zip(steps, Recipe.continued))
     r = Recipe(codec_steps=codec_steps, decoder_steps=decoder_steps, stage1_steps=stage1_steps,
-               stage2_steps=stage2_steps, stage3_steps=stage3_steps, stage4_steps=stage4_steps,
-               n_per_speaker=n_per_speaker)
+               stage2_steps=stage2_steps, continued=continued, n_per_speaker=n_per_speaker)
     corpus(r)
     codec(r)
     shards(r)
