@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
 
 import librosa
 import numpy as np
@@ -50,26 +51,19 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
 
 
-def band_gains(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
-               opts: MaskOptions = MaskOptions()) -> np.ndarray:
-    """Gains in [floor, 1] per STFT bin and frame, (n_fft // 2 + 1, frames)."""
-    n_fft, hop = _stft_sizes(sample_rate)
-    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=opts.bands)  # (bands, bins)
-
-    def energies(x: np.ndarray) -> np.ndarray:  # (bands, frames)
-        e = fb @ np.abs(librosa.stft(_fit(x, len(mixture)), n_fft=n_fft, hop_length=hop)) ** 2
-        return uniform_filter1d(e, opts.smooth_frames, axis=1, mode="nearest")
-
-    e_mix = np.maximum(energies(mixture), 0.0)
-    e_est = np.maximum(energies(estimate), 0.0)
-    gains = np.clip(np.sqrt(e_est / (e_mix + EPS)) ** opts.exponent, opts.floor, 1.0)
-    weight = fb.sum(axis=0)  # (bins,): 0 outside the bands (DC, and near Nyquist)
-    per_bin = fb.T @ gains / np.maximum(weight, EPS)[:, None]
+@lru_cache(maxsize=8)
+def _bands(sample_rate: int, n_fft: int, n_bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mel filterbank (bands, bins), and the weights (bins, bands) that spread band gains back onto
+    bins: a bin outside every band (DC, near Nyquist) takes the nearest band's gain."""
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_bands)
+    weight = fb.sum(axis=0)
+    spread = fb.T / np.maximum(weight, EPS)[:, None]
     outside = weight < 1e-8
-    below = np.arange(len(weight)) < np.argmax(fb[0])  # under the first band: its gain, else the last's
-    per_bin[outside & below] = gains[0]
-    per_bin[outside & ~below] = gains[-1]
-    return per_bin
+    below = np.arange(len(weight)) < np.argmax(fb[0])
+    spread[outside & below, 0] = 1.0
+    spread[outside & ~below, -1] = 1.0
+    fb.flags.writeable = spread.flags.writeable = False  # shared by every call
+    return fb, spread
 
 
 def apply(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
@@ -81,6 +75,12 @@ def apply(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
         return np.zeros(0, dtype=np.float32)
     n_fft, hop = _stft_sizes(sample_rate)
     padded = _fit(np.asarray(mixture, dtype=np.float32), max(n, n_fft))  # one full window at least
-    spec = librosa.stft(padded, n_fft=n_fft, hop_length=hop)
-    gains = band_gains(padded, estimate, sample_rate, opts)
-    return librosa.istft(gains * spec, hop_length=hop, length=len(padded))[:n].astype(np.float32)
+    spec = librosa.stft(padded, n_fft=n_fft, hop_length=hop)  # (bins, frames)
+    est = librosa.stft(_fit(np.asarray(estimate, dtype=np.float32), len(padded)), n_fft=n_fft, hop_length=hop)
+    fb, spread = _bands(sample_rate, n_fft, opts.bands)
+
+    def energies(x: np.ndarray) -> np.ndarray:  # (bands, frames), smoothed over time
+        return np.maximum(uniform_filter1d(fb @ np.abs(x) ** 2, opts.smooth_frames, axis=1, mode="nearest"), 0.0)
+
+    gains = np.clip(np.sqrt(energies(est) / (energies(spec) + EPS)) ** opts.exponent, opts.floor, 1.0)
+    return librosa.istft(spread @ gains * spec, hop_length=hop, length=len(padded))[:n].astype(np.float32)
