@@ -65,8 +65,8 @@ def test_logs_codebook_usage_of_first_and_last_level(audio, tmp_path):
 
 
 def test_resume_continues_exactly(audio, tmp_path):
-    straight = ct.train_codec(_cfg(audio, tmp_path / "a"), progress=False)
-    half = _cfg(audio, tmp_path / "b", steps=3)
+    straight = ct.train_codec(_cfg(audio, tmp_path / "a", lr_decay_start=2), progress=False)
+    half = _cfg(audio, tmp_path / "b", steps=3, lr_decay_start=2)
     ct.train_codec(half, progress=False)
     with pytest.raises(FileExistsError):
         ct.train_codec(half, progress=False)
@@ -92,6 +92,27 @@ def test_resume_continues_exactly(audio, tmp_path):
     x = 0.1 * torch.randn(1, 1600)
     rebuilt = codec_from_config(codec.config(), codec.state_dict())
     assert torch.equal(rebuilt.encode(x), resumed.codec.encode(x))
+
+
+def test_learning_rate_is_flat_then_decays_to_its_floor(audio, tmp_path):
+    cfg = _cfg(audio, tmp_path, steps=8, adv_start_step=None, dev=(), lr=1e-3, lr_decay_start=3)
+    ct.train_codec(cfg, progress=False)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / ct.LOG_NAME).open()]
+    assert lrs[:4] == [1e-3] * 4  # steps 0-3 (logged as 1-4): flat until the decay starts
+    assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] > 1e-4
+    assert ct.lr_multiplier(8, warmup=0, decay_start=3, end=8, min_ratio=0.1, shape="cosine") == pytest.approx(0.1)
+    flat = ct.train_codec(replace(cfg, out_dir=str(tmp_path / "flat"), lr_decay_start=None), progress=False)
+    assert {json.loads(line)["lr"] for line in (tmp_path / "flat" / ct.LOG_NAME).open()} == {1e-3}
+    assert flat.step == 8
+
+
+def test_a_forced_run_starts_a_new_log(audio, tmp_path):
+    cfg = _cfg(audio, tmp_path, steps=3, adv_start_step=None, best_metric="dev_stoi")
+    ct.train_codec(cfg, progress=False)
+    assert (tmp_path / ct.BEST_NAME).exists()
+    ct.train_codec(replace(cfg, steps=2, eval_every=100), force=True, progress=False)
+    assert [json.loads(line)["step"] for line in (tmp_path / ct.LOG_NAME).open()] == [1, 2]
+    assert not (tmp_path / ct.BEST_NAME).exists()  # the old run's best is not this run's
 
 
 def test_checkpoint_write_is_atomic(audio, tmp_path, monkeypatch):

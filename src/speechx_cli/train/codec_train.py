@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from .. import audio
 from ..codec import SmallCodec, SmallCodecConfig, quiet_weight_norm
 from ..files import atomic_path
-from .common import rng_state, set_rng_state, stop_requests
+from .common import lr_multiplier, rng_state, set_rng_state, stop_requests
 
 CHECKPOINT_KIND = "speechx_codec_training"
 CHECKPOINT_VERSION = 1
@@ -53,6 +53,8 @@ class CodecTrainConfig:
     segment_s: float = 1.0
     random_gain_db: float = 6.0  # each segment scaled by a uniform gain in +-this
     lr: float = 3e-4
+    lr_decay_start: Optional[int] = None  # from this step a cosine decay to lr_min_ratio x lr at `steps`
+    lr_min_ratio: float = 0.1
     betas: tuple[float, float] = (0.5, 0.9)
     quantizer_warmup_steps: int = 150  # k-means then starts from meaningful encodings
     l1_weight: float = 0.1
@@ -326,6 +328,12 @@ def train_step(st: TrainState, batch: Tensor, mel_loss: MultiScaleMelLoss) -> di
         logs |= {"g_adv": g_adv.item(), "feat": feat.item()}
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
+    lr = cfg.lr * lr_multiplier(st.step, warmup=0, decay_start=cfg.lr_decay_start or cfg.steps, end=cfg.steps,
+                                min_ratio=cfg.lr_min_ratio, shape="none" if cfg.lr_decay_start is None else "cosine")
+    for opt in (st.opt, st.opt_d) if adversarial else (st.opt,):
+        for group in opt.param_groups:
+            group["lr"] = lr
+    logs["lr"] = lr
     st.opt.step()
     if adversarial:  # the real branch's graph is untouched by the generator's backward
         fake_logits_d, _ = st.disc(recon.detach()[:, None])
@@ -385,6 +393,9 @@ def train_codec(cfg: CodecTrainConfig, *, resume: bool = False, progress: bool =
     ckpt_path = out / CHECKPOINT_NAME
     if ckpt_path.exists() and not (resume or force):
         raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) or force=True")
+    if not (resume and ckpt_path.exists()):  # a fresh run: drop an old run's log and best checkpoint
+        for stale in (out / LOG_NAME, out / BEST_NAME):
+            stale.unlink(missing_ok=True)
     sr = cfg.codec.sample_rate
     train_waves = load_waves(find_audio_files(cfg.data), sr)
     dev_waves = load_waves(find_audio_files(cfg.dev), sr) if cfg.dev else []
@@ -462,6 +473,8 @@ def _cli(
     preset: Annotated[Preset, typer.Option("--preset")] = Preset.demo,
     steps: Annotated[int, typer.Option("--steps")] = 10_000,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    lr_decay_start: Annotated[Optional[int], typer.Option(
+        "--lr-decay-start", help="from this step a cosine decay to 0.1 x the learning rate at --steps")] = None,
     dead_code_threshold: Annotated[Optional[float], typer.Option(
         "--dead-code-threshold", help="EMA usage below which a code is replaced; at most batch frames / this "
         "many codes stay alive (8 x 1 s = 400 frames)", show_default="the preset's")] = None,
@@ -493,7 +506,7 @@ def _cli(
         codec = replace(codec, dead_code_threshold=dead_code_threshold)
     cfg = CodecTrainConfig(
         data=tuple(map(str, data)), out_dir=str(out), dev=tuple(map(str, dev or ())),
-        codec=codec, steps=steps, batch_size=batch_size,
+        codec=codec, steps=steps, batch_size=batch_size, lr_decay_start=lr_decay_start,
         quantizer_warmup_steps=quantizer_warmup, adv_start_step=adv_start,
         init_from=str(init_from) if init_from else None, freeze_tokenizer=freeze_tokenizer,
         adv_weight=adv_weight, feat_weight=feat_weight, best_metric=best_metric,

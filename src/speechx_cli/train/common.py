@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import threading
@@ -29,6 +30,19 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def lr_multiplier(step: int, *, warmup: int, decay_start: int, end: int, min_ratio: float,
+                  shape: str = "cosine") -> float:
+    """Linear warmup over `warmup` steps, flat until `decay_start`, then a cosine (or linear) decay to
+    `min_ratio` at `end`; shape "none" stays flat after the warmup."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if shape == "none" or step < decay_start:
+        return 1.0
+    progress = min(1.0, (step - decay_start) / max(1, end - decay_start))
+    fall = 0.5 * (1 + math.cos(math.pi * progress)) if shape == "cosine" else 1 - progress
+    return min_ratio + (1 - min_ratio) * fall
 
 
 @contextmanager

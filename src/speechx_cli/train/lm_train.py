@@ -54,6 +54,7 @@ from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch
 from ..files import atomic_path
 from .batching import BucketSampler, length_batches, make_batch, nar_levels  # noqa: F401 (re-exported)
+from . import common
 from .common import rng_state, set_rng_state, stop_requests
 from .losses import ar_loss, nar_loss
 from .shards import TASK_ID, TASKS, ShardSet, load_codec
@@ -195,13 +196,8 @@ def param_groups(models: list[nn.Module], weight_decay: float) -> list[dict]:
 
 def lr_multiplier(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine or linear decay to min_lr_ratio at max_steps."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.decay == "none":
-        return 1.0
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.decay == "cosine" else 1 - progress
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+    return common.lr_multiplier(step, warmup=cfg.warmup_steps, decay_start=cfg.warmup_steps,
+                                end=cfg.max_steps, min_ratio=cfg.min_lr_ratio, shape=cfg.decay)
 
 
 def read_weights(path: str | Path) -> tuple[dict, dict, dict]:
