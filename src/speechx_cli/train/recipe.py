@@ -1,10 +1,12 @@
 """The demo checkpoint from nothing: corpus -> codec -> decoder fine-tuning -> shards -> LM -> export.
 
+The codec trains twice: a first run at a constant learning rate, then the whole codec again from
+its weights with a fresh optimizer and a cosine decay over the second half (its encoder and
+codebooks make the tokens). The decoder fine-tuning then trains only the decoder, against the
+MS-STFT discriminator, so the tokens the LM learns stay those of the second run.
 The LM runs in phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200 simulated
 examples, then stage 2 continued with a fresh schedule on every training utterance twice (two
-simulated variants each), then warm restarts on the same data (`Recipe.continued`). The
-decoder fine-tuning trains only the codec's decoder, against the MS-STFT discriminator, so the
-tokens the LM learns stay the codec's first ones.
+simulated variants each), optionally with warm restarts on the same data (`Recipe.continued`).
 
     python -m speechx_cli.train.recipe all          # what `make demo-checkpoint` runs
     python -m speechx_cli.train.recipe examples     # examples/ from dev speakers only
@@ -43,7 +45,10 @@ class Recipe:
     out: Path = Path("checkpoints/speechx-demo.safetensors")
     n_per_speaker: int = 50
     # The shipped demo was made with these (CPU time: see checkpoints/README.md).
-    codec_steps: int = 3188
+    codec_steps: int = 3188  # the first codec run, at a constant learning rate
+    # then the whole codec again from those weights (fresh optimizer), cosine decay from this step on
+    codec_more_steps: int = 10_000
+    codec_decay_start: int = 5_000
     decoder_steps: int = 956
     first_train_examples: int = 1200  # stages 1 and 2
     variants: int = 2  # the continued stage 2: every training utterance, this many variants
@@ -51,8 +56,8 @@ class Recipe:
     stage1_steps: int = 100
     stage2_steps: int = 600
     # stage 2 continued on every training example, (steps, peak lr) per phase: a fresh schedule, then
-    # warm restarts on the same data; phase i runs in runs/lm-all-full, lm-all-full2, lm-all-full3 ...
-    continued: tuple[tuple[int, float], ...] = ((3300, 8e-4), (4000, 6e-4), (3000, 4e-4))
+    # any warm restarts on the same data; phase i runs in runs/lm-all-full, lm-all-full2, ...
+    continued: tuple[tuple[int, float], ...] = ((10_000, 8e-4),)
     batch_frames: int = 2400
     dropout: float = 0.0  # attention dropout costs 1.5x on CPU and these runs are far from overfitting
     threads: int = 1
@@ -66,6 +71,11 @@ class Recipe:
     @property
     def codec_ckpt(self) -> Path:
         return self.runs / "codec" / "codec_train.pt"
+
+    @property
+    def tokenizer_ckpt(self) -> Path:
+        """The last run that trains the encoder and codebooks: its tokens are what the LM learns."""
+        return self.runs / "codec-long" / "codec_train.pt" if self.codec_more_steps else self.codec_ckpt
 
     @property
     def decoder_ckpt(self) -> Path:
@@ -123,7 +133,10 @@ def _codec_run(r: Recipe, lists: tuple[Path, Path], ckpt: Path, steps: int, *ext
 def codec(r: Recipe) -> None:
     lists = codec_lists(r)
     _codec_run(r, lists, r.codec_ckpt, r.codec_steps)
-    _codec_run(r, lists, r.decoder_ckpt, r.decoder_steps, "--init-from", str(r.codec_ckpt), "--freeze-tokenizer",
+    if r.codec_more_steps:
+        _codec_run(r, lists, r.tokenizer_ckpt, r.codec_more_steps, "--init-from", str(r.codec_ckpt),
+                   "--lr-decay-start", str(r.codec_decay_start))
+    _codec_run(r, lists, r.decoder_ckpt, r.decoder_steps, "--init-from", str(r.tokenizer_ckpt), "--freeze-tokenizer",
                "--adv-start", "0")
 
 
@@ -136,7 +149,7 @@ def shards(r: Recipe) -> None:
         limit = [] if cap is None else ["--max-examples", str(cap)]
         link = [] if reuse is None else ["--reuse", str(reuse)]
         _run("speechx_cli.train.shards", str(r.corpus), str(r.data / name), "--codec-checkpoint",
-             str(r.codec_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
+             str(r.tokenizer_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
              "--examples-per-shard", "300", "--threads", str(r.threads), *limit, *link, threads=r.threads)
 
 
@@ -169,7 +182,7 @@ def export(r: Recipe, ckpt: Path) -> None:
 def _training_facts(r: Recipe) -> dict:
     """What the model card needs: the step each stage's training checkpoint was saved at."""
     facts = {"recipe": "make demo-checkpoint", "corpus_utterances_per_speaker": r.n_per_speaker}
-    ckpts = {"codec": r.codec_ckpt, "codec_decoder": r.decoder_ckpt, "lm_stage1": r.lm_ckpt("tts"),
+    ckpts = {"codec": r.codec_ckpt, "codec_continued": r.tokenizer_ckpt, "codec_decoder": r.decoder_ckpt, "lm_stage1": r.lm_ckpt("tts"),
              "lm_stage2": r.lm_ckpt("all"),
              **{f"lm_stage2_continued_{i + 1}": r.lm_ckpt(r.continued_name(i)) for i in range(len(r.continued))}}
     for name, path in ckpts.items():
@@ -215,6 +228,9 @@ Opt = typer.Option
 @app.command("all")
 def run_all(
     codec_steps: Annotated[int, Opt(help="codec training steps")] = Recipe.codec_steps,
+    codec_more_steps: Annotated[int, Opt(help="the whole codec again from the first run's weights, cosine decay "
+                                              "from --codec-decay-start (0: skip)")] = Recipe.codec_more_steps,
+    codec_decay_start: Annotated[int, Opt(help="step of that run where the decay starts")] = Recipe.codec_decay_start,
     decoder_steps: Annotated[int, Opt(help="decoder-only adversarial fine-tuning steps")] = Recipe.decoder_steps,
     stage1_steps: Annotated[int, Opt(help="LM stage 1 (TTS only) steps")] = Recipe.stage1_steps,
     stage2_steps: Annotated[int, Opt(help="LM stage 2 (all tasks) steps")] = Recipe.stage2_steps,
@@ -231,7 +247,8 @@ def run_all(
     if len(steps) > len(Recipe.continued):
         raise typer.BadParameter(f"at most {len(Recipe.continued)} continued phases (their learning rates are set)")
     continued = tuple((n, lr) for n, (_, lr) in zip(steps, Recipe.continued))
-    r = Recipe(codec_steps=codec_steps, decoder_steps=decoder_steps, stage1_steps=stage1_steps,
+    r = Recipe(codec_steps=codec_steps, codec_more_steps=codec_more_steps, codec_decay_start=codec_decay_start,
+               decoder_steps=decoder_steps, stage1_steps=stage1_steps,
                stage2_steps=stage2_steps, continued=continued, n_per_speaker=n_per_speaker)
     corpus(r)
     codec(r)
