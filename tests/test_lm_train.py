@@ -25,7 +25,8 @@ from speechx_cli.train.shards import EncodedExample, ExampleSet
 CFG = ModelConfig.tiny()
 V, K = CFG.codebook_size, CFG.n_codebooks
 BASE = TrainConfig(model=CFG, batch_size=6, lr=3e-3, warmup_steps=2, max_steps=6, eval_every=1000,
-                   ckpt_every=1000, log_every=1, dev_per_task=4, device="cpu")
+                   ckpt_every=1000, log_every=1, dev_per_task=4, device="cpu",
+                   precision="fp32")  # exact comparisons (resume, DDP); bf16 is tested on its own
 
 
 def synthetic_examples(n: int = 48, seed: int = 0) -> list[EncodedExample]:
@@ -74,6 +75,20 @@ def assert_same(a: dict, b: dict, atol: float = 0.0) -> None:
 
 
 # ---- training ------------------------------------------------------------------------------------
+
+def test_bf16_trains_like_fp32_and_auto_picks_it_only_where_native(tmp_path, monkeypatch):
+    results = {p: train(replace(BASE, out_dir=str(tmp_path / p), precision=p), data(), progress=False)
+               for p in ("fp32", "bf16")}
+    assert_same(weights(results["fp32"]), weights(results["bf16"]), atol=2e-2)  # 6 steps at lr 3e-3
+    moved = max((a - b).abs().max() for a, b in zip(weights(results["bf16"]).values(),
+                                                       weights(results["fp32"]).values()))
+    assert moved > 0  # bf16 really ran: not bit-identical to fp32
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(lm_train, "native_bf16", lambda device, native=native: native)
+        assert lm_train.uses_bf16("auto", cpu) is native
+        assert lm_train.uses_bf16("bf16", cpu) and not lm_train.uses_bf16("fp32", cpu)
+
 
 def test_a_few_steps_reduce_dev_loss(tmp_path):
     cfg = replace(BASE, out_dir=str(tmp_path), max_steps=20, task_sampling="example")

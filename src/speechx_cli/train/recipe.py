@@ -15,7 +15,8 @@ Every stage is resumable: rerunning the recipe after a kill continues each stage
 last checkpoint left it, and a stage whose output is complete is skipped. Stages run as child
 processes with one torch thread each: on 2 busy cores, one thread was 10-25x faster per step
 than two fighting for the same cores. LM runs use both cores as two DDP ranks (gloo) of one
-thread each (1.8x the tokens/s of one process; the same updates: see lm_train's batching).
+thread each (1.8x the tokens/s of one process; the same updates: see lm_train's batching), in bf16
+autocast where the CPU has native bf16 (lm_train's precision "auto": 1.7-1.8x again).
 """
 
 from __future__ import annotations
