@@ -154,18 +154,18 @@ def _load_model(c: Common):
     path = c.checkpoint or ckpt.default_path()
     if path is None:
         raise UserError("no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT")
-    device = c.device.value
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available here")
     with err.status(f"loading {path.name}"):
-        return ckpt.load(path, device=device)
+        return ckpt.load(path, device=resolve_device(c.device))
+
+
+def resolve_device(device: Device) -> str:
+    import torch
+
+    if device is Device.auto:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device is Device.cuda and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    return device.value
 
 
 def _check_output(path: Path, force: bool) -> None:
