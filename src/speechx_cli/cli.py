@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from . import audio as A
 from .engine import DecodingOptions, default_temperature
 from .mask import Resynth
-from .options import BatchOpt, CheckpointOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
+from .options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
 from .prompts import Task
 
 if TYPE_CHECKING:
@@ -70,19 +70,12 @@ app = typer.Typer(
     help="Edit and generate speech with one neural codec language model (SpeechX).")
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 class Background(str, Enum):
     keep = "keep"
     clean = "clean"
 
 
 # Shared option types (Typer Annotated style).
-DeviceOpt = Annotated[Device, typer.Option(help="Where to run the model.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 RateOpt = Annotated[Optional[int], typer.Option(

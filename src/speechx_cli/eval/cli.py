@@ -20,7 +20,7 @@ import typer
 
 from ..engine import default_temperature
 from ..mask import Resynth
-from ..options import BatchOpt, CheckpointOpt, ResynthOpt, TopKOpt, TopPOpt
+from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TopKOpt, TopPOpt
 from .devset import TASKS
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
@@ -113,12 +113,11 @@ def _default_checkpoint() -> Path | None:
     return ckpt.default_path()
 
 
-def _codec(path: Path, device: str):
+def _codec(path: Path, device: Device):
     """The codec of an inference checkpoint, or of a codec training checkpoint (.pt, e.g. a run's
     codec_train.pt: to compare codecs before any LM is trained on their tokens)."""
     from speechx_cli import cli
 
-    device = cli.Device(device)
     if path.suffix != ".pt":
         return cli._load_model(cli._common(path, device, 0, 1.0, 0, 1.0, False, None)).codec
     from ..train.shards import load_codec
@@ -131,7 +130,7 @@ def _codec(path: Path, device: str):
         raise cli.UserError(f"{path}: not a codec training checkpoint ({type(e).__name__})") from None
 
 
-def _speechx_runner(checkpoint, device: str, seed: int, sampling: tuple[float, int, float], batch_size: int,
+def _speechx_runner(checkpoint, device: Device, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth):
     from dataclasses import replace
 
@@ -140,7 +139,7 @@ def _speechx_runner(checkpoint, device: str, seed: int, sampling: tuple[float, i
     from . import report as R
 
     cli = _main()
-    common = cli._common(checkpoint, cli.Device(device), seed, *sampling, False, None, batch_size)
+    common = cli._common(checkpoint, device, seed, *sampling, False, None, batch_size)
     decoding = replace(common.decoding, max_seconds=max_seconds).validate()
     return R.speechx_system(cli._load_model(common), decoding, WindowOptions(batch_size=batch_size, resynth=resynth),
                             with_text)
@@ -160,7 +159,7 @@ def _task_command(task: str):
         checkpoint: CheckpointOpt = None,
         with_text: Annotated[bool, typer.Option(
             "--with-text", help="Give speechx the transcript (denoise, remove-speech, extract-speaker).")] = False,
-        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        device: DeviceOpt = Device.auto,
         seed: Annotated[int, typer.Option(help="Sampling seed for speechx.")] = 0,
         temperature: Annotated[Optional[float], typer.Option(
             help="Sampling temperature (0 = greedy).", show_default="the task command's")] = None,
@@ -256,7 +255,7 @@ def codec(
         "checkpoint or a codec training checkpoint (codec_train.pt).",
         show_default="the bundled demo checkpoint")] = None,
     limit: LimitOpt = None, out: OutOpt = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOpt = Device.auto,
     plots: PlotsOpt = True, force: ForceOpt = False,
 ) -> None:
     """Codec reconstruction (encode + decode): PESQ, STOI, mel cepstral distance, similarity, WER."""
