@@ -243,6 +243,27 @@ def test_codec_eval_on_benchmark_and_folder(bench, tiny_checkpoint, tmp_path):
     assert len(report["items"]) == 2 * len(DEV_VOICES) and "wer" not in report["metrics"]
 
 
+def test_codec_eval_takes_a_codec_training_checkpoint(bench, tmp_path):
+    from speechx_cli.codec import SmallCodecConfig
+    from speechx_cli.train import codec_train as ct
+
+    cfg = ct.CodecTrainConfig(data=(str(bench.root / "speakers"),), out_dir=str(tmp_path / "run"),
+                              codec=SmallCodecConfig.tiny(), steps=1, batch_size=1, segment_s=0.2)
+    trained = ct.train_codec(cfg, progress=False)
+    out = tmp_path / "codec"
+    r = runner.invoke(app, ["eval", "codec", str(bench.root), "--checkpoint", str(trained.checkpoint), "--limit", "1",
+                            "--out", str(out), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["systems"] == ["passthrough", "codec_train"]
+    rows = [row for row in report["items"] if row["system"] == "codec_train"]
+    assert rows and all(row["metrics"]["mcd"] > 1.0 for row in rows)  # a 1-step codec is far from its input
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    r = runner.invoke(app, ["eval", "codec", str(bench.root), "--checkpoint", str(bad), "--out", str(tmp_path / "x")])
+    assert "not a codec training checkpoint" in _one_line_error(r)
+
+
 def test_cli_usage_errors(bench):
     assert "unknown system" in _one_line_error(runner.invoke(app, ["eval", "denoise", str(bench.root),
                                                                    "--systems", "nope"]))

@@ -23,7 +23,7 @@ from typer.core import TyperGroup
 from . import audio as A
 from .engine import DecodingOptions, default_temperature
 from .mask import Resynth
-from .options import BatchOpt, CheckpointOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
+from .options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
 from .prompts import Task
 
 if TYPE_CHECKING:
@@ -70,19 +70,12 @@ app = typer.Typer(
     help="Edit and generate speech with one neural codec language model (SpeechX).")
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 class Background(str, Enum):
     keep = "keep"
     clean = "clean"
 
 
 # Shared option types (Typer Annotated style).
-DeviceOpt = Annotated[Device, typer.Option(help="Where to run the model.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 RateOpt = Annotated[Optional[int], typer.Option(
@@ -154,18 +147,18 @@ def _load_model(c: Common):
     path = c.checkpoint or ckpt.default_path()
     if path is None:
         raise UserError("no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT")
-    device = c.device.value
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available here")
     with err.status(f"loading {path.name}"):
-        return ckpt.load(path, device=device)
+        return ckpt.load(path, device=resolve_device(c.device))
+
+
+def resolve_device(device: Device) -> str:
+    import torch
+
+    if device is Device.auto:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device is Device.cuda and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    return device.value
 
 
 def _check_output(path: Path, force: bool) -> None:

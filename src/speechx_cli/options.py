@@ -6,6 +6,7 @@ while it loads.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +14,13 @@ import typer
 
 from .mask import Resynth
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+DeviceOpt = Annotated[Device, typer.Option(help="Where to run the model.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", envvar="SPEECHX_CHECKPOINT", help="Inference checkpoint (.safetensors).",
     show_default="the bundled demo checkpoint")]

@@ -20,7 +20,7 @@ import typer
 
 from ..engine import default_temperature
 from ..mask import Resynth
-from ..options import BatchOpt, CheckpointOpt, ResynthOpt, TopKOpt, TopPOpt
+from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TopKOpt, TopPOpt
 from .devset import TASKS
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
@@ -113,7 +113,24 @@ def _default_checkpoint() -> Path | None:
     return ckpt.default_path()
 
 
-def _speechx_runner(checkpoint, device: str, seed: int, sampling: tuple[float, int, float], batch_size: int,
+def _codec(path: Path, device: Device):
+    """The codec of an inference checkpoint, or of a codec training checkpoint (.pt, e.g. a run's
+    codec_train.pt: to compare codecs before any LM is trained on their tokens)."""
+    from speechx_cli import cli
+
+    if path.suffix != ".pt":
+        return cli._load_model(cli._common(path, device, 0, 1.0, 0, 1.0, False, None)).codec
+    from ..train.shards import load_codec
+
+    if not path.is_file():
+        raise cli.UserError(f"{path}: not found")
+    try:
+        return load_codec(str(path), cli.resolve_device(device))
+    except Exception as e:  # torch.load of anything else: unpickling, zip, key and shape errors
+        raise cli.UserError(f"{path}: not a codec training checkpoint ({type(e).__name__})") from None
+
+
+def _speechx_runner(checkpoint, device: Device, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth):
     from dataclasses import replace
 
@@ -122,7 +139,7 @@ def _speechx_runner(checkpoint, device: str, seed: int, sampling: tuple[float, i
     from . import report as R
 
     cli = _main()
-    common = cli._common(checkpoint, cli.Device(device), seed, *sampling, False, None, batch_size)
+    common = cli._common(checkpoint, device, seed, *sampling, False, None, batch_size)
     decoding = replace(common.decoding, max_seconds=max_seconds).validate()
     return R.speechx_system(cli._load_model(common), decoding, WindowOptions(batch_size=batch_size, resynth=resynth),
                             with_text)
@@ -142,7 +159,7 @@ def _task_command(task: str):
         checkpoint: CheckpointOpt = None,
         with_text: Annotated[bool, typer.Option(
             "--with-text", help="Give speechx the transcript (denoise, remove-speech, extract-speaker).")] = False,
-        device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+        device: DeviceOpt = Device.auto,
         seed: Annotated[int, typer.Option(help="Sampling seed for speechx.")] = 0,
         temperature: Annotated[Optional[float], typer.Option(
             help="Sampling temperature (0 = greedy).", show_default="the task command's")] = None,
@@ -234,10 +251,11 @@ def codec(
     path: Annotated[Path, typer.Argument(metavar="BENCH_OR_AUDIO_DIR", help="Benchmark, audio folder or file.",
                                          show_default=False)],
     checkpoints: Annotated[Optional[list[Path]], typer.Option(
-        "--checkpoint", "-c", help="Checkpoint whose codec to measure (repeat to compare).",
+        "--checkpoint", "-c", help="Checkpoint whose codec to measure (repeat to compare): an inference "
+        "checkpoint or a codec training checkpoint (codec_train.pt).",
         show_default="the bundled demo checkpoint")] = None,
     limit: LimitOpt = None, out: OutOpt = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: DeviceOpt = Device.auto,
     plots: PlotsOpt = True, force: ForceOpt = False,
 ) -> None:
     """Codec reconstruction (encode + decode): PESQ, STOI, mel cepstral distance, similarity, WER."""
@@ -268,8 +286,7 @@ def codec(
             if p is None:
                 raise cli.UserError("no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT")
             name = p.stem if p.stem not in runners else f"{p.stem}-{len(runners)}"
-            sx = cli._load_model(cli._common(p, cli.Device(device), 0, 1.0, 0, 1.0, False, None))
-            runners[name] = R.codec_system(sx)
+            runners[name] = R.codec_system(_codec(p, device))
             names.append(f"{name}={p}")
         items = bench.items_for("codec", limit)
         if not items:

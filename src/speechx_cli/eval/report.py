@@ -146,11 +146,11 @@ def speechx_system(sx, opts, window=None, with_text: bool = False) -> SystemFn:
     return run
 
 
-def codec_system(sx) -> SystemFn:
-    """Encode and decode each input with the checkpoint's codec (no language model)."""
+def codec_system(codec) -> SystemFn:
+    """Encode and decode each input with a codec (no language model)."""
     import torch
 
-    codec, sr = sx.codec, sx.codec.sample_rate
+    sr = codec.sample_rate
 
     def run(bench: Benchmark, items: list[Item]) -> list[Output]:
         load, outs = Loader(bench), []
