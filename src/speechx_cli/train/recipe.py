@@ -50,7 +50,7 @@ class Recipe:
     # then the whole codec again from those weights (fresh optimizer), cosine decay from this step on
     codec_more_steps: int = 10_000
     codec_decay_start: int = 5_000
-    decoder_steps: int = 956
+    decoder_steps: int = 1500
     first_train_examples: int = 1200  # stages 1 and 2
     variants: int = 2  # the continued stage 2: every training utterance, this many variants
     max_dev_examples: int = 120
