@@ -43,14 +43,14 @@ BENCH_FLAGS ?=
 bench:
 	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force $(BENCH_FLAGS)
 
-# The shipped demo model from nothing (corpus, codec, codec continued, decoder fine-tuning, shards,
+# The shipped demo model from nothing (corpus, codec, codec continued, [decoder fine-tuning], shards,
 # LM stages 1, 2 and 2 continued, export, examples). Resumable: rerun after an interruption (an LM
 # run loses at most the 100 steps since its last checkpoint).
 # Step counts: make demo-checkpoint CODEC_STEPS=6000 ...
 CODEC_STEPS ?= 3188
 CODEC_MORE_STEPS ?= 10000
 CODEC_DECAY_START ?= 5000
-DECODER_STEPS ?= 1500
+DECODER_STEPS ?= 0
 STAGE1_STEPS ?= 100
 STAGE2_STEPS ?= 600
 CONTINUED_STEPS ?= 10000
