@@ -93,6 +93,13 @@ class CodecTrainConfig:
         (its codebooks are empty); always when the codebooks come trained (init_from) or fixed."""
         return self.freeze_tokenizer or self.init_from is not None or step >= self.quantizer_warmup_steps
 
+    def lr_at(self, step: int) -> float:
+        """Flat, or from lr_decay_start a cosine decay to lr_min_ratio x lr at `steps`."""
+        if self.lr_decay_start is None:
+            return self.lr
+        return self.lr * lr_multiplier(step, warmup=0, decay_start=self.lr_decay_start, end=self.steps,
+                                       min_ratio=self.lr_min_ratio)
+
     @property
     def segment_samples(self) -> int:
         return int(round(self.segment_s * self.codec.sample_rate))
@@ -328,8 +335,7 @@ def train_step(st: TrainState, batch: Tensor, mel_loss: MultiScaleMelLoss) -> di
         logs |= {"g_adv": g_adv.item(), "feat": feat.item()}
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
-    lr = cfg.lr * lr_multiplier(st.step, warmup=0, decay_start=cfg.lr_decay_start or cfg.steps, end=cfg.steps,
-                                min_ratio=cfg.lr_min_ratio, shape="none" if cfg.lr_decay_start is None else "cosine")
+    lr = cfg.lr_at(st.step)
     for opt in (st.opt, st.opt_d) if adversarial else (st.opt,):
         for group in opt.param_groups:
             group["lr"] = lr
