@@ -53,7 +53,7 @@ CODEC_DECAY_START ?= 5000
 DECODER_STEPS ?= 0
 STAGE1_STEPS ?= 100
 STAGE2_STEPS ?= 600
-CONTINUED_STEPS ?= 10000
+CONTINUED_STEPS ?= 8000
 demo-checkpoint:
 	$(PY) -m speechx_cli.train.recipe all --codec-steps $(CODEC_STEPS) --codec-more-steps $(CODEC_MORE_STEPS) \
 		--codec-decay-start $(CODEC_DECAY_START) --decoder-steps $(DECODER_STEPS) \

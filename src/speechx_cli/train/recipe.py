@@ -60,7 +60,7 @@ class Recipe:
     stage2_steps: int = 600
     # stage 2 continued on every training example, (steps, peak lr) per phase: a fresh schedule, then
     # any warm restarts on the same data; phase i runs in runs/lm-all-full, lm-all-full2, ...
-    continued: tuple[tuple[int, float], ...] = ((10_000, 8e-4),)
+    continued: tuple[tuple[int, float], ...] = ((8_000, 8e-4),)
     batch_frames: int = 2400
     dropout: float = 0.0  # attention dropout costs 1.5x on CPU and these runs are far from overfitting
     threads: int = 1
