@@ -188,7 +188,8 @@ def export(r: Recipe, ckpt: Path) -> None:
 
 
 def _training_facts(r: Recipe) -> dict:
-    """What the model card needs: the step each stage's training checkpoint was saved at."""
+    """What the model card needs: the step each stage's training checkpoint was saved at, and the LM's
+    target tokens per stage and in all (the exported checkpoint's own `tokens` counts its last phase)."""
     facts = {"recipe": "make demo-checkpoint", "corpus_utterances_per_speaker": r.n_per_speaker}
     ckpts = {"codec": r.codec_ckpt, "codec_continued": r.tokenizer_ckpt,
              **({"codec_decoder": r.decoder_ckpt} if r.decoder_steps else {}), "lm_stage1": r.lm_ckpt("tts"),
@@ -196,7 +197,13 @@ def _training_facts(r: Recipe) -> dict:
              **{f"lm_stage2_continued_{i + 1}": r.lm_ckpt(r.continued_name(i)) for i in range(len(r.continued))}}
     for name, path in ckpts.items():
         if path.exists():
-            facts[f"{name}_steps"] = int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["step"])
+            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            facts[f"{name}_steps"] = int(ckpt["step"])
+            if name.startswith("lm_"):
+                facts[f"{name}_tokens"] = int(ckpt["tokens"])
+    lm_tokens = [v for k, v in facts.items() if k.startswith("lm_") and k.endswith("_tokens")]
+    if lm_tokens:
+        facts["lm_tokens_total"] = sum(lm_tokens)
     return facts
 
 

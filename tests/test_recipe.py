@@ -1,0 +1,25 @@
+import torch
+
+from speechx_cli.train.recipe import Recipe, _training_facts
+
+
+def _ckpt(path, **fields):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(fields, path)
+
+
+def test_training_facts_count_steps_and_lm_tokens_of_every_stage(tmp_path):
+    r = Recipe(runs=tmp_path, continued=((50, 8e-4), (30, 4e-4)))
+    _ckpt(r.codec_ckpt, step=40)
+    _ckpt(r.tokenizer_ckpt, step=60)
+    _ckpt(r.lm_ckpt("tts"), step=10, tokens=1_000)
+    _ckpt(r.lm_ckpt("all"), step=20, tokens=3_000)
+    _ckpt(r.lm_ckpt(r.continued_name(0)), step=50, tokens=20_000)
+    # the second continued phase has not run yet: no facts for it
+    facts = _training_facts(r)
+    assert facts["codec_steps"] == 40 and facts["codec_continued_steps"] == 60
+    assert "codec_decoder_steps" not in facts  # no decoder phase in this recipe
+    assert facts["lm_stage2_continued_1_tokens"] == 20_000
+    assert "lm_stage2_continued_2_steps" not in facts
+    assert facts["lm_tokens_total"] == 24_000
+    assert "codec_tokens" not in facts
