@@ -201,9 +201,7 @@ def _training_facts(r: Recipe) -> dict:
             facts[f"{name}_steps"] = int(ckpt["step"])
             if name.startswith("lm_"):
                 facts[f"{name}_tokens"] = int(ckpt["tokens"])
-    lm_tokens = [v for k, v in facts.items() if k.startswith("lm_") and k.endswith("_tokens")]
-    if lm_tokens:
-        facts["lm_tokens_total"] = sum(lm_tokens)
+                facts["lm_tokens_total"] = facts.get("lm_tokens_total", 0) + int(ckpt["tokens"])
     return facts
 
 
