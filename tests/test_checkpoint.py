@@ -72,3 +72,28 @@ def test_half_precision_checkpoint_is_smaller_and_loads_as_float32(tmp_path):
     w = sx.ar.head.weight
     assert w.dtype == torch.float32
     torch.testing.assert_close(w, ar.head.weight, atol=1e-3, rtol=1e-3)
+
+
+def test_default_path_order(tmp_path, monkeypatch):
+    """SPEECHX_CHECKPOINT, then a source checkout's checkpoints/, then an installed copy."""
+    monkeypatch.delenv(checkpoint.ENV_VAR, raising=False)
+    repo, prefix = tmp_path / "repo", tmp_path / "prefix"
+    monkeypatch.setattr(checkpoint, "REPO_CHECKPOINTS", repo)
+    monkeypatch.setattr(checkpoint.sys, "prefix", str(prefix))
+    monkeypatch.setattr(checkpoint.site, "USER_BASE", None)
+    assert checkpoint.default_path() is None
+    installed = prefix / "share" / "speechx" / checkpoint.DEFAULT_NAME
+    installed.parent.mkdir(parents=True)
+    installed.write_bytes(b"x")
+    assert checkpoint.default_path() == installed
+    (repo / checkpoint.DEFAULT_NAME).parent.mkdir()
+    (repo / checkpoint.DEFAULT_NAME).write_bytes(b"x")
+    assert checkpoint.default_path() == repo / checkpoint.DEFAULT_NAME
+    monkeypatch.setenv(checkpoint.ENV_VAR, str(tmp_path / "mine.safetensors"))
+    assert checkpoint.default_path() == tmp_path / "mine.safetensors"
+
+
+def test_shipped_checkpoint_is_found(monkeypatch):
+    monkeypatch.delenv(checkpoint.ENV_VAR, raising=False)
+    path = checkpoint.default_path()
+    assert path is not None and path.name == checkpoint.DEFAULT_NAME and path.exists()

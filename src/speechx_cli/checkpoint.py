@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import site
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +49,19 @@ class SpeechX:
         return next(self.ar.parameters()).device
 
 
+REPO_CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"  # a source checkout's
+
+
 def default_path() -> Path | None:
-    """SPEECHX_CHECKPOINT, else the demo checkpoint shipped in the repository's checkpoints/."""
+    """SPEECHX_CHECKPOINT, else the shipped demo checkpoint: the source checkout's checkpoints/ (an
+    editable install), else the copy a regular install puts in <prefix>/share/speechx/ (pyproject's
+    data-files; the prefix is the environment's, or the user base for `pip install --user`)."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    shipped = Path(__file__).resolve().parents[2] / "checkpoints" / DEFAULT_NAME
-    return shipped if shipped.exists() else None
+    roots = [Path(sys.prefix)] + ([Path(site.USER_BASE)] if site.USER_BASE else [])
+    candidates = [REPO_CHECKPOINTS / DEFAULT_NAME] + [r / "share" / "speechx" / DEFAULT_NAME for r in roots]
+    return next((c for c in candidates if c.exists()), None)
 
 
 def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None = None,
