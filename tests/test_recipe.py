@@ -9,7 +9,7 @@ def _ckpt(path, **fields):
 
 
 def test_training_facts_count_steps_and_lm_tokens_of_every_stage(tmp_path):
-    r = Recipe(runs=tmp_path, continued=((50, 8e-4), (30, 4e-4)))
+    r = Recipe(runs=tmp_path, continued=((50, 8e-4), (30, 4e-4)), decoder_steps=0)
     _ckpt(r.codec_ckpt, step=40)
     _ckpt(r.tokenizer_ckpt, step=60)
     _ckpt(r.lm_ckpt("tts"), step=10, tokens=1_000)
@@ -23,3 +23,19 @@ def test_training_facts_count_steps_and_lm_tokens_of_every_stage(tmp_path):
     assert "lm_stage2_continued_2_steps" not in facts
     assert facts["lm_tokens_total"] == 24_000
     assert "codec_tokens" not in facts
+
+
+def test_training_facts_without_a_continued_codec_name_the_codec_once(tmp_path):
+    r = Recipe(runs=tmp_path, codec_more_steps=0)
+    _ckpt(r.codec_ckpt, step=40)
+    facts = _training_facts(r)
+    assert facts["codec_steps"] == 40 and "codec_continued_steps" not in facts
+
+
+def test_training_facts_name_the_decoder_phase_and_export_ships_its_codec(tmp_path):
+    r = Recipe(runs=tmp_path, decoder_steps=20)
+    for path, step in ((r.codec_ckpt, 40), (r.tokenizer_ckpt, 60), (r.decoder_ckpt, 20)):
+        _ckpt(path, step=step)
+    assert r.decoder_ckpt not in (r.codec_ckpt, r.tokenizer_ckpt)
+    facts = _training_facts(r)
+    assert (facts["codec_steps"], facts["codec_continued_steps"], facts["codec_decoder_steps"]) == (40, 60, 20)
