@@ -32,7 +32,7 @@ def test_training_facts_without_a_continued_codec_name_the_codec_once(tmp_path):
     assert facts["codec_steps"] == 40 and "codec_continued_steps" not in facts
 
 
-def test_training_facts_name_the_decoder_phase_and_export_ships_its_codec(tmp_path):
+def test_training_facts_name_the_decoder_phase_in_its_own_run(tmp_path):
     r = Recipe(runs=tmp_path, decoder_steps=20)
     for path, step in ((r.codec_ckpt, 40), (r.tokenizer_ckpt, 60), (r.decoder_ckpt, 20)):
         _ckpt(path, step=step)

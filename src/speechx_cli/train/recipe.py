@@ -194,17 +194,20 @@ def _training_facts(r: Recipe) -> dict:
     """What the model card needs: the step each stage's training checkpoint was saved at, and the LM's
     target tokens per stage and in all (the exported checkpoint's own `tokens` counts its last phase)."""
     facts = {"recipe": "make demo-checkpoint", "corpus_utterances_per_speaker": r.n_per_speaker}
-    ckpts = {"codec": r.codec_ckpt, **({"codec_continued": r.tokenizer_ckpt} if r.codec_more_steps else {}),
-             **({"codec_decoder": r.decoder_ckpt} if r.decoder_steps else {}), "lm_stage1": r.lm_ckpt("tts"),
-             "lm_stage2": r.lm_ckpt("all"),
-             **{f"lm_stage2_continued_{i + 1}": r.lm_ckpt(r.continued_name(i)) for i in range(len(r.continued))}}
-    for name, path in ckpts.items():
-        if path.exists():
-            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-            facts[f"{name}_steps"] = int(ckpt["step"])
-            if name.startswith("lm_"):
-                facts[f"{name}_tokens"] = int(ckpt["tokens"])
-                facts["lm_tokens_total"] = facts.get("lm_tokens_total", 0) + int(ckpt["tokens"])
+    stages = [("codec", r.codec_ckpt), ("codec_continued", r.tokenizer_ckpt), ("codec_decoder", r.decoder_ckpt),
+              ("lm_stage1", r.lm_ckpt("tts")), ("lm_stage2", r.lm_ckpt("all")),
+              *((f"lm_stage2_continued_{i + 1}", r.lm_ckpt(r.continued_name(i))) for i in range(len(r.continued)))]
+    seen: set[Path] = set()
+    for name, path in stages:
+        if path in seen or not path.exists():  # a skipped codec phase shares the previous phase's path
+            continue
+        seen.add(path)
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        facts[f"{name}_steps"] = int(ckpt["step"])
+        if name.startswith("lm_"):
+            tokens = int(ckpt["tokens"])
+            facts[f"{name}_tokens"] = tokens
+            facts["lm_tokens_total"] = facts.get("lm_tokens_total", 0) + tokens
     return facts
 
 
