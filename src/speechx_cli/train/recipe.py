@@ -6,7 +6,8 @@ codebooks make the tokens the LM learns. Then the decoder alone trains on those 
 (`decoder_steps`; reconstruction losses, cosine decay): the sound improves, the tokens stay.
 The LM runs in phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200 simulated
 examples, then stage 2 continued with a fresh schedule on every training utterance twice (two
-simulated variants each), optionally with warm restarts on the same data (`Recipe.continued`).
+simulated variants each), then warm restarts (`Recipe.continued`), the last on a corpus three times
+as large: more sentences per speaker for the LM alone (the codec and its tokens stay as they are).
 
     python -m speechx_cli.train.recipe all          # what `make demo-checkpoint` runs
     python -m speechx_cli.train.recipe examples     # examples/ from dev speakers only
@@ -59,9 +60,11 @@ class Recipe:
     max_dev_examples: int = 120
     stage1_steps: int = 100
     stage2_steps: int = 600
-    # stage 2 continued on every training example, (steps, peak lr) per phase: a fresh schedule, then
-    # any warm restarts on the same data; phase i runs in runs/lm-all-full, lm-all-full2, ...
-    continued: tuple[tuple[int, float], ...] = ((8_000, 8e-4), (4_000, 4e-4))
+    # stage 2 continued, (steps, peak lr, corpus utterances per speaker) per phase: a fresh schedule, then
+    # warm restarts, each on every training example of its corpus (the codec's, or a larger one the codec
+    # never sees); phase i runs in runs/lm-all-full, lm-all-full2, ... A third phase on the codec's corpus
+    # raised the AR's dev loss; on 150 sentences per speaker it fell on every task (checkpoints/README.md).
+    continued: tuple[tuple[int, float, int], ...] = ((8_000, 8e-4, 50), (4_000, 4e-4, 50), (8_000, 4e-4, 150))
     batch_frames: int = 2400
     # attention dropout costs 1.5x on CPU; the AR overfits only after the last phase here (~30 passes over
     # the data: a further 3,000-step phase raised its dev loss), where more data is the cheaper cure
@@ -73,6 +76,18 @@ class Recipe:
     @property
     def corpus(self) -> Path:
         return self.data / "corpus"
+
+    def lm_corpus(self, per_speaker: int) -> Path:
+        """The corpus of a continued LM phase: the codec's own, or a larger one beside it."""
+        return self.corpus if per_speaker == self.n_per_speaker else self.data / f"corpus{per_speaker}"
+
+    def lm_shards(self, per_speaker: int) -> Path:
+        """Every training utterance of that corpus, `variants` simulated examples each."""
+        return self.data / ("shards-train-full" if per_speaker == self.n_per_speaker else f"shards-train-{per_speaker}")
+
+    @property
+    def larger_corpora(self) -> list[int]:
+        return sorted({n for _, _, n in self.continued} - {self.n_per_speaker})
 
     @property
     def codec_ckpt(self) -> Path:
@@ -110,8 +125,9 @@ def _resume_flag(ckpt: Path) -> list[str]:
 
 
 def corpus(r: Recipe) -> None:
-    _run("speechx_cli.train.corpus", "build", str(r.corpus), "--n-per-speaker", str(r.n_per_speaker),
-         "--seed", str(r.seed), "--workers", "2", threads=1)
+    for n in (r.n_per_speaker, *r.larger_corpora):
+        _run("speechx_cli.train.corpus", "build", str(r.lm_corpus(n)), "--n-per-speaker", str(n),
+             "--seed", str(r.seed), "--workers", "2", threads=1)
 
 
 def codec_lists(r: Recipe) -> tuple[Path, Path]:
@@ -152,23 +168,26 @@ def codec(r: Recipe) -> None:
 
 
 def shards(r: Recipe) -> None:
-    """The full training set first: the 1,200-example set is its start and links its shards."""
-    full = r.data / "shards-train-full"
-    for name, split, variants, cap, reuse in (("shards-train-full", "train", r.variants, None, None),
-                                              ("shards-train", "train", 1, r.first_train_examples, full),
-                                              ("shards-dev", "dev", 1, r.max_dev_examples, None)):
+    """The full training set first: the 1,200-example set is its start and links its shards. Dev examples
+    come from the codec's corpus whatever the LM trains on, so every phase's dev loss is comparable."""
+    full = r.lm_shards(r.n_per_speaker)
+    jobs = [(r.corpus, full, "train", r.variants, None, None),
+            (r.corpus, r.data / "shards-train", "train", 1, r.first_train_examples, full),
+            (r.corpus, r.data / "shards-dev", "dev", 1, r.max_dev_examples, None),
+            *((r.lm_corpus(n), r.lm_shards(n), "train", r.variants, None, None) for n in r.larger_corpora)]
+    for corpus_dir, out, split, variants, cap, reuse in jobs:
         limit = [] if cap is None else ["--max-examples", str(cap)]
         link = [] if reuse is None else ["--reuse", str(reuse)]
-        _run("speechx_cli.train.shards", str(r.corpus), str(r.data / name), "--codec-checkpoint",
+        _run("speechx_cli.train.shards", str(corpus_dir), str(out), "--codec-checkpoint",
              str(r.tokenizer_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
              "--examples-per-shard", "300", "--threads", str(r.threads), *limit, *link, threads=r.threads)
 
 
-def _lm(r: Recipe, name: str, stage: str, data: str, steps: int, init: Path | None, lr: float = 5e-4,
+def _lm(r: Recipe, name: str, stage: str, data: Path, steps: int, init: Path | None, lr: float = 5e-4,
         warmup: int | None = None) -> Path:
     ckpt = r.lm_ckpt(name)
     extra = ["--init-from", str(init)] if init is not None and not ckpt.exists() else []
-    _run("speechx_cli.train.lm_train", "train", "--data", str(r.data / data), "--dev",
+    _run("speechx_cli.train.lm_train", "train", "--data", str(data), "--dev",
          str(r.data / "shards-dev"), "--out", str(ckpt.parent), "--preset", "demo", "--stage", stage,
          "--max-steps", str(steps), "--batch-frames", str(r.batch_frames), "--dropout", str(r.dropout),
          "--lr", str(lr), "--warmup", str(warmup or max(20, steps // 20)),
@@ -178,10 +197,11 @@ def _lm(r: Recipe, name: str, stage: str, data: str, steps: int, init: Path | No
 
 
 def lm(r: Recipe) -> Path:
-    ckpt = _lm(r, "tts", "tts", "shards-train", r.stage1_steps, None)
-    ckpt = _lm(r, "all", "all", "shards-train", r.stage2_steps, ckpt)
-    for i, (steps, lr) in enumerate(r.continued):
-        ckpt = _lm(r, r.continued_name(i), "all", "shards-train-full", steps, ckpt, lr=lr, warmup=100)
+    first = r.data / "shards-train"
+    ckpt = _lm(r, "tts", "tts", first, r.stage1_steps, None)
+    ckpt = _lm(r, "all", "all", first, r.stage2_steps, ckpt)
+    for i, (steps, lr, per_speaker) in enumerate(r.continued):
+        ckpt = _lm(r, r.continued_name(i), "all", r.lm_shards(per_speaker), steps, ckpt, lr=lr, warmup=100)
     return ckpt
 
 
@@ -208,6 +228,9 @@ def _training_facts(r: Recipe) -> dict:
             tokens = int(ckpt["tokens"])
             facts[f"{name}_tokens"] = tokens
             facts["lm_tokens_total"] = facts.get("lm_tokens_total", 0) + tokens
+    for i, (_, _, per_speaker) in enumerate(r.continued):
+        if f"lm_stage2_continued_{i + 1}_steps" in facts:
+            facts[f"lm_stage2_continued_{i + 1}_utterances_per_speaker"] = per_speaker
     return facts
 
 
@@ -256,8 +279,9 @@ def run_all(
     stage2_steps: Annotated[int, Opt(help="LM stage 2 (all tasks) steps")] = Recipe.stage2_steps,
     continued_steps: Annotated[str, Opt(help="LM stage 2 continued on all data: steps of each phase, comma-separated "
                                             "(fewer phases: a shorter list)")] = ",".join(
-        str(steps) for steps, _ in Recipe.continued),
-    n_per_speaker: Annotated[int, Opt(help="corpus utterances per speaker")] = Recipe.n_per_speaker,
+        str(steps) for steps, *_ in Recipe.continued),
+    n_per_speaker: Annotated[int, Opt(help="utterances per speaker of the codec's corpus (also the LM's but for its "
+                                           "last continued phase's larger corpus)")] = Recipe.n_per_speaker,
 ) -> None:
     """Every stage, resuming whatever a previous run left."""
     try:
@@ -266,7 +290,9 @@ def run_all(
         raise typer.BadParameter(f"{continued_steps!r}: expected comma-separated step counts") from None
     if len(steps) > len(Recipe.continued):
         raise typer.BadParameter(f"at most {len(Recipe.continued)} continued phases (their learning rates are set)")
-    continued = tuple((n, lr) for n, (_, lr) in zip(steps, Recipe.continued))
+    # phases on the codec's corpus follow --n-per-speaker; a larger LM-only corpus keeps its size
+    continued = tuple((n, lr, n_per_speaker if per_speaker == Recipe.n_per_speaker else per_speaker)
+                      for n, (_, lr, per_speaker) in zip(steps, Recipe.continued))
     r = Recipe(codec_steps=codec_steps, codec_more_steps=codec_more_steps, codec_decay_start=codec_decay_start,
                decoder_steps=decoder_steps, stage1_steps=stage1_steps,
                stage2_steps=stage2_steps, continued=continued, n_per_speaker=n_per_speaker)
