@@ -66,8 +66,8 @@ class Recipe:
     # raised the AR's dev loss; on 150 sentences per speaker it fell on every task (checkpoints/README.md).
     continued: tuple[tuple[int, float, int], ...] = ((8_000, 8e-4, 50), (4_000, 4e-4, 50), (8_000, 4e-4, 150))
     batch_frames: int = 2400
-    # attention dropout costs 1.5x on CPU; the AR overfits only after the last phase here (~30 passes over
-    # the data: a further 3,000-step phase raised its dev loss), where more data is the cheaper cure
+    # attention dropout costs 1.5x on CPU; the AR overfit only after ~30 passes over the codec's corpus (a
+    # further phase on it raised its dev loss), and more data was the cheaper cure (the 150-sentence phase)
     dropout: float = 0.0
     threads: int = 1
     lm_processes: int = 2  # LM runs: DDP (gloo) ranks of one thread each, 1.8x one process here
@@ -86,7 +86,8 @@ class Recipe:
         return self.data / ("shards-train-full" if per_speaker == self.n_per_speaker else f"shards-train-{per_speaker}")
 
     @property
-    def larger_corpora(self) -> list[int]:
+    def lm_only_corpora(self) -> list[int]:
+        """Utterances per speaker of the corpora only continued LM phases use."""
         return sorted({n for _, _, n in self.continued} - {self.n_per_speaker})
 
     @property
@@ -125,7 +126,7 @@ def _resume_flag(ckpt: Path) -> list[str]:
 
 
 def corpus(r: Recipe) -> None:
-    for n in (r.n_per_speaker, *r.larger_corpora):
+    for n in (r.n_per_speaker, *r.lm_only_corpora):
         _run("speechx_cli.train.corpus", "build", str(r.lm_corpus(n)), "--n-per-speaker", str(n),
              "--seed", str(r.seed), "--workers", "2", threads=1)
 
@@ -174,7 +175,7 @@ def shards(r: Recipe) -> None:
     jobs = [(r.corpus, full, "train", r.variants, None, None),
             (r.corpus, r.data / "shards-train", "train", 1, r.first_train_examples, full),
             (r.corpus, r.data / "shards-dev", "dev", 1, r.max_dev_examples, None),
-            *((r.lm_corpus(n), r.lm_shards(n), "train", r.variants, None, None) for n in r.larger_corpora)]
+            *((r.lm_corpus(n), r.lm_shards(n), "train", r.variants, None, None) for n in r.lm_only_corpora)]
     for corpus_dir, out, split, variants, cap, reuse in jobs:
         limit = [] if cap is None else ["--max-examples", str(cap)]
         link = [] if reuse is None else ["--reuse", str(reuse)]
