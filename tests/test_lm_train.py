@@ -119,6 +119,16 @@ def test_resume_continues_exactly(tmp_path):
     assert resumed.last["loss"] == straight.last["loss"]
 
 
+def test_resuming_a_finished_run_trains_nothing_and_shows_no_empty_progress(tmp_path, capsys):
+    cfg = replace(BASE, out_dir=str(tmp_path), max_steps=2, ckpt_every=1)
+    done = train(cfg, data(), progress=False)
+    capsys.readouterr()
+    again = train(cfg, data(), progress=True, resume=True)
+    assert again.step == done.step == 2 and again.last == {}
+    assert_same(weights(done), weights(again))
+    assert "nan" not in capsys.readouterr().out  # no bar with a loss it never measured
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -485,6 +485,7 @@ def _loop(st: TrainState, dev, ckpt_path: Path, log_path: Path, show: bool, stop
     cfg, last, dev_losses = st.cfg, {}, {}
     batches = dev_batches(dev, cfg) if dev is not None else []
     end = cfg.max_steps if stop_at is None else min(stop_at, cfg.max_steps)
+    show = show and st.step < end  # a finished run resumed: nothing to show
     t0, tokens0 = time.perf_counter(), st.tokens
     with _progress(show) as bar, stop_requests() as flag, _log_file(log_path, st.d.main) as log:
         task = bar.add_task("lm", total=cfg.max_steps, completed=st.step, loss=math.nan, ar=math.nan,
