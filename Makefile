@@ -44,8 +44,8 @@ bench:
 	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force $(BENCH_FLAGS)
 
 # The shipped demo model from nothing (corpus, codec, codec continued, decoder fine-tuning, shards,
-# LM stages 1, 2 and 2 continued, the last continued phase on a 3x larger corpus, export, examples). Resumable: rerun after an interruption (an LM
-# run loses at most the 100 steps since its last checkpoint).
+# LM stages 1, 2 and 2 continued, the last continued phase on a 3x larger corpus, export, examples).
+# Resumable: rerun after an interruption (an LM run loses at most the 100 steps since its last checkpoint).
 # Step counts: make demo-checkpoint CODEC_STEPS=6000 ...
 CODEC_STEPS ?= 3188
 CODEC_MORE_STEPS ?= 10000
