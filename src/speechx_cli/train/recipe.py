@@ -61,10 +61,11 @@ class Recipe:
     stage1_steps: int = 100
     stage2_steps: int = 600
     # stage 2 continued, (steps, peak lr, corpus utterances per speaker) per phase: a fresh schedule, then
-    # warm restarts, each on every training example of its corpus (the codec's, or a larger one the codec
-    # never sees); phase i runs in runs/lm-all-full, lm-all-full2, ... A third phase on the codec's corpus
-    # raised the AR's dev loss; on 150 sentences per speaker it fell on every task (checkpoints/README.md).
-    continued: tuple[tuple[int, float, int], ...] = ((8_000, 8e-4, 50), (4_000, 4e-4, 50), (8_000, 4e-4, 150))
+    # warm restarts, each on every training example of its corpus (None: the codec's, else a larger one the
+    # codec never sees); phase i runs in runs/lm-all-full, lm-all-full2, ... A third phase on the codec's
+    # corpus raised the AR's dev loss; on 150 sentences per speaker it fell on every task (checkpoints/README.md).
+    continued: tuple[tuple[int, float, int | None], ...] = ((8_000, 8e-4, None), (4_000, 4e-4, None),
+                                                            (8_000, 4e-4, 150))
     batch_frames: int = 2400
     # attention dropout costs 1.5x on CPU; the AR overfit only after ~30 passes over the codec's corpus (a
     # further phase on it raised its dev loss), and more data was the cheaper cure (the 150-sentence phase)
@@ -77,18 +78,24 @@ class Recipe:
     def corpus(self) -> Path:
         return self.data / "corpus"
 
-    def lm_corpus(self, per_speaker: int) -> Path:
-        """The corpus of a continued LM phase: the codec's own, or a larger one beside it."""
-        return self.corpus if per_speaker == self.n_per_speaker else self.data / f"corpus{per_speaker}"
+    def phase_per_speaker(self, per_speaker: int | None) -> int:
+        """A continued phase's corpus size (None: the codec's corpus)."""
+        return self.n_per_speaker if per_speaker is None else per_speaker
 
-    def lm_shards(self, per_speaker: int) -> Path:
+    def lm_corpus(self, per_speaker: int | None) -> Path:
+        """The corpus of a continued LM phase: the codec's own, or a larger one beside it."""
+        n = self.phase_per_speaker(per_speaker)
+        return self.corpus if n == self.n_per_speaker else self.data / f"corpus{n}"
+
+    def lm_shards(self, per_speaker: int | None) -> Path:
         """Every training utterance of that corpus, `variants` simulated examples each."""
-        return self.data / ("shards-train-full" if per_speaker == self.n_per_speaker else f"shards-train-{per_speaker}")
+        n = self.phase_per_speaker(per_speaker)
+        return self.data / ("shards-train-full" if n == self.n_per_speaker else f"shards-train-{n}")
 
     @property
     def lm_only_corpora(self) -> list[int]:
         """Utterances per speaker of the corpora only continued LM phases use."""
-        return sorted({n for _, _, n in self.continued} - {self.n_per_speaker})
+        return sorted({self.phase_per_speaker(n) for _, _, n in self.continued} - {self.n_per_speaker})
 
     @property
     def codec_ckpt(self) -> Path:
@@ -215,23 +222,24 @@ def _training_facts(r: Recipe) -> dict:
     """What the model card needs: the step each stage's training checkpoint was saved at, and the LM's
     target tokens per stage and in all (the exported checkpoint's own `tokens` counts its last phase)."""
     facts = {"recipe": "make demo-checkpoint", "corpus_utterances_per_speaker": r.n_per_speaker}
-    stages = [("codec", r.codec_ckpt), ("codec_continued", r.tokenizer_ckpt), ("codec_decoder", r.decoder_ckpt),
-              ("lm_stage1", r.lm_ckpt("tts")), ("lm_stage2", r.lm_ckpt("all")),
-              *((f"lm_stage2_continued_{i + 1}", r.lm_ckpt(r.continued_name(i))) for i in range(len(r.continued)))]
+    stages = [("codec", r.codec_ckpt, None), ("codec_continued", r.tokenizer_ckpt, None),
+              ("codec_decoder", r.decoder_ckpt, None), ("lm_stage1", r.lm_ckpt("tts"), None),
+              ("lm_stage2", r.lm_ckpt("all"), None),
+              *((f"lm_stage2_continued_{i + 1}", r.lm_ckpt(r.continued_name(i)), r.phase_per_speaker(n))
+                for i, (_, _, n) in enumerate(r.continued))]
     seen: set[Path] = set()
-    for name, path in stages:
+    for name, path, per_speaker in stages:
         if path in seen or not path.exists():  # a skipped codec phase shares the previous phase's path
             continue
         seen.add(path)
         ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
         facts[f"{name}_steps"] = int(ckpt["step"])
+        if per_speaker is not None:
+            facts[f"{name}_utterances_per_speaker"] = per_speaker
         if name.startswith("lm_"):
             tokens = int(ckpt["tokens"])
             facts[f"{name}_tokens"] = tokens
             facts["lm_tokens_total"] = facts.get("lm_tokens_total", 0) + tokens
-    for i, (_, _, per_speaker) in enumerate(r.continued):
-        if f"lm_stage2_continued_{i + 1}_steps" in facts:
-            facts[f"lm_stage2_continued_{i + 1}_utterances_per_speaker"] = per_speaker
     return facts
 
 
@@ -291,9 +299,7 @@ def run_all(
         raise typer.BadParameter(f"{continued_steps!r}: expected comma-separated step counts") from None
     if len(steps) > len(Recipe.continued):
         raise typer.BadParameter(f"at most {len(Recipe.continued)} continued phases (their learning rates are set)")
-    # phases on the codec's corpus follow --n-per-speaker; a larger LM-only corpus keeps its size
-    continued = tuple((n, lr, n_per_speaker if per_speaker == Recipe.n_per_speaker else per_speaker)
-                      for n, (_, lr, per_speaker) in zip(steps, Recipe.continued))
+    continued = tuple((n, lr, per_speaker) for n, (_, lr, per_speaker) in zip(steps, Recipe.continued))
     r = Recipe(codec_steps=codec_steps, codec_more_steps=codec_more_steps, codec_decay_start=codec_decay_start,
                decoder_steps=decoder_steps, stage1_steps=stage1_steps,
                stage2_steps=stage2_steps, continued=continued, n_per_speaker=n_per_speaker)
