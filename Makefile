@@ -44,7 +44,7 @@ bench:
 	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force $(BENCH_FLAGS)
 
 # The shipped demo model from nothing (corpus, codec, codec continued, decoder fine-tuning, shards,
-# LM stages 1, 2 and 2 continued, the last continued phase on a 3x larger corpus, export, examples).
+# LM stages 1, 2 and 2 continued, the last two continued phases on 3x and 6x larger corpora, export, examples).
 # Resumable: rerun after an interruption (an LM run loses at most the 100 steps since its last checkpoint).
 # Step counts: make demo-checkpoint CODEC_STEPS=6000 ...
 CODEC_STEPS ?= 3188
@@ -53,7 +53,7 @@ CODEC_DECAY_START ?= 5000
 DECODER_STEPS ?= 6000
 STAGE1_STEPS ?= 100
 STAGE2_STEPS ?= 600
-CONTINUED_STEPS ?= 8000,4000,8000
+CONTINUED_STEPS ?= 8000,4000,8000,4500
 demo-checkpoint:
 	$(PY) -m speechx_cli.train.recipe all --codec-steps $(CODEC_STEPS) --codec-more-steps $(CODEC_MORE_STEPS) \
 		--codec-decay-start $(CODEC_DECAY_START) --decoder-steps $(DECODER_STEPS) \

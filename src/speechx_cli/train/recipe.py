@@ -6,8 +6,8 @@ codebooks make the tokens the LM learns. Then the decoder alone trains on those 
 (`decoder_steps`; reconstruction losses, cosine decay): the sound improves, the tokens stay.
 The LM runs in phases: stage 1 (TTS only) and stage 2 (all tasks) on the first 1,200 simulated
 examples, then stage 2 continued with a fresh schedule on every training utterance twice (two
-simulated variants each), then warm restarts (`Recipe.continued`), the last on a corpus three times
-as large: more sentences per speaker for the LM alone (the codec and its tokens stay as they are).
+simulated variants each), then warm restarts (`Recipe.continued`), the last two on corpora three and
+six times as large: more sentences per speaker for the LM alone (the codec and its tokens stay as they are).
 
     python -m speechx_cli.train.recipe all          # what `make demo-checkpoint` runs
     python -m speechx_cli.train.recipe examples     # examples/ from dev speakers only
@@ -63,14 +63,18 @@ class Recipe:
     # stage 2 continued, (steps, peak lr, corpus utterances per speaker) per phase: a fresh schedule, then
     # warm restarts, each on every training example of its corpus (None: the codec's, else a larger one the
     # codec never sees); phase i runs in runs/lm-all-full, lm-all-full2, ... A third phase on the codec's
-    # corpus raised the AR's dev loss; on 150 sentences per speaker it fell on every task (checkpoints/README.md).
+    # corpus raised the AR's dev loss; on 150, then 300 sentences per speaker it fell on every task
+    # (checkpoints/README.md).
     continued: tuple[tuple[int, float, int | None], ...] = ((8_000, 8e-4, None), (4_000, 4e-4, None),
-                                                            (8_000, 4e-4, 150))
+                                                            (8_000, 4e-4, 150), (4_500, 4e-4, 300))
     batch_frames: int = 2400
     # attention dropout costs 1.5x on CPU; the AR overfit only after ~30 passes over the codec's corpus (a
     # further phase on it raised its dev loss), and more data was the cheaper cure (the 150-sentence phase)
     dropout: float = 0.0
     threads: int = 1
+    # sharding is one process whose codec encoder uses both cores well: 6.9 examples/s on 2 threads
+    # against 4.3 on 1 (data/corpus300, this machine)
+    shard_threads: int = 2
     lm_processes: int = 2  # LM runs: DDP (gloo) ranks of one thread each, 1.8x one process here
     seed: int = 0
 
@@ -188,7 +192,8 @@ def shards(r: Recipe) -> None:
         link = [] if reuse is None else ["--reuse", str(reuse)]
         _run("speechx_cli.train.shards", str(corpus_dir), str(out), "--codec-checkpoint",
              str(r.tokenizer_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
-             "--examples-per-shard", "300", "--threads", str(r.threads), *limit, *link, threads=r.threads)
+             "--examples-per-shard", "300", "--threads", str(r.shard_threads), *limit, *link,
+             threads=r.shard_threads)
 
 
 def _lm(r: Recipe, name: str, stage: str, data: Path, steps: int, init: Path | None, lr: float = 5e-4,
@@ -289,8 +294,8 @@ def run_all(
     continued_steps: Annotated[str, Opt(help="LM stage 2 continued on all data: steps of each phase, comma-separated "
                                             "(fewer phases: a shorter list)")] = ",".join(
         str(steps) for steps, *_ in Recipe.continued),
-    n_per_speaker: Annotated[int, Opt(help="utterances per speaker of the codec's corpus (also the LM's but for its "
-                                           "last continued phase's larger corpus)")] = Recipe.n_per_speaker,
+    n_per_speaker: Annotated[int, Opt(help="utterances per speaker of the codec's corpus (also the LM's but for the "
+                                           "continued phases on larger corpora)")] = Recipe.n_per_speaker,
 ) -> None:
     """Every stage, resuming whatever a previous run left."""
     try:
