@@ -21,7 +21,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import audio as A
-from .engine import DecodingOptions, default_temperature
+from .engine import DecodingOptions
 from .mask import Resynth
 from .options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
 from .prompts import Task
@@ -273,7 +273,7 @@ OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Output file, or a f
 @app.command()
 def denoise(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = default_temperature(Task.NS),
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0,
     top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None,
     batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
 ) -> None:

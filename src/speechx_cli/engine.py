@@ -16,13 +16,16 @@ from dataclasses import dataclass
 import torch
 
 from .model import ARModel, KVCache, NARModel, prefix_lm_mask
-from .prompts import Batch, Prompt, Task, collate, eos_class
+from .prompts import Batch, Prompt, collate, eos_class
 
 
 @dataclass(frozen=True)
 class DecodingOptions:
     """Knobs of AR sampling. temperature 0 means greedy."""
 
+    # every command samples by default: greedy decoding falls into runs of silence codes (greedy denoise with
+    # the demo checkpoint: 28 of devbench3's 120 items fell silent for their second half, 4 at temperature 1;
+    # greedy remove-speech and extract-speaker did so on devbench from the first demo on)
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
@@ -43,13 +46,6 @@ class DecodingOptions:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-
-def default_temperature(task: Task) -> float:
-    """The temperature a task's command starts from. denoise decodes greedily: its output only sets
-    the gains of a mask on the input (mask.py), and the most likely codes give the steadiest gains.
-    Greedy remove-speech and extract-speaker often fall silent (devbench), so they sample."""
-    return 0.0 if task is Task.NS else DecodingOptions.temperature
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

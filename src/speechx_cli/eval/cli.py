@@ -18,9 +18,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..engine import default_temperature
+from ..engine import DecodingOptions
 from ..mask import Resynth
-from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TopKOpt, TopPOpt
+from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
 from .devset import TASKS
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
@@ -161,8 +161,7 @@ def _task_command(task: str):
             "--with-text", help="Give speechx the transcript (denoise, remove-speech, extract-speaker).")] = False,
         device: DeviceOpt = Device.auto,
         seed: Annotated[int, typer.Option(help="Sampling seed for speechx.")] = 0,
-        temperature: Annotated[Optional[float], typer.Option(
-            help="Sampling temperature (0 = greedy).", show_default="the task command's")] = None,
+        temperature: TempOpt = DecodingOptions.temperature,
         top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         resynth: ResynthOpt = Resynth.MASK,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
@@ -191,8 +190,6 @@ def _task_command(task: str):
             names = _systems(task, systems)
             _require_eval_extra(names)
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
-            if temperature is None:
-                temperature = default_temperature(B.TASK_OF[task])
             for name in names:
                 if name == "speechx":
                     runners[name] = _speechx_runner(checkpoint, device, seed, (temperature, top_k, top_p), batch_size,
