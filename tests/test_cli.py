@@ -5,6 +5,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from speechx_cli import cli
 from speechx_cli.cli import app
 
 from .conftest import SR, tone
@@ -166,8 +167,6 @@ def test_silent_input_refused(tmp_path, tiny_checkpoint):
 def test_known_length_commands_sample_by_default(tmp_path, wav_file, monkeypatch, cmd):
     """Greedy decoding locks into silence codes (denoise: 28 of devbench3's 120 items went quiet halfway,
     4 at temperature 1), so no command decodes greedily unless told to."""
-    import speechx_cli.cli as cli
-
     seen = []
     monkeypatch.setattr(cli, "_run_files", lambda c, *args, **kw: seen.append(c.decoding.temperature))
     extra = ["--enroll", str(wav_file)] if cmd == "extract-speaker" else []
