@@ -46,18 +46,12 @@ bench:
 # The shipped demo model from nothing (corpus, codec, codec continued, decoder fine-tuning, shards,
 # LM stages 1, 2 and 2 continued, the last two continued phases on 3x and 6x larger corpora, export, examples).
 # Resumable: rerun after an interruption (an LM run loses at most the 100 steps since its last checkpoint).
-# Step counts: make demo-checkpoint CODEC_STEPS=6000 ...
-CODEC_STEPS ?= 3188
-CODEC_MORE_STEPS ?= 10000
-CODEC_DECAY_START ?= 5000
-DECODER_STEPS ?= 6000
-STAGE1_STEPS ?= 100
-STAGE2_STEPS ?= 600
-CONTINUED_STEPS ?= 8000,4000,8000,4500
+# Step counts are Recipe's (src/speechx_cli/train/recipe.py); to change them, e.g.
+#   make demo-checkpoint RECIPE_FLAGS="--codec-steps 6000 --continued-steps 8000,4000"
+# (python -m speechx_cli.train.recipe all --help lists every flag).
+RECIPE_FLAGS ?=
 demo-checkpoint:
-	$(PY) -m speechx_cli.train.recipe all --codec-steps $(CODEC_STEPS) --codec-more-steps $(CODEC_MORE_STEPS) \
-		--codec-decay-start $(CODEC_DECAY_START) --decoder-steps $(DECODER_STEPS) \
-		--stage1-steps $(STAGE1_STEPS) --stage2-steps $(STAGE2_STEPS) --continued-steps $(CONTINUED_STEPS)
+	$(PY) -m speechx_cli.train.recipe all $(RECIPE_FLAGS)
 
 examples:
 	$(PY) -m speechx_cli.train.recipe examples
