@@ -81,3 +81,17 @@ def test_quick_bench_on_tiny_reports_positive_numbers(tmp_path, tiny_checkpoint)
     assert "AR tok/s b1" in r.output  # the rich table went to stdout
     r2 = CliRunner().invoke(app, ["bench", "--configs", "tiny", "--quick", "--json", str(out)])
     assert r2.exit_code == 2 and "--force" in r2.output  # never overwrites silently
+
+
+def test_uncached_baseline_matches_cached_engine_when_greedy_escapes_runs():
+    torch.manual_seed(2)
+    ar = ARModel(CFG).eval()
+    with torch.no_grad():  # code 3 is the argmax at every step: runs form at once
+        ar.head.weight.zero_()
+        ar.head.bias.zero_()
+        ar.head.bias[3] = 2.0
+    prompts = B.ar_batch(CFG, 2, prompt_frames=9, seed=7)
+    opts = DecodingOptions(temperature=0, escape_after=2)
+    cached = B.run_cached(ar, prompts, 12, opts)
+    assert (cached != 3).any()  # escapes happened
+    assert torch.equal(cached, B.generate_uncached(ar, prompts, 12, opts))

@@ -98,3 +98,20 @@ def test_nar_with_condition_cache_matches_full_forward():
         logits = nar(batch.tokens, batch.types, batch.positions, codes, valid, torch.full((2,), level))
         codes[..., level] = logits.argmax(-1)
     assert torch.equal(fast[0], codes[0]) and torch.equal(fast[1], codes[1, :3])
+
+
+def test_greedy_escapes_a_run_of_identical_codes_and_returns_to_the_argmax():
+    ar, nar = models()
+    with torch.no_grad():  # the same distribution at every step, code 5 its argmax (but far from certain)
+        ar.head.weight.zero_()
+        ar.head.bias.zero_()
+        ar.head.bias[5] = 2.0
+    p = [P.ns(rand_codes(40, 12), V)]
+    pure = generate(ar, nar, p, DecodingOptions(temperature=0, escape_after=0), 50)[0][:, 0]
+    assert (pure == 5).all()
+    codes = generate(ar, nar, p, DecodingOptions(temperature=0, escape_after=4), 50)[0][:, 0].tolist()
+    others = [i for i, c in enumerate(codes) if c != 5]
+    assert others, "a run of the argmax code never ended"
+    assert all(i >= 4 and codes[i - 4:i] == [5] * 4 for i in others)  # only sampled after 4 identical codes
+    again = generate(ar, nar, p, DecodingOptions(temperature=0, escape_after=4), 50)[0][:, 0].tolist()
+    assert again == codes  # seeded: still reproducible

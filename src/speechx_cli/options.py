@@ -12,7 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from .engine import ESCAPE_AFTER
 from .mask import Resynth
+
 
 class Device(str, Enum):
     auto = "auto"
@@ -24,7 +26,9 @@ DeviceOpt = Annotated[Device, typer.Option(help="Where to run the model.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", envvar="SPEECHX_CHECKPOINT", help="Inference checkpoint (.safetensors).",
     show_default="the bundled demo checkpoint")]
-TempOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
+TempOpt = Annotated[float, typer.Option(help=(
+    f"Sampling temperature (0 = greedy: the most likely code each frame, except one sampled code after "
+    f"{ESCAPE_AFTER} identical ones in a row, where greedy decoding would lock into silence)."))]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Keep the k most likely codes (0 = off).")]
 TopPOpt = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass (1 = off).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Prompts decoded together.")]

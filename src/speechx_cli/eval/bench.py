@@ -293,15 +293,17 @@ def generate_uncached(model: ARModel, batch: Batch, steps: int, opts: DecodingOp
     outputs so far. Same rules as the engine for a known length (no <eos>) -> (B, steps) codes."""
     b, v = batch.types.shape[0], model.cfg.codebook_size
     generator = None
-    if opts.seed is not None and not opts.greedy:
+    if opts.seed is not None and opts.draws:
         generator = torch.Generator().manual_seed(opts.seed)
     out = torch.full((b, steps + 1), ARModel.bos(v), dtype=torch.long)  # (B, 1 + steps): <bos>, codes
     valid = torch.ones(b, steps + 1, dtype=torch.bool)
+    r = opts.escape_after
     for t in range(steps):
         logits = model(batch.tokens, batch.types, batch.positions, out[:, : t + 1], valid[:, : t + 1])
         logits = logits[:, -1].float()  # (B, V + 1)
         logits[:, eos_class(v)] = float("-inf")
-        out[:, t + 1] = sample(logits, opts, generator)
+        escape = (out[:, t + 1 - r: t + 1] == out[:, t:t + 1]).all(-1) if r and t >= r else None
+        out[:, t + 1] = sample(logits, opts, generator, escape)
     return out[:, 1:]
 
 
