@@ -189,3 +189,23 @@ def test_decoder_fine_tuning_keeps_the_codes(audio, tmp_path):
     other = ct.train_codec(_cfg(audio, tmp_path / "other", init_from=str(base.checkpoint), adv_start_step=None,
                                 lr=1e-3), progress=False)
     assert codec_fingerprint(other.codec) != codec_fingerprint(base.codec)
+
+
+def test_a_wider_decoder_trains_from_scratch_on_the_frozen_tokenizer(audio, tmp_path):
+    from speechx_cli.train.shards import codec_fingerprint
+
+    base = ct.train_codec(_cfg(audio, tmp_path / "base", adv_start_step=None), progress=False)
+    wide_cfg = replace(SmallCodecConfig.tiny(), decoder_filters=8)
+    wide = ct.train_codec(_cfg(audio, tmp_path / "wide", codec=wide_cfg, init_from=str(base.checkpoint),
+                               freeze_tokenizer=True, adv_start_step=None), progress=False)
+    decoder_params = lambda c: sum(p.numel() for p in c.decoder.parameters())  # noqa: E731
+    assert decoder_params(wide.codec) > 2 * decoder_params(base.codec)
+    x = 0.1 * torch.randn(1, 3200)
+    assert torch.equal(base.codec.encode(x), wide.codec.encode(x))
+    assert codec_fingerprint(base.codec) == codec_fingerprint(wide.codec)  # the shards stay valid
+    assert "decoder_filters" not in base.codec.config()  # older checkpoints' configs still compare equal
+    again = codec_from_config(wide.codec.config(), wide.codec.state_dict())  # as an inference checkpoint
+    torch.testing.assert_close(again.decode(again.encode(x)), wide.codec.decode(wide.codec.encode(x)))
+    with pytest.raises(ValueError, match="freeze-tokenizer"):  # a new decoder on a tokenizer that still trains
+        ct.train_codec(_cfg(audio, tmp_path / "bad", codec=wide_cfg, init_from=str(base.checkpoint),
+                            adv_start_step=None), progress=False)

@@ -259,6 +259,9 @@ class SmallCodecConfig:
     codebook_size: int = 1024
     n_residual_layers: int = 1
     lstm_layers: int = 2
+    # the decoder's width when it differs from the encoder's (None: n_filters): a wider decoder can train
+    # on a frozen tokenizer, so the tokens every shard and LM was made with stay valid
+    decoder_filters: int | None = None
     causal: bool = False
     input_scale: float = 10.0  # encoder sees x * scale, decoder output is / scale
     kmeans_iters: int = 10
@@ -286,6 +289,8 @@ class SmallCodecConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ratios"] = list(self.ratios)
+        if self.decoder_filters is None:  # configs saved before the field existed compare equal
+            del d["decoder_filters"]
         return d
 
     @classmethod
@@ -360,12 +365,11 @@ class SmallCodec(Codec):
         self.codebook_size = cfg.codebook_size
         self.quantizer_enabled = True  # training skips the quantizer for its first steps
         self.tokenizer_frozen = False  # decoder-only fine-tuning: encoder + quantizer fixed
-        common = dict(channels=1, dimension=cfg.dimension, n_filters=cfg.n_filters,
-                      n_residual_layers=cfg.n_residual_layers, ratios=list(cfg.ratios),
-                      causal=cfg.causal, lstm=cfg.lstm_layers)
+        common = dict(channels=1, dimension=cfg.dimension, n_residual_layers=cfg.n_residual_layers,
+                      ratios=list(cfg.ratios), causal=cfg.causal, lstm=cfg.lstm_layers)
         with quiet_weight_norm():
-            self.encoder = SEANetEncoder(**common)
-            self.decoder = SEANetDecoder(**common)
+            self.encoder = SEANetEncoder(n_filters=cfg.n_filters, **common)
+            self.decoder = SEANetDecoder(n_filters=cfg.decoder_filters or cfg.n_filters, **common)
         self.quantizer = ResidualVectorQuantizer(
             dimension=cfg.dimension, n_q=cfg.n_codebooks, bins=cfg.codebook_size,
             decay=cfg.ema_decay, kmeans_init=True, kmeans_iters=cfg.kmeans_iters,

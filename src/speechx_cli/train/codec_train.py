@@ -287,12 +287,27 @@ def _build_state(cfg: CodecTrainConfig, train_waves: list[Tensor]) -> TrainState
     return TrainState(cfg, codec, opt, sampler, disc, opt_d)
 
 
+TOKENIZER_PARTS = ("encoder.", "quantizer.")
+
+
 def _init_weights(st: TrainState, path: str) -> None:
-    """A fresh run's starting weights from another run's checkpoint (the optimizer starts anew)."""
+    """A fresh run's starting weights from another run's checkpoint (the optimizer starts anew). A decoder
+    of another width (decoder_filters) on a frozen tokenizer takes only the encoder and codebooks and
+    starts from scratch."""
     start = load_training_checkpoint(Path(path))
-    if start["codec_config"] != st.codec.config():
-        raise ValueError(f"{path} holds another codec: {start['codec_config']}")
-    st.codec.load_state_dict(start["model"])
+    theirs, mine = dict(start["codec_config"]), st.codec.config()
+    if theirs == mine:
+        st.codec.load_state_dict(start["model"])
+        return
+    other_decoder = {k: v for k, v in theirs.items() if k != "decoder_filters"} == \
+        {k: v for k, v in mine.items() if k != "decoder_filters"}
+    if not (other_decoder and st.cfg.freeze_tokenizer):
+        raise ValueError(f"{path} holds another codec: {theirs}" + (
+            " (a decoder of another width needs --freeze-tokenizer)" if other_decoder else ""))
+    tokenizer = {k: v for k, v in start["model"].items() if k.startswith(TOKENIZER_PARTS)}
+    missing = [k for k in st.codec.load_state_dict(tokenizer, strict=False).missing_keys if not k.startswith("decoder.")]
+    if missing:
+        raise ValueError(f"{path} lacks tokenizer weights: {missing[:3]}")
 
 
 def _restore(st: TrainState, ckpt: Mapping[str, Any]) -> None:
@@ -491,6 +506,9 @@ def _cli(
         "--init-from", exists=True, help="start from this codec training checkpoint")] = None,
     freeze_tokenizer: Annotated[bool, typer.Option(
         "--freeze-tokenizer", help="train the decoder only: existing shards and LMs stay valid")] = False,
+    decoder_filters: Annotated[Optional[int], typer.Option(
+        "--decoder-filters", min=1, help="decoder width (with --init-from and --freeze-tokenizer: a new decoder "
+        "of this width on the checkpoint's tokenizer)", show_default="the preset's")] = None,
     adv_weight: Annotated[float, typer.Option(
         "--adv-weight", help="adversarial loss weight")] = CodecTrainConfig.adv_weight,
     feat_weight: Annotated[float, typer.Option(
@@ -510,6 +528,8 @@ def _cli(
     codec = getattr(SmallCodecConfig, preset.value)()
     if dead_code_threshold is not None:
         codec = replace(codec, dead_code_threshold=dead_code_threshold)
+    if decoder_filters is not None:
+        codec = replace(codec, decoder_filters=decoder_filters)
     cfg = CodecTrainConfig(
         data=tuple(map(str, data)), out_dir=str(out), dev=tuple(map(str, dev or ())),
         codec=codec, steps=steps, batch_size=batch_size, lr_decay_start=lr_decay_start,
