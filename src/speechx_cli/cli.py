@@ -273,7 +273,7 @@ OutArg = Annotated[Path, typer.Argument(metavar="OUT", help="Output file, or a f
 @app.command()
 def denoise(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0,
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature,
     top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None,
     batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
 ) -> None:
@@ -287,7 +287,7 @@ def denoise(
 @app.command("remove-speech")
 def remove_speech(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
 ) -> None:
@@ -303,7 +303,7 @@ def extract_speaker(
     inp: InArg, outp: OutArg,
     enroll: Annotated[Path, typer.Option("--enroll", help="A few seconds of the target speaker alone.")],
     text: TextOpt = None, checkpoint: CheckpointOpt = None,
-    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = 1.0, top_k: TopKOpt = 0,
+    device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
 ) -> None:
@@ -320,7 +320,7 @@ def tts(
     outp: Annotated[Path, typer.Argument(help="Output audio file.", show_default=False)],
     prompt: Annotated[Path, typer.Option("--prompt", help="3-10 s of the voice to speak in.")],
     checkpoint: CheckpointOpt = None, device: DeviceOpt = Device.auto, seed: SeedOpt = 0,
-    temperature: TempOpt = 1.0, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
+    temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
     sample_rate: RateOpt = None,
     max_seconds: Annotated[float, typer.Option(help="Longest speech to generate.")] = 30.0,
 ) -> None:
@@ -407,7 +407,7 @@ def edit(
         help="keep: the new words keep the recording's background; clean: generate clean speech.")
     ] = Background.keep,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = Device.auto, seed: SeedOpt = 0,
-    temperature: TempOpt = 1.0, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
+    temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
     sample_rate: RateOpt = None,
 ) -> None:
     """Change some words of a recording; everything else stays the input itself.

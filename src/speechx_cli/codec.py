@@ -293,6 +293,11 @@ class SmallCodecConfig:
             del d["decoder_filters"]
         return d
 
+    @staticmethod
+    def tokenizer_part(config: Mapping[str, Any]) -> dict[str, Any]:
+        """A codec config without what only the decoder uses: equal for codecs that make the same tokens."""
+        return {k: v for k, v in config.items() if k != "decoder_filters"}
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SmallCodecConfig:
         known = {f.name for f in fields(cls)}

@@ -65,6 +65,16 @@ class DecodingOptions:
         return not self.greedy or self.escape_after > 0
 
 
+def escape_rows(codes: torch.Tensor, opts: DecodingOptions) -> torch.Tensor | None:
+    """(B, t) codes so far -> (B,) bool: greedy rows whose last `escape_after` codes are identical, which
+    sample their next code; None when no row can (sampling, escapes off, or fewer codes than that)."""
+    r = opts.escape_after
+    if not (opts.greedy and r) or codes.shape[1] < r:
+        return None
+    last = codes[:, -r:]
+    return (last == last[:, -1:]).all(-1)
+
+
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Top-k then nucleus filtering of (B, V) logits; removed entries become -inf."""
     if top_k and top_k < logits.shape[-1]:
@@ -144,15 +154,13 @@ def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: tor
     lengths = limits.clone()
     done = torch.zeros(b, dtype=torch.bool, device=device)
     token = torch.full((b,), ARModel.bos(v), dtype=torch.long, device=device)
-    run = torch.zeros(b, dtype=torch.long, device=device)  # identical codes in a row ending at `token`
     prefix = torch.nn.functional.pad(prefix, (0, steps + 1 - prefix.shape[1]))
     for t in range(steps + 1):
         key_valid[:, c + t] = True
         logits = decode_step(model, token, t, c, key_valid, caches)
         no_eos = (t < prefix_len) | (known & (t < limits))
         logits[:, eos] = logits[:, eos].masked_fill(no_eos, float("-inf"))
-        escape = (run >= opts.escape_after) if opts.escape_after else None
-        nxt = sample(logits, opts, generator, escape)
+        nxt = sample(logits, opts, generator, escape_rows(out[:, :t], opts))
         nxt = torch.where(t < prefix_len, prefix[:, t], nxt)
         nxt = torch.where(t >= limits, eos, nxt)
         stop = (nxt == eos) & ~done
@@ -161,7 +169,6 @@ def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: tor
         if bool(done.all()):
             break
         out[:, t] = torch.where(done, 0, nxt)
-        run = torch.where((nxt == token) & (t > 0), run + 1, 1)
         token = torch.where(done, 0, nxt)
     return [out[i, : lengths[i]] for i in range(b)]
 

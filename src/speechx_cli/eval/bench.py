@@ -31,7 +31,8 @@ import torch
 
 from .. import prompts as P
 from ..codec import Codec, PretrainedEncodec, SmallCodec, SmallCodecConfig, quiet_weight_norm
-from ..engine import DecodingOptions, decode_step, generate_ar, generate_nar, make_caches, prefill, sample
+from ..engine import (DecodingOptions, decode_step, escape_rows, generate_ar, generate_nar, make_caches, prefill,
+                      sample)
 from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch, Task, eos_class
 
@@ -297,13 +298,11 @@ def generate_uncached(model: ARModel, batch: Batch, steps: int, opts: DecodingOp
         generator = torch.Generator().manual_seed(opts.seed)
     out = torch.full((b, steps + 1), ARModel.bos(v), dtype=torch.long)  # (B, 1 + steps): <bos>, codes
     valid = torch.ones(b, steps + 1, dtype=torch.bool)
-    r = opts.escape_after
     for t in range(steps):
         logits = model(batch.tokens, batch.types, batch.positions, out[:, : t + 1], valid[:, : t + 1])
         logits = logits[:, -1].float()  # (B, V + 1)
         logits[:, eos_class(v)] = float("-inf")
-        escape = (out[:, t + 1 - r: t + 1] == out[:, t:t + 1]).all(-1) if r and t >= r else None
-        out[:, t + 1] = sample(logits, opts, generator, escape)
+        out[:, t + 1] = sample(logits, opts, generator, escape_rows(out[:, 1:t + 1], opts))
     return out[:, 1:]
 
 

@@ -299,8 +299,7 @@ def _init_weights(st: TrainState, path: str) -> None:
     if theirs == mine:
         st.codec.load_state_dict(start["model"])
         return
-    other_decoder = {k: v for k, v in theirs.items() if k != "decoder_filters"} == \
-        {k: v for k, v in mine.items() if k != "decoder_filters"}
+    other_decoder = SmallCodecConfig.tokenizer_part(theirs) == SmallCodecConfig.tokenizer_part(mine)
     if not (other_decoder and st.cfg.freeze_tokenizer):
         raise ValueError(f"{path} holds another codec: {theirs}" + (
             " (a decoder of another width needs --freeze-tokenizer)" if other_decoder else ""))

@@ -293,8 +293,9 @@ def shard_stats(examples: list[EncodedExample], frame_rate: float) -> dict[str, 
 def codec_fingerprint(codec) -> str:
     """Short hash of the weights that decide the tokens (everything but the decoder): two codecs
     with one config can still differ, and a decoder fine-tuned or widened later keeps the data valid."""
-    tokenizer = {k: v for k, v in codec.config().items() if k != "decoder_filters"}
-    h = hashlib.sha256(json.dumps(tokenizer, sort_keys=True).encode())
+    from ..codec import SmallCodecConfig
+
+    h = hashlib.sha256(json.dumps(SmallCodecConfig.tokenizer_part(codec.config()), sort_keys=True).encode())
     for name, t in sorted(codec.state_dict().items()):
         if "decoder" in name.split("."):
             continue
