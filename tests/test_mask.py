@@ -47,6 +47,17 @@ def test_keeps_what_the_estimate_has_and_cuts_the_rest():
     assert band_db(speech, 300, 600) - band_db(z, 300, 600) > 8.0
 
 
+def test_gains_compare_the_estimate_with_the_reference():
+    """A reference (the codec's rendering of the input) replaces the input in the gains' denominator:
+    an estimate as quiet as a reference that renders the input 6 dB too quiet keeps everything."""
+    x = tone(440) + hiss()
+    quiet = 0.5 * x
+    kept = M.apply(x, quiet, SR, reference=quiet)
+    assert np.max(np.abs(kept - x)) < 1e-3
+    cut = M.apply(x, quiet, SR)  # against the input itself, the same estimate cuts by half the ratio: 3 dB
+    assert abs(band_db(x, 300, 600) - band_db(cut, 300, 600) - 3.0) < 0.5
+
+
 def test_output_keeps_the_input_phase():
     """The estimate may be any waveform with the right band energies (here: the tone delayed by
     half a period, the way a codec's output is not phase-aligned): the output is the input's."""

@@ -6,6 +6,11 @@ the input), so by default it only says how much of each band to keep: the estima
 over the input's, smoothed over a few frames, become gains on the input's STFT, and the output keeps
 the input's own phase and detail (band gains the way DeepFilterNet applies its ERB gains, here
 derived from the generated audio). `Resynth.CODEC` returns the codec's waveform itself.
+
+The estimate has passed through the codec, which renders some sounds quieter than they are (noise
+most of all). With `codec_reference` its energies are compared with the input as the codec renders
+it (decoded from the input's own codes), so that bias cancels in the ratio instead of reading as
+"cut this": remove-speech keeps more of the background it is meant to keep.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class MaskOptions:
     exponent: float = 0.5  # < 1 cuts less than the amplitude ratio says: the estimate is coarse
     floor: float = 0.32  # deepest cut (-10 dB): a gain never goes below it
     smooth_frames: int = 3  # moving average of band energies over this many STFT frames
+    codec_reference: bool = False  # compare with the codec's rendering of the input (the caller passes it)
 
     def validate(self) -> "MaskOptions":
         if self.bands < 1 or self.smooth_frames < 1:
@@ -67,20 +73,25 @@ def _bands(sample_rate: int, n_fft: int, n_bands: int) -> tuple[np.ndarray, np.n
 
 
 def apply(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
-          opts: MaskOptions = MaskOptions()) -> np.ndarray:
+          opts: MaskOptions = MaskOptions(), reference: np.ndarray | None = None) -> np.ndarray:
     """The mixture with the estimate's band gains applied; same length as the mixture (the
-    estimate is cut or padded with silence to it)."""
+    estimate and the reference are cut or padded with silence to it). The gains are the
+    estimate's band energies over the reference's (default: the mixture's own)."""
     n = len(mixture)
     if n == 0:
         return np.zeros(0, dtype=np.float32)
     n_fft, hop = _stft_sizes(sample_rate)
-    padded = _fit(np.asarray(mixture, dtype=np.float32), max(n, n_fft))  # one full window at least
-    spec = librosa.stft(padded, n_fft=n_fft, hop_length=hop)  # (bins, frames)
-    est = librosa.stft(_fit(np.asarray(estimate, dtype=np.float32), len(padded)), n_fft=n_fft, hop_length=hop)
+    length = max(n, n_fft)  # one full window at least
+
+    def stft_of(x: np.ndarray) -> np.ndarray:  # (bins, frames)
+        return librosa.stft(_fit(np.asarray(x, dtype=np.float32), length), n_fft=n_fft, hop_length=hop)
+
+    spec, est = stft_of(mixture), stft_of(estimate)
+    ref = spec if reference is None else stft_of(reference)
     fb, spread = _bands(sample_rate, n_fft, opts.bands)
 
     def energies(x: np.ndarray) -> np.ndarray:  # (bands, frames), smoothed over time
         return np.maximum(uniform_filter1d(fb @ np.abs(x) ** 2, opts.smooth_frames, axis=1, mode="nearest"), 0.0)
 
-    gains = np.clip(np.sqrt(energies(est) / (energies(spec) + EPS)) ** opts.exponent, opts.floor, 1.0)
-    return librosa.istft(spread @ gains * spec, hop_length=hop, length=len(padded))[:n].astype(np.float32)
+    gains = np.clip(np.sqrt(energies(est) / (energies(ref) + EPS)) ** opts.exponent, opts.floor, 1.0)
+    return librosa.istft(spread @ gains * spec, hop_length=hop, length=length)[:n].astype(np.float32)

@@ -6,7 +6,9 @@ Per model config, with random weights of the real shapes:
   the real-time factor of `pipeline.run` on a 10 s denoise; peak memory of each phase; FLOPs per
   token and the fraction of this machine's measured matmul FLOP/s and memory bandwidth that batch-1
   cached decoding achieves (gpt-fast's "bandwidth achieved").
-Plus folder throughput: one `speechx denoise IN_DIR OUT_DIR` against one process per file.
+Plus whole-process runs (bench_process.py): folder throughput, one `speechx denoise IN_DIR OUT_DIR`
+against one process per file, and the peak memory of a long file against a 1-minute one. How a
+phase is timed and its memory read, and the machine's bounds: measure.py.
 
 Every number is wall-clock on a machine others may share: trust the ratios measured within one
 run; absolute numbers move with the machine's load (recorded in the output).
@@ -16,12 +18,8 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
-import subprocess
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -35,15 +33,13 @@ from ..engine import (DecodingOptions, decode_step, escape_rows, generate_ar, ge
                       sample)
 from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch, Task, eos_class
+from .bench_process import Log, bench_folder, bench_long
+from .measure import MB, Phase, achieved, machine_bounds, max_rss_bytes, measure, measure_alternating
 
 CONFIGS = ("demo", "paper", "tiny")
 BATCHES = (1, 8)
-MB = 2**20
-FOLDER_SAMPLE_RATE = 16_000  # Hz of the generated folder files; speechx resamples to its codec
 TARGETS = {"cache_speedup": 10.0, "batch8_over_batch1": 3.0, "folder_speedup": 5.0,
            "long_memory_ratio": 1.5}  # the last one is a ceiling: lower is better
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -102,127 +98,6 @@ class BenchOptions:
     @property
     def n_files(self) -> int:
         return self.folder_files if self.folder_files is not None else (2 if self.quick else 20)
-
-
-# ---------------------------------------------------------------------------------------------
-# Timing and memory
-# ---------------------------------------------------------------------------------------------
-
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def max_rss_bytes() -> int:
-    """The process's peak RSS (since the last RssPeak reset, on Linux)."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb if sys.platform == "darwin" else kb * 1024  # macOS reports bytes
-
-
-class RssPeak:
-    """Peak RSS while the block runs, without a sampling thread (which would slow decoding).
-
-    On Linux the kernel's high-water mark (VmHWM) is reset at entry through /proc/self/clear_refs;
-    elsewhere the peak is the process's lifetime peak, and `exact` is False.
-    """
-
-    def __enter__(self) -> "RssPeak":
-        self.start = (_proc_status_kb("VmRSS") or 0) * 1024
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # 5: reset the peak RSS to the current RSS (Linux >= 4.0)
-            self.exact = True
-        except OSError:
-            self.exact = False
-        return self
-
-    def __exit__(self, *exc) -> None:
-        hwm = _proc_status_kb("VmHWM") if self.exact else None
-        self.peak = hwm * 1024 if hwm is not None else max_rss_bytes()
-
-
-@contextmanager
-def _quiet_stderr_fd() -> Iterator[None]:
-    """Hide the profiler's C++ start/stop lines, which bypass Python's sys.stderr."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def torch_peak_bytes(fn: Callable[[], object]) -> int | None:
-    """Most bytes of torch CPU tensors allocated by fn that were alive at once (profiler count).
-
-    Tensors that existed before fn (the weights) are not included. None if the profiler's event
-    tree is unavailable in this torch.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with _quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    try:
-        stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    except AttributeError:
-        return None
-    peak = 0
-    while stack:
-        node = stack.pop()
-        peak = max(peak, getattr(node.extra_fields, "total_allocated", 0) or 0)
-        stack.extend(node.children)
-    return peak
-
-
-@dataclass
-class Phase:
-    """One timed phase: fastest wall time and the memory it took."""
-
-    seconds: float
-    rss_peak_mb: float  # process RSS at its highest during the phase
-    rss_growth_mb: float  # that peak minus the RSS when the phase began
-    torch_peak_mb: float | None = None  # see torch_peak_bytes (from a separate, untimed pass)
-    value: object = None  # what the timed function returned (fastest run)
-
-    def memory(self) -> dict:
-        return {"rss_peak_mb": self.rss_peak_mb, "rss_growth_mb": self.rss_growth_mb,
-                "torch_peak_mb": self.torch_peak_mb}
-
-
-def measure_alternating(fns: dict, repeat: int = 1, mem_fns: dict | None = None) -> dict:
-    """Phases of several functions: each mem_fn (default: its fn) is profiled for torch memory,
-    which also warms up kernels and allocator; then the fns are timed in turn, `repeat` rounds
-    (the fastest counts), so a change in the machine's load hits them alike."""
-    mem_fns = mem_fns or {}
-    peaks = {k: torch_peak_bytes(mem_fns.get(k, fn)) for k, fn in fns.items()}
-    best = {k: float("inf") for k in fns}
-    rss_start, rss_peak, values = {}, {}, {}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            with RssPeak() as rss:
-                t0 = time.perf_counter()
-                value = fn()
-                seconds = time.perf_counter() - t0
-            if seconds < best[k]:  # the fastest round counts, with what it returned
-                best[k], values[k] = seconds, value
-            rss_start[k] = min(rss_start.get(k, rss.start), rss.start)
-            rss_peak[k] = max(rss_peak.get(k, 0), rss.peak)
-    return {k: Phase(best[k], rss_peak[k] / MB, (rss_peak[k] - rss_start[k]) / MB,
-                     None if peaks[k] is None else peaks[k] / MB, values[k]) for k in fns}
-
-
-def measure(fn: Callable[[], object], repeat: int = 1, mem_fn: Callable[[], object] | None = None) -> Phase:
-    """measure_alternating for one function."""
-    return measure_alternating({0: fn}, repeat, None if mem_fn is None else {0: mem_fn})[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,57 +300,6 @@ def bench_ar(s: Setup, plan: Plan, memory: dict, log: Log) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Machine bounds and what decoding achieves of them
-# ---------------------------------------------------------------------------------------------
-
-def _best_of(n: int, fn: Callable[[], object]) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def machine_bounds(quick: bool = False) -> dict:
-    """Memory bandwidth from a large tensor copy (read + write) and fp32 matmul FLOP/s."""
-    n = (16 if quick else 64) * MB // 4  # float32 elements: 64 or 256 MB, far beyond the caches
-    src = torch.rand(n)
-    dst = torch.empty_like(src)
-    copy_s = _best_of(5, lambda: dst.copy_(src))
-    m = 512 if quick else 2048
-    a, b = torch.rand(m, m), torch.rand(m, m)
-    mm_s = _best_of(5, lambda: torch.matmul(a, b))
-    return {"bandwidth_gb_s": 2 * src.nbytes / copy_s / 1e9, "copy_mb": src.nbytes / MB,
-            "matmul_gflop_s": 2 * m**3 / mm_s / 1e9, "matmul_n": m, "threads": torch.get_num_threads()}
-
-
-def decode_bytes_per_token(model: ARModel, context: int) -> float:
-    """Bytes batch-1 decoding reads per token: every weight of the blocks and head, plus the K/V
-    cache of `context` positions (embedding tables contribute only a row or two)."""
-    cfg = model.cfg
-    weights = sum(p.numel() * p.element_size()
-                  for part in (model.blocks, model.norm, model.head) for p in part.parameters())
-    kv = 2 * cfg.n_layers * context * cfg.d_model * next(model.parameters()).element_size()
-    return float(weights + kv)
-
-
-def achieved(model: ARModel, ar: dict, bounds: dict) -> dict:
-    """Batch-1 cached decoding against the measured bounds, at the average context length."""
-    context = ar["prompt_frames"] + ar["new_frames"] // 2
-    tok_s = ar["batch1"]["cached_decode_tok_s"]
-    flops = model.cfg.flops_per_token(context)
-    nbytes = decode_bytes_per_token(model, context)
-    return {
-        "context": context, "flops_per_token": flops, "bytes_per_token": nbytes,
-        "gflop_s": flops * tok_s / 1e9, "flop_fraction": flops * tok_s / 1e9 / bounds["matmul_gflop_s"],
-        "bandwidth_gb_s": nbytes * tok_s / 1e9,
-        "bandwidth_fraction": nbytes * tok_s / 1e9 / bounds["bandwidth_gb_s"],
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # NAR, codec, pipeline
 # ---------------------------------------------------------------------------------------------
 
@@ -542,111 +366,17 @@ def bench_config(name: str, plan: Plan, bounds: dict, log: Log) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Folder throughput: one process for a folder against one process per file
-# ---------------------------------------------------------------------------------------------
-
-def _speechx_command() -> list[str]:
-    """The installed `speechx` script beside this Python, else `python -m speechx_cli.cli`."""
-    script = Path(sys.executable).parent / "speechx"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "speechx_cli.cli"]
-
-
-def _write_inputs(folder: Path, n_files: int) -> None:
-    from .. import audio as A
-
-    rng = np.random.default_rng(4)
-    for i in range(n_files):
-        seconds = 1.0 + i / max(1, n_files - 1)  # 1 to 2 s
-        t = np.arange(int(seconds * FOLDER_SAMPLE_RATE)) / FOLDER_SAMPLE_RATE
-        x = 0.3 * np.sin(2 * np.pi * (150 + 10 * i) * t) + 0.05 * rng.standard_normal(len(t))
-        A.save(folder / f"clip{i:02d}.wav", x.astype(np.float32), FOLDER_SAMPLE_RATE)
-
-
-def _timed_shell(argv: list[str], env: dict) -> float:
-    t0 = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - t0
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"folder benchmark: {' '.join(argv[:3])} ... failed ({last})")
-    return seconds
-
-
-def bench_folder(checkpoint: Path, n_files: int, log: Log, threads: int = 0) -> dict:
-    """`speechx denoise IN_DIR OUT_DIR` once, then a shell loop of one `speechx denoise` per file."""
-    cmd = _speechx_command()
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    with tempfile.TemporaryDirectory(prefix="speechx-bench-") as tmp:
-        root = Path(tmp)
-        _write_inputs(root / "in", n_files)
-        log(f"folder: one `speechx denoise` over {n_files} files")
-        folder_s = _timed_shell([*cmd, "denoise", str(root / "in"), str(root / "out1"),
-                                 "-c", str(checkpoint), "--force"], env)
-        log(f"folder: a shell loop of {n_files} `speechx denoise` runs")
-        loop = ('for f in "$IN"/*.wav; do "$@" denoise "$f" "$OUT/$(basename "$f")" -c "$CK" --force '
-                '|| exit 1; done')
-        os.makedirs(root / "out2")
-        paths = {"IN": str(root / "in"), "OUT": str(root / "out2"), "CK": str(checkpoint)}
-        loop_s = _timed_shell(["bash", "-c", loop, "bash", *cmd], {**env, **paths})
-        written = len(list((root / "out1").glob("*.wav"))), len(list((root / "out2").glob("*.wav")))
-    if written != (n_files, n_files):
-        raise RuntimeError(f"folder benchmark: expected {n_files} outputs each, got {written}")
-    return {"files": n_files, "seconds_per_file": "1-2", "checkpoint": str(checkpoint),
-            "folder_s": folder_s, "loop_s": loop_s, "folder_speedup": loop_s / folder_s}
-
-
-def _write_tone_file(path: Path, minutes: int) -> None:
-    """A long synthetic input written minute by minute (bounded memory here too)."""
-    from .. import audio as A
-
-    rng = np.random.default_rng(5)
-    t = np.arange(60 * FOLDER_SAMPLE_RATE) / FOLDER_SAMPLE_RATE
-    with A.BlockWriter(path, FOLDER_SAMPLE_RATE) as w:
-        for _ in range(minutes):
-            x = 0.2 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
-            w.write((x + 0.05 * rng.standard_normal(len(t))).astype(np.float32))
-
-
-def _peak_rss_of(argv: list[str], env: dict) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one command, measured by a fresh parent of its own."""
-    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "sys.stderr.write(r.stderr[-300:]) if r.returncode else None; "
-             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
-    done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=env)
-    seconds, kb, rc = done.stdout.split()
-    if int(rc) != 0:
-        raise RuntimeError(f"long-file benchmark: {' '.join(argv[:3])} ... failed ({done.stderr.strip()[-200:]})")
-    return float(seconds), int(kb) / 1024
-
-
-def bench_long(minutes: int, log: Log, threads: int = 0) -> dict:
-    """Peak memory of denoising a `minutes`-long file vs a 1-minute one (streamed in blocks).
-
-    Uses a tiny random-weight checkpoint: memory scaling with file length is what is measured,
-    and it does not depend on the model's quality (the bigger model only adds a constant)."""
-    from .. import checkpoint as ckpt
-
-    cmd = _speechx_command()
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
-    with tempfile.TemporaryDirectory(prefix="speechx-long-") as tmp:
-        root = Path(tmp)
-        s = build("tiny")
-        model = ckpt.save(root / "tiny.safetensors", s.ar, s.nar, s.codec)
-        rows = {}
-        for m in (1, minutes):
-            _write_tone_file(root / f"in{m}.wav", m)
-            log(f"long file: denoise {m} min")
-            rows[m] = _peak_rss_of([*cmd, "denoise", str(root / f"in{m}.wav"), str(root / f"out{m}.wav"),
-                                    "-c", str(model), "--force"], env)
-    return {"minutes": minutes, "short_s": rows[1][0], "short_peak_mb": rows[1][1], "long_s": rows[minutes][0],
-            "long_peak_mb": rows[minutes][1], "memory_ratio": rows[minutes][1] / rows[1][1],
-            "realtime_factor": rows[minutes][0] / (60 * minutes)}
-
-
-# ---------------------------------------------------------------------------------------------
 # Driver and report
 # ---------------------------------------------------------------------------------------------
+
+def _bench_long(minutes: int, log: Log, threads: int) -> dict:
+    """bench_long on a tiny random-weight checkpoint written for it."""
+    from .. import checkpoint as ckpt
+
+    with tempfile.TemporaryDirectory(prefix="speechx-long-") as tmp:
+        s = build("tiny")
+        return bench_long(ckpt.save(Path(tmp) / "tiny.safetensors", s.ar, s.nar, s.codec), minutes, log, threads)
+
 
 def machine_info() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
@@ -699,7 +429,7 @@ def run(opts: BenchOptions, log: Log = lambda msg: None) -> dict:
         if opts.n_files:
             result["folder"] = bench_folder(Path(checkpoint), opts.n_files, log, opts.threads)
         if opts.n_long_minutes:
-            result["long"] = bench_long(opts.n_long_minutes, log, opts.threads)
+            result["long"] = _bench_long(opts.n_long_minutes, log, opts.threads)
     finally:
         torch.set_num_threads(default_threads)
     result["targets"] = targets(result)

@@ -55,7 +55,8 @@ from ..prompts import Batch
 from ..files import atomic_path
 from .batching import BucketSampler, length_batches, make_batch, nar_levels  # noqa: F401 (re-exported)
 from . import common
-from .common import rng_state, set_rng_state, stop_requests
+from .common import set_rng_state, stop_requests
+from .distributed import Dist, all_sum, gather_rng, init_distributed, pick_device, rank_slices
 from .losses import ar_loss, nar_loss
 from .shards import TASK_ID, TASKS, ShardSet, load_codec
 
@@ -124,52 +125,6 @@ class TrainConfig:
         values["model"] = ModelConfig(**values["model"])
         values["betas"] = tuple(values["betas"])
         return cls(**values)
-
-
-# ---- distributed --------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> tuple[Dist, bool]:
-    """Join the process group torchrun describes (or one the caller made); returns (info, owned)."""
-    owned = False
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        use_cuda = device != "cpu" and torch.cuda.is_available()
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        owned = True
-    if not dist.is_initialized():
-        return Dist(), owned
-    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    return Dist(dist.get_rank(), dist.get_world_size(), local), owned
-
-
-def pick_device(cfg: TrainConfig, d: Dist) -> torch.device:
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", d.local_rank % max(torch.cuda.device_count(), 1))
-
-
-def _all_sum(x: Tensor, d: Dist) -> Tensor:
-    if d.world > 1:
-        dist.all_reduce(x)
-    return x
-
-
-def rank_slices(indices: np.ndarray, levels: np.ndarray, d: Dist, accum: int) -> list[tuple]:
-    """This rank's micro-batches: batch[rank::world], then every accum-th of those."""
-    mine, lv = indices[d.rank::d.world], levels[d.rank::d.world]
-    return [(mine[m::accum], lv[m::accum]) for m in range(accum) if len(mine[m::accum])]
 
 
 # ---- models, optimizer, schedule ------------------------------------------------------------------
@@ -241,18 +196,6 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: LM training checkpoint version {ckpt.get('version')} is not supported")
     return ckpt
-
-
-# ---- RNG state ----------------------------------------------------------------------------------
-
-def gather_rng(d: Dist) -> list[dict]:
-    """Every rank's RNG state, on every rank (rank 0 writes them)."""
-    mine = rng_state()
-    if d.world == 1:
-        return [mine]
-    out: list[Any] = [None] * d.world
-    dist.all_gather_object(out, mine)
-    return out
 
 
 # ---- training state -----------------------------------------------------------------------------
@@ -400,7 +343,7 @@ def evaluate(st: TrainState, dev, batches: list[tuple[int, np.ndarray]]) -> dict
             sums[task] += torch.stack([a.float(), na.float(), n.float(), nn_.float()])
     finally:
         st.ar.train(), st.nar.train()
-    sums = _all_sum(sums, st.d).cpu()
+    sums = all_sum(sums, st.d).cpu()
     return {t.value: {"ar": float(sums[i, 0] / sums[i, 1]), "nar": float(sums[i, 2] / sums[i, 3])}
             for i, t in enumerate(TASKS) if sums[i, 1] > 0}
 
@@ -442,7 +385,7 @@ def train(cfg: TrainConfig, train_set=None, dev_set=None, *, resume: bool = Fals
     cfg.validate()
     d, owned = init_distributed(cfg.device)
     try:
-        device = pick_device(cfg, d)
+        device = pick_device(cfg.device, d)
         out = Path(cfg.out_dir)
         ckpt_path = out / CHECKPOINT_NAME
         ckpt = _resume_checkpoint(cfg, ckpt_path, resume, force)
@@ -495,7 +438,7 @@ def _loop(st: TrainState, dev, ckpt_path: Path, log_path: Path, show: bool, stop
         while st.step < end:
             r = train_step(st)
             stop = torch.tensor([float(flag["stop"])], device=st.device)
-            sums = _all_sum(torch.cat([r["sums"], stop]), st.d).cpu()
+            sums = all_sum(torch.cat([r["sums"], stop]), st.d).cpu()
             ar, nar = float(sums[0]) / r["n_ar"], float(sums[1]) / r["n_nar"]
             tps = (st.tokens - tokens0) / (time.perf_counter() - t0)
             bar.update(task, completed=st.step, loss=ar + nar, ar=ar, nar=nar, tps=tps)
