@@ -71,6 +71,7 @@ def test_quick_bench_on_tiny_reports_positive_numbers(tmp_path, tiny_checkpoint)
     assert set(tiny["decode_bounds"]) >= {"flops_per_token", "bytes_per_token", "bandwidth_fraction",
                                           "flop_fraction"}
     assert set(result["folder"]) >= {"folder_s", "loop_s", "folder_speedup"}
+    assert result["long"]["minutes"] == 2 and result["long"]["memory_ratio"] > 0  # quick: a 2-minute file
     measured = {k: tiny[k] for k in ("ar", "decode_bounds", "nar", "codec", "pipeline", "memory")}
     numbers = dict(_numbers({"bounds": result["bounds"], "tiny": measured, "folder": result["folder"]}))
     skip = ("rss_growth_mb",)  # a phase may reuse memory the process already holds
