@@ -32,6 +32,7 @@ from .. import audio
 from ..codec import SmallCodec, SmallCodecConfig, quiet_weight_norm
 from ..files import atomic_path
 from .common import lr_multiplier, rng_state, set_rng_state, stop_requests
+from .losses import MultiScaleMelLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
 
 CHECKPOINT_KIND = "speechx_codec_training"
 CHECKPOINT_VERSION = 1
@@ -159,30 +160,7 @@ class SegmentSampler:
         self.rng.bit_generator.state = state
 
 
-# ---- losses and metrics ------------------------------------------------------------------------
-
-class MultiScaleMelLoss(nn.Module):
-    """Mean over scales of L1 between log-mel magnitudes (hop = n_fft / 4)."""
-
-    def __init__(self, sample_rate: int, n_ffts: tuple[int, ...], n_mels: int):
-        super().__init__()
-        import librosa
-
-        self.n_ffts = tuple(n_ffts)
-        for n_fft in self.n_ffts:
-            fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
-            self.register_buffer(f"fb{n_fft}", torch.from_numpy(fb).float(), persistent=False)
-            self.register_buffer(f"win{n_fft}", torch.hann_window(n_fft), persistent=False)
-
-    def log_mel(self, wav: Tensor, n_fft: int) -> Tensor:
-        spec = torch.stft(wav, n_fft, n_fft // 4, window=getattr(self, f"win{n_fft}"),
-                          return_complex=True).abs()  # (B, n_fft/2+1, T)
-        return torch.log(getattr(self, f"fb{n_fft}") @ spec + 1e-5)  # (B, n_mels, T)
-
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        losses = [F.l1_loss(self.log_mel(x, n), self.log_mel(y, n)) for n in self.n_ffts]
-        return torch.stack(losses).mean()
-
+# ---- metrics -----------------------------------------------------------------------------------
 
 def si_sdr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> float:
     """Scale-invariant SDR in dB of a single (N,) estimate."""
@@ -207,22 +185,6 @@ def _optional_metrics(ref: np.ndarray, est: np.ndarray, sr: int) -> dict[str, fl
     except (ImportError, Exception):  # pesq raises on silent input
         pass
     return out
-
-
-def hinge_d_loss(real: list[Tensor], fake: list[Tensor]) -> Tensor:
-    return torch.stack([F.relu(1 - r).mean() + F.relu(1 + f).mean()
-                        for r, f in zip(real, fake)]).mean()
-
-
-def hinge_g_loss(fake: list[Tensor]) -> Tensor:
-    return torch.stack([F.relu(1 - f).mean() for f in fake]).mean()
-
-
-def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
-    """L1 between discriminator features, relative to the real features' scale (EnCodec)."""
-    terms = [F.l1_loss(f, r.detach()) / (r.detach().abs().mean() + 1e-8)
-             for rs, fs in zip(real, fake) for r, f in zip(rs, fs)]
-    return torch.stack(terms).mean()
 
 
 # ---- training state and checkpoints -------------------------------------------------------------

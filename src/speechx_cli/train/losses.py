@@ -1,9 +1,11 @@
-"""Teacher-forced training objectives of the AR and NAR models over a collated batch."""
+"""Training objectives: the AR and NAR models' teacher-forced cross-entropy over a collated batch;
+the codec's multi-scale mel loss and its adversarial (hinge) and feature-matching losses."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ..model import ARModel, NARModel
 from ..prompts import IGNORE_INDEX, Batch, eos_class
@@ -47,3 +49,44 @@ def nar_loss(model: NARModel, batch: Batch, generator: torch.Generator | None = 
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
                            reduction=reduction)
     return loss, valid.sum()
+
+
+# ---- codec --------------------------------------------------------------------------------------
+
+class MultiScaleMelLoss(nn.Module):
+    """Mean over scales of L1 between log-mel magnitudes (hop = n_fft / 4)."""
+
+    def __init__(self, sample_rate: int, n_ffts: tuple[int, ...], n_mels: int):
+        super().__init__()
+        import librosa
+
+        self.n_ffts = tuple(n_ffts)
+        for n_fft in self.n_ffts:
+            fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+            self.register_buffer(f"fb{n_fft}", torch.from_numpy(fb).float(), persistent=False)
+            self.register_buffer(f"win{n_fft}", torch.hann_window(n_fft), persistent=False)
+
+    def log_mel(self, wav: Tensor, n_fft: int) -> Tensor:
+        spec = torch.stft(wav, n_fft, n_fft // 4, window=getattr(self, f"win{n_fft}"),
+                          return_complex=True).abs()  # (B, n_fft/2+1, T)
+        return torch.log(getattr(self, f"fb{n_fft}") @ spec + 1e-5)  # (B, n_mels, T)
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        losses = [F.l1_loss(self.log_mel(x, n), self.log_mel(y, n)) for n in self.n_ffts]
+        return torch.stack(losses).mean()
+
+
+def hinge_d_loss(real: list[Tensor], fake: list[Tensor]) -> Tensor:
+    return torch.stack([F.relu(1 - r).mean() + F.relu(1 + f).mean()
+                        for r, f in zip(real, fake)]).mean()
+
+
+def hinge_g_loss(fake: list[Tensor]) -> Tensor:
+    return torch.stack([F.relu(1 - f).mean() for f in fake]).mean()
+
+
+def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
+    """L1 between discriminator features, relative to the real features' scale (EnCodec)."""
+    terms = [F.l1_loss(f, r.detach()) / (r.detach().abs().mean() + 1e-8)
+             for rs, fs in zip(real, fake) for r, f in zip(rs, fs)]
+    return torch.stack(terms).mean()
