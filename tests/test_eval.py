@@ -164,18 +164,30 @@ def test_passthrough_known_answers(bench, task):
         assert m["sim_prompt"] == pytest.approx(1.0, abs=1e-5) and m["sim_others"] < 0.95
 
 
-def test_speechx_edit_keeps_context_exactly(bench, tiny_checkpoint, tmp_path):
-    out = tmp_path / "report"
-    r = runner.invoke(app, ["eval", "edit", str(bench.root), "--checkpoint", str(tiny_checkpoint),
-                            "--systems", "speechx,passthrough", "--limit", "1", "--max-seconds", "0.5",
-                            "--out", str(out), "--no-plots"])
+def _speechx_beside_passthrough(bench, task: str, checkpoint, out, *flags: str) -> tuple[dict, dict]:
+    """`speechx eval TASK` on one item with speechx and passthrough: (report, {system: metrics})."""
+    r = runner.invoke(app, ["eval", task, str(bench.root), "--checkpoint", str(checkpoint), "--systems",
+                            "speechx,passthrough", "--limit", "1", "--out", str(out), "--no-plots", *flags])
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
+    return report, {row["system"]: row["metrics"] for row in report["items"]}
+
+
+def test_speechx_edit_keeps_context_exactly(bench, tiny_checkpoint, tmp_path):
+    out = tmp_path / "report"
+    report, rows = _speechx_beside_passthrough(bench, "edit", tiny_checkpoint, out, "--max-seconds", "0.5")
     assert report["checkpoint"] == str(tiny_checkpoint)
-    rows = {row["system"]: row["metrics"] for row in report["items"]}
     assert rows["speechx"]["preserve_max_abs"] == 0.0 and rows["passthrough"]["preserve_max_abs"] == 0.0
     assert rows["passthrough"]["sim_input"] == pytest.approx(1.0, abs=1e-5)
     assert not (out / "plots").exists()
+
+
+def test_speechx_mask_override_reaches_the_pipeline(bench, tiny_checkpoint, tmp_path):
+    """--mask replaces the named settings of the task's mask: floor=1 cuts nothing, so the output is the input."""
+    report, rows = _speechx_beside_passthrough(bench, "remove-speech", tiny_checkpoint, tmp_path / "r",
+                                               "--mask", "floor=1")
+    assert report["mask"]["floor"] == 1.0 and report["mask"]["bands"] == 64 and report["mask"]["codec_reference"]
+    assert rows["speechx"]["si_sdr"] == pytest.approx(rows["passthrough"]["si_sdr"], abs=0.05)
 
 
 def test_metric_helpers_known_answers():
@@ -270,6 +282,10 @@ def test_cli_usage_errors(bench):
     assert "either BENCH_DIR" in _one_line_error(runner.invoke(app, ["eval", "tts"]))
     assert "no folder mode" in _one_line_error(runner.invoke(app, ["eval", "edit", "--inputs", str(bench.root)]))
     assert "not a benchmark" in _one_line_error(runner.invoke(app, ["eval", "denoise", str(bench.root / "items")]))
+    for task, spec, message in (("denoise", "nope=1", "is not NAME=VALUE"), ("denoise", "floor=2", "floor"),
+                                ("tts", "floor=1", "makes no mask")):
+        r = runner.invoke(app, ["eval", task, str(bench.root), "--systems", "passthrough", "--mask", spec])
+        assert message in _one_line_error(r)
 
 
 def test_missing_eval_packages_are_one_line_errors(bench, monkeypatch):

@@ -79,6 +79,16 @@ def test_silent_input_stays_silent():
     assert np.all(M.apply(x, tone(440), SR) == 0)
 
 
+def test_overrides_replace_only_the_named_fields():
+    base = M.MaskOptions(bands=16, exponent=1.0, floor=0.1)
+    assert base.with_overrides(" bands=64, codec_reference=yes,floor=0.18") == M.MaskOptions(
+        bands=64, exponent=1.0, floor=0.18, codec_reference=True)
+    assert base.with_overrides("") == base
+    for bad in ("bands", "colour=1", "bands=x", "codec_reference=maybe", "floor=0"):
+        with pytest.raises(ValueError, match="mask"):
+            base.with_overrides(bad)
+
+
 @pytest.mark.parametrize("bad", [dict(bands=0), dict(floor=0.0), dict(floor=1.5), dict(exponent=0.0),
                                  dict(smooth_frames=0)])
 def test_bad_options_are_refused(bad):

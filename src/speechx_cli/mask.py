@@ -16,7 +16,7 @@ it (decoded from the input's own codes), so that bias cancels in the ratio inste
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 
 import librosa
@@ -26,6 +26,7 @@ from scipy.ndimage import uniform_filter1d
 STFT_SECONDS = 0.032  # analysis window (512 samples at 16 kHz)
 HOP_SECONDS = 0.008  # 4x overlap: the gains change smoothly enough for overlap-add
 EPS = 1e-10
+_BOOLS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
 class Resynth(str, enum.Enum):
@@ -40,6 +41,20 @@ class MaskOptions:
     floor: float = 0.32  # deepest cut (-10 dB): a gain never goes below it
     smooth_frames: int = 3  # moving average of band energies over this many STFT frames
     codec_reference: bool = False  # compare with the codec's rendering of the input (the caller passes it)
+
+    def with_overrides(self, spec: str) -> "MaskOptions":
+        """These options with the fields `spec` names replaced, e.g. "bands=64,floor=0.18,codec_reference=yes"."""
+        kinds = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        changes = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            name, _, value = (x.strip() for x in part.partition("="))
+            if name not in kinds or not value:
+                raise ValueError(f"mask: {part!r} is not NAME=VALUE with NAME one of {', '.join(kinds)}")
+            try:
+                changes[name] = _BOOLS[value.lower()] if kinds[name] is bool else kinds[name](value)
+            except (KeyError, ValueError):
+                raise ValueError(f"mask: {part!r}: expected a {kinds[name].__name__}") from None
+        return replace(self, **changes).validate()
 
     def validate(self) -> "MaskOptions":
         if self.bands < 1 or self.smooth_frames < 1:

@@ -40,12 +40,15 @@ class WindowOptions:
     overlap: float = 1.0
     batch_size: int = 8
     resynth: Resynth = Resynth.MASK
+    mask: MaskOptions | None = None  # None: the task's own (TASK_MASKS)
 
     def validate(self) -> "WindowOptions":
         if self.seconds <= 0 or self.overlap < 0 or self.overlap >= self.seconds / 2:
             raise ValueError("window must be > 0 and overlap < half a window")
         if self.batch_size < 1:
             raise ValueError("batch size must be >= 1")
+        if self.mask is not None:
+            self.mask.validate()
         return self
 
 
@@ -275,7 +278,7 @@ def _window_output(sx: SpeechX, task: Task, row: _Row, codes: torch.Tensor, wind
     wav = _decode(sx, codes)[:n]
     if window.resynth is Resynth.CODEC:
         return wav
-    opts = TASK_MASKS[task]
+    opts = window.mask or TASK_MASKS[task]
     reference = _decode(sx, row.source_codes)[:n] if opts.codec_reference else None
     return M.apply(row.source, wav, sx.codec.sample_rate, opts, reference)
 

@@ -12,6 +12,7 @@ when a command runs, never at import.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -130,8 +131,24 @@ def _codec(path: Path, device: Device):
         raise cli.UserError(f"{path}: not a codec training checkpoint ({type(e).__name__})") from None
 
 
+def _mask_options(task: str, spec: str | None):
+    """The task's mask settings with --mask's overrides (None: the task's own)."""
+    from speechx_cli.pipeline import TASK_MASKS
+
+    from .devset import TASK_OF
+
+    if spec is None:
+        return None
+    if TASK_OF[task] not in TASK_MASKS:
+        raise _main().UserError(f"--mask: {task} makes no mask")
+    try:
+        return TASK_MASKS[TASK_OF[task]].with_overrides(spec)
+    except ValueError as e:
+        raise _main().UserError(str(e)) from None
+
+
 def _speechx_runner(checkpoint, device: Device, seed: int, sampling: tuple[float, int, float], batch_size: int,
-                    max_seconds: float, with_text: bool, resynth: Resynth):
+                    max_seconds: float, with_text: bool, resynth: Resynth, mask=None):
     from dataclasses import replace
 
     from speechx_cli.pipeline import WindowOptions
@@ -141,8 +158,8 @@ def _speechx_runner(checkpoint, device: Device, seed: int, sampling: tuple[float
     cli = _main()
     common = cli._common(checkpoint, device, seed, *sampling, False, None, batch_size)
     decoding = replace(common.decoding, max_seconds=max_seconds).validate()
-    return R.speechx_system(cli._load_model(common), decoding, WindowOptions(batch_size=batch_size, resynth=resynth),
-                            with_text)
+    window = WindowOptions(batch_size=batch_size, resynth=resynth, mask=mask)
+    return R.speechx_system(cli._load_model(common), decoding, window, with_text)
 
 
 def _task_command(task: str):
@@ -164,6 +181,9 @@ def _task_command(task: str):
         temperature: TempOpt = DecodingOptions.temperature,
         top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         resynth: ResynthOpt = Resynth.MASK,
+        mask: Annotated[Optional[str], typer.Option(
+            "--mask", help="speechx: override the task's mask settings, e.g. 'bands=64,floor=0.18,codec_reference=no' "
+                           "(bands, exponent, floor, smooth_frames, codec_reference).")] = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -190,12 +210,14 @@ def _task_command(task: str):
             names = _systems(task, systems)
             _require_eval_extra(names)
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
+            masking = _mask_options(task, mask)
             for name in names:
                 if name == "speechx":
                     runners[name] = _speechx_runner(checkpoint, device, seed, (temperature, top_k, top_p), batch_size,
-                                                    max_seconds, with_text, resynth)
+                                                    max_seconds, with_text, resynth, masking)
                     info |= {"checkpoint": str(checkpoint or _default_checkpoint()), "resynth": resynth.value,
-                             "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p}}
+                             "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
+                             **({"mask": asdict(masking)} if masking else {})}
                 else:
                     runners[name] = R.peer_system(PEERS[name])
             out_dir = _report_dir(out, bench_dir, task, force)
