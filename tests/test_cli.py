@@ -44,6 +44,18 @@ def test_known_length_commands_keep_duration_and_rate(tmp_path, tiny_checkpoint,
     assert sr == 22050 and abs(len(y) - int(1.3 * 22050)) <= 2
 
 
+def test_mask_flag_overrides_the_tasks_mask(tmp_path, tiny_checkpoint, wav_file):
+    """--mask floor=1 cuts nothing, so the output is the input; a bad setting is one line."""
+    out = tmp_path / "o.wav"
+    r = run("remove-speech", str(wav_file), str(out), "--mask", "floor=1", ckpt=tiny_checkpoint)
+    assert r.exit_code == 0, r.output
+    (x, _), (y, _) = sf.read(wav_file), sf.read(out)
+    assert len(y) == len(x) and np.max(np.abs(y - x)) < 2e-3
+    assert "floor" in one_line_error(run("denoise", str(wav_file), str(tmp_path / "p.wav"), "--mask", "floor=3",
+                                         ckpt=tiny_checkpoint))
+    assert not (tmp_path / "p.wav").exists()
+
+
 def test_extract_speaker(tmp_path, tiny_checkpoint, wav_file):
     enroll = tmp_path / "enroll.flac"
     sf.write(enroll, tone(1.0, freq=300), SR)

@@ -22,8 +22,8 @@ from typer.core import TyperGroup
 
 from . import audio as A
 from .engine import DecodingOptions
-from .mask import Resynth
-from .options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
+from .mask import MaskOptions, Resynth
+from .options import BatchOpt, CheckpointOpt, Device, DeviceOpt, MaskOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
 from .prompts import Task
 
 if TYPE_CHECKING:
@@ -96,10 +96,11 @@ class Common:
     batch_size: int = 8
     window: float = 10.0
     resynth: Resynth = Resynth.MASK
+    mask: str | None = None  # --mask overrides, resolved per task (mask_settings)
 
 
 def _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
-            batch_size=8, window=10.0, resynth=Resynth.MASK) -> Common:
+            batch_size=8, window=10.0, resynth=Resynth.MASK, mask=None) -> Common:
     try:
         opts = DecodingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).validate()
     except ValueError as e:
@@ -110,7 +111,21 @@ def _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_r
         raise UserError("--batch-size must be >= 1")
     if window < 1:
         raise UserError("--window must be at least 1 second")
-    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth)
+    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth, mask)
+
+
+def mask_settings(task: Task, spec: str | None) -> "MaskOptions | None":
+    """The task's mask settings with --mask's overrides (None: no overrides, the task's own)."""
+    from .pipeline import TASK_MASKS
+
+    if spec is None:
+        return None
+    if task not in TASK_MASKS:
+        raise UserError(f"--mask: {task.value} makes no mask")
+    try:
+        return TASK_MASKS[task].with_overrides(spec)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 @contextmanager
@@ -179,12 +194,13 @@ def _save(path: Path, wav, codec_rate: int, out_rate: int, force: bool) -> None:
     _warn_clipped(path, write_output(path, wav, codec_rate, out_rate, force))
 
 
-def _job_options(c: Common, shard: str | None = None) -> "JobOptions":
+def _job_options(c: Common, task: Task, shard: str | None = None) -> "JobOptions":
     from .jobs import JobOptions
     from .pipeline import WindowOptions
 
+    mask = mask_settings(task, c.mask)
     try:
-        window = WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size, c.resynth).validate()
+        window = WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size, c.resynth, mask).validate()
     except ValueError as e:
         raise UserError(str(e)) from None
     return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard))
@@ -220,7 +236,7 @@ def _run_files(c: Common, task: Task, inp: Path, outp: Path, text: str | None = 
     _check_input(inp)
     if enroll is not None:
         _check_input(enroll)
-    opts = _job_options(c, shard)
+    opts = _job_options(c, task, shard)
     if inp.is_dir():
         return _run_folder(c, task, inp, outp, opts, text, enroll)
     if shard is not None:
@@ -275,12 +291,13 @@ def denoise(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature,
     top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None,
-    batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
+    batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None,
+    shard: ShardOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth)
+                    resynth, mask)
         _run_files(c, Task.NS, inp, outp, text, shard=shard)
 
 
@@ -289,12 +306,12 @@ def remove_speech(
     inp: InArg, outp: OutArg, text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
+    window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, shard: ShardOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth)
+                    resynth, mask)
         _run_files(c, Task.SR, inp, outp, text, shard=shard)
 
 
@@ -305,12 +322,12 @@ def extract_speaker(
     text: TextOpt = None, checkpoint: CheckpointOpt = None,
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
-    window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, shard: ShardOpt = None,
+    window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, shard: ShardOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth)
+                    resynth, mask)
         _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard)
 
 

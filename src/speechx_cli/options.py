@@ -35,3 +35,7 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", help="Prompts decoded tog
 ResynthOpt = Annotated[Resynth, typer.Option(
     help="mask: the generated audio's band energies as gains on the input (keeps the input's phase and "
          "detail); codec: the codec's own waveform.")]
+MaskOpt = Annotated[Optional[str], typer.Option(
+    "--mask", help="With --resynth mask: override the task's mask settings by name, e.g. 'floor=0.1' (cut up to "
+                   "20 dB) or 'bands=32,exponent=1'; names: bands, exponent, floor, smooth_frames, codec_reference.",
+    show_default="the task's own (model card)")]

@@ -21,8 +21,8 @@ import typer
 
 from ..engine import DecodingOptions
 from ..mask import Resynth
-from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
-from .devset import TASKS
+from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, MaskOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
+from .devset import TASK_OF, TASKS
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
                        "(DNSMOS, PESQ, STOI, SI-SDR, WER, speaker similarity).")
@@ -131,22 +131,6 @@ def _codec(path: Path, device: Device):
         raise cli.UserError(f"{path}: not a codec training checkpoint ({type(e).__name__})") from None
 
 
-def _mask_options(task: str, spec: str | None):
-    """The task's mask settings with --mask's overrides (None: the task's own)."""
-    from speechx_cli.pipeline import TASK_MASKS
-
-    from .devset import TASK_OF
-
-    if spec is None:
-        return None
-    if TASK_OF[task] not in TASK_MASKS:
-        raise _main().UserError(f"--mask: {task} makes no mask")
-    try:
-        return TASK_MASKS[TASK_OF[task]].with_overrides(spec)
-    except ValueError as e:
-        raise _main().UserError(str(e)) from None
-
-
 def _speechx_runner(checkpoint, device: Device, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth, mask=None):
     from dataclasses import replace
@@ -181,9 +165,7 @@ def _task_command(task: str):
         temperature: TempOpt = DecodingOptions.temperature,
         top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         resynth: ResynthOpt = Resynth.MASK,
-        mask: Annotated[Optional[str], typer.Option(
-            "--mask", help="speechx: override the task's mask settings, e.g. 'bands=64,floor=0.18,codec_reference=no' "
-                           "(bands, exponent, floor, smooth_frames, codec_reference).")] = None,
+        mask: MaskOpt = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -210,7 +192,7 @@ def _task_command(task: str):
             names = _systems(task, systems)
             _require_eval_extra(names)
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
-            masking = _mask_options(task, mask)
+            masking = cli.mask_settings(TASK_OF[task], mask)
             for name in names:
                 if name == "speechx":
                     runners[name] = _speechx_runner(checkpoint, device, seed, (temperature, top_k, top_p), batch_size,
