@@ -55,10 +55,10 @@ from ..prompts import Batch
 from ..files import atomic_path
 from .batching import BucketSampler, length_batches, make_batch, nar_levels  # noqa: F401 (re-exported)
 from . import common
-from .common import set_rng_state, stop_requests
+from .common import load_codec, set_rng_state, stop_requests
 from .distributed import Dist, all_sum, gather_rng, init_distributed, pick_device, rank_slices
 from .losses import ar_loss, nar_loss
-from .shards import TASK_ID, TASKS, ShardSet, load_codec
+from .shards import TASK_ID, TASKS, ShardSet
 
 CHECKPOINT_KIND = "speechx_lm_training"
 CHECKPOINT_VERSION = 1

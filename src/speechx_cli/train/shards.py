@@ -49,6 +49,7 @@ from torch import Tensor
 from .. import prompts as P
 from ..files import atomic_path
 from ..prompts import Prompt, Task
+from .common import load_codec
 
 FORMAT = "speechx-shards"
 FORMAT_VERSION = 1
@@ -463,37 +464,6 @@ def write_index(out_dir: Path) -> dict:
     with atomic_path(out_dir / INDEX_NAME) as tmp:
         tmp.write_text(json.dumps(index, indent=1) + "\n")
     return index
-
-
-# ---- codecs by name -----------------------------------------------------------------------------
-
-RANDOM_CODECS = ("random-tiny", "random-demo")  # untrained SmallCodecs: for speed measurements only
-
-
-def load_codec(spec: str, device: str | torch.device = "cpu"):
-    """A codec from: a speechx inference checkpoint (.safetensors), a codec training checkpoint
-    (codec_train.pt), "encodec_24khz" (the official pretrained EnCodec) or random-tiny/random-demo."""
-    from ..codec import PretrainedEncodec, SmallCodec, SmallCodecConfig, codec_from_config
-
-    if spec == "encodec_24khz":
-        return PretrainedEncodec().to(device).eval()
-    if spec in RANDOM_CODECS:
-        torch.manual_seed(0)
-        cfg = SmallCodecConfig.tiny() if spec == "random-tiny" else SmallCodecConfig.demo()
-        return SmallCodec(cfg).to(device).eval()
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"codec checkpoint {path} not found")
-    if path.suffix == ".safetensors":
-        from ..checkpoint import read_header
-
-        meta = read_header(path)
-        with safe_open(str(path), framework="pt") as f:
-            state = {k[len("codec."):]: f.get_tensor(k) for k in f.keys() if k.startswith("codec.")}
-        return codec_from_config(json.loads(meta["codec_config"]), state or None, device)
-    from .codec_train import export_codec
-
-    return export_codec(path).to(device).eval()
 
 
 # ---- command line -------------------------------------------------------------------------------
