@@ -44,7 +44,7 @@ class MaskOptions:
 
     def with_overrides(self, spec: str) -> "MaskOptions":
         """These options with the fields `spec` names replaced, e.g. "bands=64,floor=0.18,codec_reference=yes"."""
-        kinds = {f.name: type(getattr(self, f.name)) for f in fields(self)}
+        kinds = {f.name: type(f.default) for f in fields(self)}  # int, float or bool
         changes = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             name, _, value = (x.strip() for x in part.partition("="))
