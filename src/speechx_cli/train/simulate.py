@@ -11,6 +11,11 @@ index. Per task (SPEC.md section 5):
     edit_clean  target = edited utterance E; pre = E[:pre_end], post = E[post_start:], middle masked
     edit_noisy  target = E + noise; pre/post from it; middle = the ORIGINAL sentence's words with the
                 same noise stream continuing from the end of pre, so it never equals the target middle
+Rooms (train/rooms.py): with probability reverb_probability, ns/sr/tse/edits happen in a room, a real
+impulse response of the noise bank (kind "room") or a simulated one. ns/sr/tse hear the reverberant
+speech (every talker in the same room) but their speech target stays dry, so denoise also
+dereverberates; an edit's whole utterance (pre, middle, post, target) is in the room, so new words
+must match it. Noise is added dry, after the room.
 Levels: the whole example is scaled by one random gain, and again down if it would clip, so SNR and
 SIR stay exact.
 """
@@ -25,6 +30,7 @@ import numpy as np
 
 from speechx_cli import audio as audio_io
 from speechx_cli.prompts import Task
+from speechx_cli.train import rooms
 
 CORPUS_SAMPLE_RATE = 16_000  # Hz, the rate corpus.py writes
 PEAK_LIMIT = 0.99
@@ -41,13 +47,19 @@ class SimulationOptions:
     max_seconds: float = 10.0  # target (and mixture) length cap; utterances are cut on word boundaries
     enrollment_seconds: tuple[float, float] = (3.0, 10.0)
     edit_margin_seconds: float = 0.02  # the edited middle reaches this far past the changed words
+    reverb_probability: float = 0.3  # ns/sr/tse/edit examples that happen in a room
+    real_room_probability: float = 0.5  # of those, the share in a real room (when the bank has rooms)
+    rt60_seconds: tuple[float, float] = (0.2, 0.9)  # simulated rooms' reverberation time
 
     def validate(self) -> None:
         if not self.tasks or (self.task_weights is not None and (
                 len(self.task_weights) != len(self.tasks) or min(self.task_weights) < 0
                 or sum(self.task_weights) <= 0)):
             raise ValueError("task_weights must be one non-negative weight per task, not all zero")
-        for name in ("snr_db", "sir_db", "gain_db", "enrollment_seconds"):
+        if not (0.0 <= self.reverb_probability <= 1.0 and 0.0 <= self.real_room_probability <= 1.0
+                and 0.0 < self.rt60_seconds[0]):
+            raise ValueError("reverb_probability and real_room_probability must be in [0, 1], rt60 > 0")
+        for name in ("snr_db", "sir_db", "gain_db", "enrollment_seconds", "rt60_seconds"):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"{name}: low {low} > high {high}")
@@ -97,7 +109,8 @@ class Corpus:
         self.root, self.sample_rate, self.cache_size = Path(root), sample_rate, cache_size
         self._cache: dict[str, np.ndarray] = {}
         self.utterances = [Utterance.from_record(r) for r in records if r["split"] == split]
-        self.noises = [n for n in noises if n["split"] == split]
+        self.noises = [n for n in noises if n["split"] == split and n["kind"] != "room"]
+        self.rooms = [n for n in noises if n["split"] == split and n["kind"] == "room"]
         if not self.utterances:
             raise ValueError(f"corpus at {root} has no {split} utterances")
         self.by_speaker: dict[str, list[int]] = {}
@@ -267,6 +280,17 @@ class Simulator:
                 return x
         raise ValueError("the noise bank gave only silent segments")
 
+    def _room(self, rng: np.random.Generator, info: dict) -> np.ndarray | None:
+        """An impulse response for this example, or None (dry); its name goes into `info`."""
+        if rng.random() >= self.options.reverb_probability:
+            return None
+        if self.corpus.rooms and rng.random() < self.options.real_room_probability:
+            row = self.corpus.rooms[int(rng.integers(len(self.corpus.rooms)))]
+            info["room"] = row["id"]
+            return self.corpus.audio(row["path"])
+        info["room"] = "simulated"
+        return rooms.simulated_room(rng, self.sr, self.options.rt60_seconds)
+
     def _enrollment(self, u: Utterance, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
         """Other utterances of u's speaker joined until 3 s (at most 10 s, cut on word boundaries)."""
         low, high = self.options.enrollment_seconds
@@ -300,10 +324,13 @@ class Simulator:
         u = self._utterance(rng)
         speech, text = self._cropped(u, rng)
         snr = float(rng.uniform(*self.options.snr_db))
-        noise = scale_to_ratio(speech, self._noise(len(speech), rng), snr).astype(np.float32)
-        target = speech if task == Task.NS else noise
-        return Example(task, self._text(text, rng), None, speech + noise, target.copy(), snr_db=snr,
-                       utterance_id=u.id)
+        info: dict = {}
+        room = self._room(rng, info)
+        heard = speech if room is None else rooms.reverberate(speech, room)
+        noise = scale_to_ratio(heard, self._noise(len(speech), rng), snr).astype(np.float32)
+        target = speech if task == Task.NS else noise  # the speech target is dry
+        return Example(task, self._text(text, rng), None, heard + noise, target.copy(), snr_db=snr,
+                       utterance_id=u.id, info=info)
 
     def _tse(self, task: Task, rng: np.random.Generator) -> Example:
         u = self._utterance(rng)
@@ -314,11 +341,15 @@ class Simulator:
         other = self._utterance(rng, self.corpus.by_speaker[speakers[int(rng.integers(len(speakers)))]])
         interferer = loop_to_length(self.corpus.audio(other.path), len(speech), rng, (0.1, 0.5), self.sr)
         sir = float(rng.uniform(*self.options.sir_db))
-        interferer = scale_to_ratio(speech, interferer, sir).astype(np.float32)
         enrollment, enrollment_ids = self._enrollment(u, rng)
-        return Example(task, self._text(text, rng), enrollment, speech + interferer, speech.copy(),
-                       sir_db=sir, utterance_id=u.id,
-                       info={"interferer": other.id, "enrollment_ids": enrollment_ids})
+        info = {"interferer": other.id, "enrollment_ids": enrollment_ids}
+        room = self._room(rng, info)
+        heard = speech if room is None else rooms.reverberate(speech, room)
+        if room is not None:  # both talkers in the same room
+            interferer = rooms.reverberate(interferer, room)
+        interferer = scale_to_ratio(heard, interferer, sir).astype(np.float32)
+        return Example(task, self._text(text, rng), enrollment, heard + interferer, speech.copy(),
+                       sir_db=sir, utterance_id=u.id, info=info)
 
     def _edit(self, task: Task, rng: np.random.Generator) -> Example:
         u = self._utterance(rng, self.corpus.edited)
@@ -327,8 +358,12 @@ class Simulator:
         margin = self.options.edit_margin_seconds
         e_left, e_right = span_bounds(e_words, edit["edit_span"], margin, edit["duration"])
         o_left, o_right = span_bounds(u.words, edit["orig_span"], margin, u.duration)
+        info = {"kind": edit["kind"], "orig_span": edit["orig_span"], "edit_span": edit["edit_span"]}
         edited = self.corpus.audio(edit["path"])
         original = self.corpus.audio(u.path)
+        room = self._room(rng, info)
+        if room is not None:  # the whole recording is in the room: the new words must match it
+            edited, original = rooms.reverberate(edited, room), rooms.reverberate(original, room)
         i, j, start, end = word_window(e_words, len(edited) / self.sr, self.options.max_seconds, rng,
                                        keep=(e_left, e_right))
         a = int(round(start * self.sr))
@@ -336,7 +371,6 @@ class Simulator:
         pre_end = min(len(target), max(0, int(round(e_left * self.sr)) - a))
         post_start = max(pre_end, min(len(target), int(round(e_right * self.sr)) - a))
         text = words_text(edit["text"], e_words, i, j)
-        info = {"kind": edit["kind"], "orig_span": edit["orig_span"], "edit_span": edit["edit_span"]}
         if task == Task.EDIT_CLEAN:
             return Example(task, text, None, target.copy(), target, pre_end, post_start, None,
                            utterance_id=u.id, info=info)

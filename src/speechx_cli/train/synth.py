@@ -27,6 +27,7 @@ from scipy.signal import resample_poly
 
 SAMPLE_RATE = 16_000  # Hz, every corpus file
 ESPEAK_SAMPLE_RATE = 22_050  # Hz, libespeak-ng's fixed output rate
+ENGINES = ("espeak", "flite", "festival", "kokoro")
 _TIMING_TOLERANCE = 0.02  # s; synthesizers round segment times
 
 # Evaluation voices: never train on them (SPEC.md section 6).
@@ -40,8 +41,8 @@ class TimingError(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak" | "flite" | "festival"
-    name: str  # "en-gb-x-rp+f2", "kal16", "kal_diphone"
+    engine: str  # "espeak" | "flite" | "festival" | "kokoro"
+    name: str  # "en-gb-x-rp+f2", "kal16", "kal_diphone", "b0042" (a Kokoro blend, train/kokoro.py)
 
     @property
     def id(self) -> str:
@@ -50,7 +51,7 @@ class Voice:
     @staticmethod
     def parse(voice_id: str) -> "Voice":
         engine, _, name = voice_id.partition(":")
-        if engine not in ("espeak", "flite", "festival") or not name:
+        if engine not in ENGINES or not name:
             raise ValueError(f"not a voice id (engine:name): {voice_id!r}")
         return Voice(engine, name)
 
@@ -77,6 +78,7 @@ class WordTiming:
 class Synthesis:
     audio: np.ndarray  # (T,) float32 at SAMPLE_RATE
     words: list[WordTiming]
+    asr_wer: float | None = None  # recognizer WER against the text, where a quality filter measured it
 
     @property
     def duration(self) -> float:
@@ -117,8 +119,14 @@ def synthesize_many(voice: Voice, sentences: list[tuple[str, tuple[str, ...]]]
                 results.append(speak(voice.name, text, words))
             except TimingError as error:
                 results.append(error)
-    else:
+    else:  # kokoro voices: train/kokoro.py (corpus.py dispatches)
         raise ValueError(f"unknown engine {voice.engine!r}")
+    return check_all(sentences, results)
+
+
+def check_all(sentences: list[tuple[str, tuple[str, ...]]], results: list[Synthesis | TimingError]
+              ) -> list[Synthesis | TimingError]:
+    """Each result whose timings fail `check_timings` replaced by its TimingError."""
     checked: list[Synthesis | TimingError] = []
     for (_, words), result in zip(sentences, results):
         if isinstance(result, Synthesis):
