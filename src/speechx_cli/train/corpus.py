@@ -190,6 +190,11 @@ class ChunkJob:
         voice = Voice.parse(self.voice_id)
         return Path(self.out_dir) / "parts" / f"{speaker_slug(voice)}.{self.chunk:04d}.jsonl"
 
+    @property
+    def stats_path(self) -> Path:
+        """The chunk's synthesis statistics (time, dropped utterances), kept for the corpus summary."""
+        return self.part_path.with_suffix(".stats")
+
 
 _SENTENCES: dict[str, list[Sentence]] = {}
 _VOCABULARY: dict[str, list[str]] = {}
@@ -278,14 +283,15 @@ def run_chunk(job: ChunkJob) -> dict:
                for i, (sentence, synthesis) in enumerate(zip(picks, originals))
                if isinstance(synthesis, Synthesis)]
     audio_seconds = sum(r["duration"] + (r["edit"]["duration"] if r["edit"] else 0.0) for r in records)
+    garbled = [r for r in dropped if isinstance(r, kokoro.GarbledError)]
+    stats = {"engine": voice.engine, "synth_seconds": synth_seconds, "audio_seconds": audio_seconds,
+             "utterances": len(records), "failed": len(dropped) - len(garbled), "garbled": len(garbled),
+             "garbled_wer": [round(g.wer, 4) for g in garbled]}
     part = job.part_path
     part.parent.mkdir(parents=True, exist_ok=True)
-    tmp = part.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(part)  # a part file exists only when its chunk is complete
-    garbled = [r for r in dropped if isinstance(r, kokoro.GarbledError)]
-    return {"engine": voice.engine, "synth_seconds": synth_seconds, "audio_seconds": audio_seconds,
-            "utterances": len(records), "failed": len(dropped) - len(garbled), "garbled": len(garbled)}
+    _write_jsonl(job.stats_path, [stats])  # before the part: a finished chunk always has its stats
+    _write_jsonl(part, records)  # a part file exists only when its chunk is complete
+    return stats
 
 
 # --- the whole corpus ------------------------------------------------------------------------------
@@ -344,7 +350,9 @@ def build_corpus(out_dir: Path, config: CorpusConfig, workers: int = 1, force: b
     if config.noise:
         noises = noisebank.build_noise_bank(out_dir, records, seed=config.seed)
         _write_jsonl(out_dir / "noise.jsonl", noises)
-    return summarize(records, noises, stats, wall, skipped=len(jobs) - len(todo))
+    every_chunk = [row for job in jobs if job.stats_path.exists() for row in read_manifest(job.stats_path)]
+    return summarize(records, noises, every_chunk, wall, skipped=len(jobs) - len(todo),
+                     made=sum(s["utterances"] for s in stats))
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -358,14 +366,16 @@ def read_manifest(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def summarize(records: list[dict], noises: list[dict], stats: list[dict], wall: float, skipped: int) -> dict:
+def summarize(records: list[dict], noises: list[dict], stats: list[dict], wall: float, skipped: int,
+              made: int) -> dict:
+    """The corpus in numbers; `stats` are every chunk's (this run's and earlier runs'), `made` the
+    utterances this run synthesized in `wall` seconds."""
     seconds = sum(r["duration"] + (r["edit"]["duration"] if r["edit"] else 0.0) for r in records)
     per_engine: dict[str, dict[str, float]] = {}
     for s in stats:
         e = per_engine.setdefault(s["engine"], {"synth_seconds": 0.0, "audio_seconds": 0.0})
         e["synth_seconds"] += s["synth_seconds"]
         e["audio_seconds"] += s["audio_seconds"]
-    made = sum(s["utterances"] for s in stats)
     sources: dict[str, dict] = {}
     for r in records:
         source = sources.setdefault(r["speaker"].partition(":")[0], {"hours": 0.0, "utterances": 0,
@@ -381,6 +391,7 @@ def summarize(records: list[dict], noises: list[dict], stats: list[dict], wall: 
                      for split in ("train", "dev")},
         "failed": sum(s["failed"] for s in stats),
         "garbled": sum(s.get("garbled", 0) for s in stats),
+        "garbled_wer": sorted(w for s in stats for w in s.get("garbled_wer", [])),
         "sources": {k: {**v, "speakers": len(v["speakers"])} for k, v in sorted(sources.items())},
         "skipped_chunks": skipped,
         "wall_seconds": wall,
