@@ -124,3 +124,18 @@ def test_the_builders_help_names_the_kokoro_source():
     assert len([v for v in corpus.voice_pool(10) if v.engine == "kokoro"]) == 10
     assert corpus.CorpusConfig(n_per_speaker=5).settings() == {"format": 1, "n_per_speaker": 5, "seed": 0,
                                                                "edit_fraction": 0.3}
+
+
+def test_the_corpus_report_measures_sources_wer_and_distinctness(tiny_build):
+    out, records, _ = tiny_build
+    corpus._write_jsonl(out / "manifest.jsonl", records)
+    result = CliRunner().invoke(corpus.app, ["report", str(out), "--speakers", "2", "--json", str(out / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "r.json").read_text())
+    facts = report["sources"]["kokoro"]
+    assert facts["speakers"] == 2 and facts["dev_speakers"] == 1 and facts["utterances"] == len(records)
+    assert facts["garbled"] == 0 and facts["synthesis_real_time_factor"] > 0
+    assert report["wer"]["kokoro"]["n"] == len(records)
+    assert report["wer"]["kokoro"]["median"] == float(np.median([r["asr_wer"] for r in records]))
+    voices = report["distinctness"]["kokoro"]
+    assert voices["speakers"] == 2 and -1 <= voices["other"][0] <= 1 and 0 < voices["same"][0] <= 1

@@ -42,6 +42,7 @@ import soundfile as sf
 import typer
 
 from speechx_cli.train import kokoro, noisebank
+from speechx_cli.train.corpus_report import summarize
 from speechx_cli.train.sentences import Sentence, load_sentences
 from speechx_cli.train.synth import (SAMPLE_RATE, Synthesis, TimingError, Voice, assert_trainable,
                                      reset_espeak, synthesize_many)
@@ -366,42 +367,6 @@ def read_manifest(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def summarize(records: list[dict], noises: list[dict], stats: list[dict], wall: float, skipped: int,
-              made: int) -> dict:
-    """The corpus in numbers; `stats` are every chunk's (this run's and earlier runs'), `made` the
-    utterances this run synthesized in `wall` seconds."""
-    seconds = sum(r["duration"] + (r["edit"]["duration"] if r["edit"] else 0.0) for r in records)
-    per_engine: dict[str, dict[str, float]] = {}
-    for s in stats:
-        e = per_engine.setdefault(s["engine"], {"synth_seconds": 0.0, "audio_seconds": 0.0})
-        e["synth_seconds"] += s["synth_seconds"]
-        e["audio_seconds"] += s["audio_seconds"]
-    sources: dict[str, dict] = {}
-    for r in records:
-        source = sources.setdefault(r["speaker"].partition(":")[0], {"hours": 0.0, "utterances": 0,
-                                                                    "speakers": set()})
-        source["hours"] += (r["duration"] + (r["edit"]["duration"] if r["edit"] else 0.0)) / 3600
-        source["utterances"] += 1
-        source["speakers"].add(r["speaker"])
-    return {
-        "utterances": len(records),
-        "edit_pairs": sum(r["edit"] is not None for r in records),
-        "hours": seconds / 3600,
-        "speakers": {split: len({r["speaker"] for r in records if r["split"] == split})
-                     for split in ("train", "dev")},
-        "failed": sum(s["failed"] for s in stats),
-        "garbled": sum(s.get("garbled", 0) for s in stats),
-        "garbled_wer": sorted(w for s in stats for w in s.get("garbled_wer", [])),
-        "sources": {k: {**v, "speakers": len(v["speakers"])} for k, v in sorted(sources.items())},
-        "skipped_chunks": skipped,
-        "wall_seconds": wall,
-        "utterances_per_minute": 60 * made / wall if wall > 0 and made else 0.0,
-        "synth_seconds_per_audio_hour": {k: 3600 * v["synth_seconds"] / max(v["audio_seconds"], 1e-9)
-                                         for k, v in sorted(per_engine.items())},
-        "noises": dict(Counter(f"{n['kind']}/{n['split']}" for n in noises)),
-    }
-
-
 # --- command line ----------------------------------------------------------------------------------
 
 app = typer.Typer(help="Offline training corpus: espeak-ng, flite and festival voices plus Kokoro-82M natural "
@@ -464,6 +429,35 @@ def build(
     console.print(f"  {summary['utterances_per_minute']:.0f} utterances/min with {workers} worker(s); "
                   f"noises: {summary['noises']}")
     console.print(f"manifest: {out_dir / 'manifest.jsonl'}")
+
+
+@app.command("report")
+def report_command(
+    corpus_dir: Annotated[Path, typer.Argument(help="A built corpus (manifest.jsonl).", exists=True, file_okay=False)],
+    sample: Annotated[int, typer.Option(help="Utterances per source the recognizer reads.")] = 60,
+    speakers: Annotated[int, typer.Option(help="Speakers per source whose distinctness is measured.")] = 40,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
+) -> None:
+    """Hours, speakers and filtered utterances per source; recognizer WER; speaker distinctness."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from speechx_cli.train.corpus_report import report
+
+    result = report(corpus_dir, sample=sample, speakers=speakers)
+    table = Table("source", "hours", "speakers (dev)", "utterances", "timing failures", "rejected (WER)",
+                  "WER median", "cosine same", "cosine other", "confusable")
+    for source, facts in sorted(result["sources"].items()):
+        wer, voices = result["wer"].get(source), result["distinctness"].get(source)
+        table.add_row(source, f"{facts['hours']:.2f}", f"{facts['speakers']} ({facts['dev_speakers']})",
+                      str(facts["utterances"]), str(facts.get("failed", "?")), str(facts.get("garbled", "?")),
+                      f"{wer['median']:.2f} (n={wer['n']})" if wer else "",
+                      "{:.3f} [{:.3f}, {:.3f}]".format(*voices["same"]) if voices else "",
+                      "{:.3f} [{:.3f}, {:.3f}]".format(*voices["other"]) if voices else "",
+                      f"{voices['confusable']:.1%}" if voices else "")
+    Console().print(table)
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
