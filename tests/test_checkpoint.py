@@ -1,11 +1,15 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 from speechx_cli import checkpoint
 from speechx_cli.checkpoint import CheckpointError
+from speechx_cli.cli import app
 
 from .conftest import tiny_parts
 
@@ -97,3 +101,60 @@ def test_shipped_checkpoint_is_found(monkeypatch):
     monkeypatch.delenv(checkpoint.ENV_VAR, raising=False)
     path = checkpoint.default_path()
     assert path is not None and path.name == checkpoint.DEFAULT_NAME and path.exists()
+
+
+# ---- codec kinds ---------------------------------------------------------------------------------
+
+def _with_codec_config(src: Path, dst: Path, config) -> Path:
+    """A copy of checkpoint `src` whose header holds another codec config (a dict, or raw text)."""
+    with safe_open(str(src), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    meta["codec_config"] = config if isinstance(config, str) else json.dumps(config)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def test_info_names_the_codec_kind(tiny_checkpoint):
+    r = CliRunner().invoke(app, ["info", "--checkpoint", str(tiny_checkpoint)])
+    assert r.exit_code == 0, r.output
+    assert any(line.split()[:4] == ["codec", "kind", "│", "small_codec"] for line in r.output.splitlines())
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"kind": "dac_44khz", "n_codebooks": 9}, "unknown codec kind 'dac_44khz'"),
+    ({"n_codebooks": 4}, "unknown codec kind None"),
+    ({"kind": "small_codec", "n_codebooks": -4}, "malformed small_codec codec config"),
+    ({"kind": "small_codec", "ratios": "eight"}, "malformed small_codec codec config"),
+    ({"kind": "small_codec", "flux": 1}, "malformed small_codec codec config"),
+    ({"kind": "encodec_24khz", "bandwidth": 12.0}, "malformed encodec_24khz codec config"),
+    ("{not json", "malformed codec config"),
+    ([1, 2], "malformed codec config"),
+])
+def test_unknown_or_malformed_codec_is_a_one_line_error(tiny_checkpoint, tmp_path, config, message):
+    bad = _with_codec_config(tiny_checkpoint, tmp_path / "bad.safetensors", config)
+    for read in (checkpoint.read_header, checkpoint.load, checkpoint.load_codec):
+        with pytest.raises(CheckpointError) as err:
+            read(bad)
+        assert message in str(err.value) and str(bad) in str(err.value) and "\n" not in str(err.value)
+    r = CliRunner().invoke(app, ["info", "--checkpoint", str(bad)])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and message in r.output, r.output
+
+
+def test_codec_weights_that_do_not_fit_its_config_are_a_one_line_error(tiny_checkpoint, tmp_path):
+    wider = {**json.loads(checkpoint.read_header(tiny_checkpoint)["codec_config"]), "n_filters": 8}
+    bad = _with_codec_config(tiny_checkpoint, tmp_path / "wider.safetensors", wider)
+    assert checkpoint.read_header(bad)  # a well-formed config: only its weights disagree
+    with pytest.raises(CheckpointError, match="small_codec codec weights do not match its config") as err:
+        checkpoint.load(bad)
+    assert "\n" not in str(err.value)
+
+
+def test_codec_training_checkpoint_of_an_unknown_kind_is_refused(tmp_path):
+    state = {"kind": checkpoint.CODEC_TRAINING, "version": checkpoint.TRAINING_VERSION, "step": 1,
+             "codec_config": {"kind": "vocos"}, "model": {}}
+    path = checkpoint.save_training(tmp_path / "codec_train.pt", state)
+    with pytest.raises(CheckpointError, match="unknown codec kind 'vocos'"):
+        checkpoint.load_codec(path)
+    lm = checkpoint.save_training(tmp_path / "lm_train.pt", {**state, "kind": checkpoint.LM_TRAINING})
+    with pytest.raises(CheckpointError, match="is not a codec training checkpoint"):
+        checkpoint.load_codec(lm)

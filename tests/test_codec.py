@@ -22,10 +22,10 @@ from speechx_cli.codec import (
     SmallCodec,
     SmallCodecConfig,
     _RevivingCodebook,
-    codec_from_config,
     encodec_hub_path,
     kmeans,
 )
+from speechx_cli.codecs import KINDS, CodecConfigError, check_config, codec_by_name, codec_from_config
 
 # ---- torchaudio stand-in ---------------------------------------------------------------------
 
@@ -150,6 +150,27 @@ def test_small_codec_config_round_trip(tiny_codec):
     torch.testing.assert_close(rebuilt.decode(codes), tiny_codec.decode(codes))
     with pytest.raises(ValueError):
         codec_from_config({"kind": "nope"})
+
+
+def test_every_kind_is_built_by_name_from_its_config(tiny_codec):
+    assert {kind: cls.kind for kind, cls in KINDS.items()} == {"encodec_24khz": "encodec_24khz",
+                                                                "small_codec": "small_codec"}
+    assert check_config(tiny_codec.config()) == "small_codec"
+    with pytest.raises(CodecConfigError, match="weights do not match"):
+        codec_from_config({**tiny_codec.config(), "n_filters": 8}, tiny_codec.state_dict())
+    with pytest.raises(CodecConfigError, match="weights are missing"):
+        codec_from_config(tiny_codec.config())
+
+
+def test_named_codecs_leave_the_global_random_state_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b = codec_by_name("random-tiny"), codec_by_name("random-tiny")
+    assert torch.equal(torch.get_rng_state(), before)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert isinstance(a, SmallCodec) and not a.training and a.cfg == SmallCodecConfig.tiny()
+    with pytest.raises(CodecConfigError, match="unknown codec name"):
+        codec_by_name("random-huge")
 
 
 def test_small_codec_training_forward():

@@ -12,7 +12,8 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from speechx_cli.codec import SmallCodec, SmallCodecConfig, codec_from_config
+from speechx_cli.codec import SmallCodec, SmallCodecConfig
+from speechx_cli.codecs import codec_from_config
 from speechx_cli.train import codec_train as ct
 
 

@@ -1,9 +1,16 @@
-"""Inference checkpoints: one safetensors file (no pickle: loading never runs code).
+"""Checkpoint files, and the one reader of each kind.
 
-Tensors: ``ar.*``, ``nar.*`` and, for a trainable codec, ``codec.*``. Header metadata (strings):
-format, format_version, model_config, codec_config, phoneme_table, special_tokens, info (JSON).
-The official pretrained EnCodec is referenced by its config only; its weights stay where the
-encodec package keeps them.
+Inference checkpoints: one safetensors file (no pickle: loading never runs code). Tensors: ``ar.*``,
+``nar.*`` and, for a codec that stores its weights, ``codec.*``. Header metadata (strings): format,
+format_version, model_config, codec_config (its "kind" is a row of codecs.KINDS), phoneme_table,
+special_tokens, info (JSON). The official pretrained EnCodec is referenced by its config only; its
+weights stay where the encodec package keeps them.
+
+Training checkpoints (train/loop.py): torch.save of tensors and plain containers, read back with
+weights_only=True: "kind" (CODEC_TRAINING or LM_TRAINING), "version", "step" and the trainer's state.
+A codec training checkpoint holds "codec_config" and the codec's weights in "model".
+
+`load_codec` finds a codec by name or in either kind of file.
 """
 
 from __future__ import annotations
@@ -19,17 +26,24 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from . import codecs
+from .codec import Codec
 from .files import atomic_path
 from .model import ARModel, ModelConfig, NARModel
 from .prompts import SPECIAL_TOKENS
+from .text import PHONEME_TABLE, check_table
 
 FORMAT = "speechx-inference"
 FORMAT_VERSION = 1
 DEFAULT_NAME = "speechx-demo.safetensors"
 ENV_VAR = "SPEECHX_CHECKPOINT"
+CODEC_TRAINING = "speechx_codec_training"
+LM_TRAINING = "speechx_lm_training"
+TRAINING_VERSION = 1
+TRAINING_NAMES = {CODEC_TRAINING: "a codec training checkpoint", LM_TRAINING: "an LM training checkpoint"}
 
 
-class CheckpointError(Exception):
+class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line for the user."""
 
 
@@ -39,7 +53,7 @@ class SpeechX:
 
     ar: ARModel
     nar: NARModel
-    codec: "object"  # codec.Codec
+    codec: Codec
     config: ModelConfig
     phoneme_table: list[str]
     info: dict = field(default_factory=dict)
@@ -69,13 +83,10 @@ def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None 
     """Write an inference checkpoint atomically (temp file in the same folder, then rename).
 
     half=True stores floating-point tensors as float16 (half the size; loading casts back)."""
-    from .text import PHONEME_TABLE
-
     path = Path(path)
     tensors = {f"ar.{k}": v for k, v in ar.state_dict().items()}
     tensors |= {f"nar.{k}": v for k, v in nar.state_dict().items()}
-    codec_cfg = codec.config()
-    if codec_cfg.get("kind") != "encodec_24khz":
+    if codec.stores_weights:
         tensors |= {f"codec.{k}": v for k, v in codec.state_dict().items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     if half:
@@ -84,7 +95,7 @@ def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None 
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "model_config": json.dumps(ar.cfg.to_dict()),
-        "codec_config": json.dumps(codec_cfg),
+        "codec_config": json.dumps(codec.config()),
         "phoneme_table": json.dumps(list(PHONEME_TABLE)),
         "special_tokens": json.dumps(list(SPECIAL_TOKENS)),
         "info": json.dumps(info or {}),
@@ -113,7 +124,35 @@ def read_header(path: str | Path) -> dict:
     specials = json.loads(meta["special_tokens"])
     if specials != list(SPECIAL_TOKENS[: len(specials)]):
         raise CheckpointError(f"{path}: special-token slots differ from this speechx's")
+    codec_config(path, meta)
     return meta
+
+
+def codec_config(path: str | Path, meta: dict) -> dict:
+    """The header's codec config, checked against the codec kinds this speechx knows."""
+    try:
+        config = json.loads(meta["codec_config"])
+        codecs.check_config(config)
+    except (KeyError, json.JSONDecodeError, codecs.CodecConfigError) as e:
+        reason = e if isinstance(e, codecs.CodecConfigError) else f"malformed codec config ({type(e).__name__})"
+        raise CheckpointError(f"{path}: {reason}") from None
+    return config
+
+
+def read_tensors(path: str | Path, groups: tuple[str, ...]) -> dict[str, dict[str, torch.Tensor]]:
+    """A checkpoint's tensors by key prefix: "ar.head.weight" -> parts["ar"]["head.weight"], one dict
+    per group asked for; float16/bfloat16 (a --half export) back to float32."""
+    parts: dict[str, dict[str, torch.Tensor]] = {g: {} for g in groups}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                group, _, name = key.partition(".")
+                if group in parts:
+                    t = f.get_tensor(key)
+                    parts[group][name] = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or damaged checkpoint ({e})") from None
+    return parts
 
 
 def _build(cls, cfg: ModelConfig, state: dict[str, torch.Tensor], device) -> torch.nn.Module:
@@ -129,29 +168,58 @@ def _build(cls, cfg: ModelConfig, state: dict[str, torch.Tensor], device) -> tor
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> SpeechX:
     """Load an inference checkpoint onto `device`."""
-    from .codec import codec_from_config
-    from .text import check_table
-
     meta = read_header(path)
     try:
         check_table(json.loads(meta["phoneme_table"]))
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     cfg = ModelConfig(**json.loads(meta["model_config"]))
-    parts: dict[str, dict[str, torch.Tensor]] = {"ar": {}, "nar": {}, "codec": {}}
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                group, _, name = key.partition(".")
-                if group in parts:
-                    t = f.get_tensor(key)
-                    parts[group][name] = t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: truncated or damaged checkpoint ({e})") from None
+    parts = read_tensors(path, ("ar", "nar", "codec"))
     ar = _build(ARModel, cfg, parts["ar"], device)
     nar = _build(NARModel, cfg, parts["nar"], device)
-    codec = codec_from_config(json.loads(meta["codec_config"]), parts["codec"] or None, device=device)
+    codec = _codec(path, codec_config(path, meta), parts["codec"], device)
     if codec.n_codebooks != cfg.n_codebooks or codec.codebook_size != cfg.codebook_size:
         raise CheckpointError(f"{path}: codec ({codec.n_codebooks} x {codec.codebook_size}) does not "
                               f"match the model ({cfg.n_codebooks} x {cfg.codebook_size})")
     return SpeechX(ar, nar, codec, cfg, json.loads(meta["phoneme_table"]), json.loads(meta.get("info", "{}")))
+
+
+def _codec(path: str | Path, config: dict, state: dict[str, torch.Tensor], device) -> Codec:
+    try:
+        return codecs.codec_from_config(config, state or None, device)
+    except codecs.CodecConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def load_codec(spec: str | Path, device: str | torch.device = "cpu") -> Codec:
+    """A codec by name (codecs.NAMED: encodec_24khz, random-tiny, random-demo) or from a file: the codec
+    of an inference checkpoint (.safetensors) or of a codec training checkpoint (a run's codec_train.pt)."""
+    if str(spec) in codecs.NAMED:
+        return codecs.codec_by_name(str(spec), device)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"codec checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        return _codec(path, codec_config(path, read_header(path)), read_tensors(path, ("codec",))["codec"], device)
+    ckpt = read_training(path, CODEC_TRAINING)
+    return _codec(path, ckpt["codec_config"], ckpt["model"], device)
+
+
+# ---- training checkpoints -----------------------------------------------------------------------
+
+def save_training(path: str | Path, state: dict) -> Path:
+    """Write a training checkpoint atomically: a kill mid-write leaves the previous one intact."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def read_training(path: str | Path, kind: str) -> dict:
+    """A training checkpoint of `kind` (CODEC_TRAINING or LM_TRAINING), on the CPU; no code runs."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise CheckpointError(f"{path} is not {TRAINING_NAMES[kind]}")
+    if ckpt.get("version") != TRAINING_VERSION:
+        raise CheckpointError(f"{path}: {TRAINING_NAMES[kind]} of version {ckpt.get('version')} "
+                              f"(this speechx reads version {TRAINING_VERSION})")
+    return ckpt

@@ -484,7 +484,8 @@ def info(checkpoint: CheckpointOpt = None) -> None:
         table.add_row("file", str(path))
         table.add_row("format", f"{meta['format']} v{meta['format_version']}")
         table.add_row("model", meta["model_config"])
-        table.add_row("codec", meta["codec_config"])
+        table.add_row("codec kind", ckpt.codec_config(path, meta)["kind"])
+        table.add_row("codec config", meta["codec_config"])
         for k, v in json.loads(meta.get("info", "{}")).items():
             table.add_row(k, str(v))
         out.print(table)

@@ -8,7 +8,8 @@ Two codecs share one interface (`Codec`):
   this project can train on CPU, with the fixes OFFLINE.md reports (zero conv biases, x10 input
   scale, dead-code revival that sticks, 10 k-means iterations). Checkpoints store its weights.
 
-`codec_from_config` rebuilds either from the dict that `Codec.config()` returns.
+Each describes itself with `Codec.config()` (a JSON dict with a "kind"); `speechx_cli.codecs` holds the
+table of kinds that rebuilds a codec from that dict, and the codecs built by name.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ._torchaudio_compat import ensure_encodec_importable
@@ -128,7 +130,17 @@ class Codec(nn.Module, ABC):
 
     @abstractmethod
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable description with a "kind"; `codec_from_config` inverts it."""
+        """JSON-serialisable description with a "kind"; `from_config` inverts it."""
+
+    @classmethod
+    @abstractmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        """Raise ValueError unless `config` describes a codec of this kind; builds nothing."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None) -> Codec:
+        """The codec `config` describes, with `state_dict` loaded (ValueError or RuntimeError if they differ)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,8 +176,6 @@ def resolve_encodec_weights(weights: str | Path | None = None) -> Path | None:
 
 def _load_state_dict_file(path: Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -242,6 +252,22 @@ class PretrainedEncodec(Codec):
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "bandwidth": ENCODEC_BANDWIDTH_KBPS}
 
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        unknown = set(config) - {"kind", "bandwidth"}
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}")
+        bandwidth = float(config.get("bandwidth", ENCODEC_BANDWIDTH_KBPS))
+        if bandwidth != ENCODEC_BANDWIDTH_KBPS:
+            raise ValueError(f"only {ENCODEC_BANDWIDTH_KBPS} kbps EnCodec is supported, got {bandwidth}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any],
+                    state_dict: Mapping[str, Tensor] | None = None) -> PretrainedEncodec:
+        """Checkpoints never hold its weights: without `state_dict` they are found as in __init__."""
+        cls.check_config(config)
+        return cls(state_dict=state_dict)
+
 
 # ---------------------------------------------------------------------------------------------
 # Trainable small codec
@@ -306,8 +332,25 @@ class SmallCodecConfig:
             raise ValueError(f"unknown SmallCodecConfig fields: {sorted(unknown)}")
         values = {k: v for k, v in d.items() if k in known}
         if "ratios" in values:
-            values["ratios"] = tuple(int(r) for r in values["ratios"])
-        return cls(**values)
+            values["ratios"] = tuple(values["ratios"])
+        return cls(**values).validate()
+
+    def validate(self) -> SmallCodecConfig:
+        """Raise ValueError on values no codec can have (a damaged or hand-edited config)."""
+        def count(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+        sizes = (self.sample_rate, self.n_filters, self.dimension, self.n_codebooks, self.codebook_size,
+                 self.n_residual_layers, self.kmeans_iters, *self.ratios)
+        if not self.ratios or not all(map(count, sizes)) or not (self.decoder_filters is None
+                                                                  or count(self.decoder_filters)):
+            raise ValueError("sizes, ratios and counts must be positive integers")
+        reals = (self.input_scale, self.ema_decay, self.dead_code_threshold)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in reals):
+            raise ValueError("input_scale, ema_decay and dead_code_threshold must be positive numbers")
+        if not isinstance(self.causal, bool) or not (isinstance(self.lstm_layers, int) and self.lstm_layers >= 0):
+            raise ValueError("causal must be true or false, lstm_layers a count")
+        return self
 
 
 def kmeans(samples: Tensor, num_clusters: int, num_iters: int) -> tuple[Tensor, Tensor]:
@@ -430,37 +473,17 @@ class SmallCodec(Codec):
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.cfg.to_dict()}
 
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        SmallCodecConfig.from_dict(config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None) -> SmallCodec:
+        if state_dict is None:
+            raise ValueError("its weights are missing")
+        codec = cls(SmallCodecConfig.from_dict(config))
+        codec.load_state_dict(state_dict)
+        return codec
+
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-# ---------------------------------------------------------------------------------------------
-# Rebuilding from a checkpoint
-# ---------------------------------------------------------------------------------------------
-
-def codec_from_config(config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None,
-                      device: str | torch.device = "cpu", *,
-                      encodec_weights: str | Path | None = None) -> Codec:
-    """Rebuild the codec that `Codec.config()` described, in eval mode on `device`.
-
-    A SmallCodec needs its `state_dict`; the pretrained EnCodec resolves its own weights
-    (`encodec_weights`, the environment, the hub cache, a download) unless one is given.
-    """
-    kind = config.get("kind")
-    codec: Codec
-    if kind == ENCODEC_KIND:
-        bandwidth = float(config.get("bandwidth", ENCODEC_BANDWIDTH_KBPS))
-        if bandwidth != ENCODEC_BANDWIDTH_KBPS:
-            raise ValueError(f"only {ENCODEC_BANDWIDTH_KBPS} kbps EnCodec is supported, "
-                             f"got {bandwidth}")
-        codec = PretrainedEncodec(encodec_weights, state_dict=state_dict)
-    elif kind == SMALL_CODEC_KIND:
-        if state_dict is None:
-            raise ValueError("a small_codec config needs its state_dict")
-        codec = SmallCodec(SmallCodecConfig.from_dict(config))
-        codec.load_state_dict(state_dict)
-    else:
-        raise ValueError(f"unknown codec kind {kind!r} (expected {ENCODEC_KIND!r} or "
-                         f"{SMALL_CODEC_KIND!r})")
-    return codec.to(device).eval()
-

@@ -121,7 +121,7 @@ def _codec(path: Path, device: Device):
 
     if path.suffix != ".pt":
         return cli._load_model(cli._common(path, device, 0, 1.0, 0, 1.0, False, None)).codec
-    from ..train.common import load_codec
+    from ..checkpoint import load_codec
 
     if not path.is_file():
         raise cli.UserError(f"{path}: not found")

@@ -1,15 +1,13 @@
 """What every trainer shares: RNG state for exact resume, the learning-rate schedule, stopping cleanly
-on a signal, and codecs by name (shards, LM export and `speechx eval codec` load them)."""
+on a signal."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import signal
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -71,32 +69,4 @@ def stop_requests() -> Iterator[dict[str, bool]]:
             signal.signal(sig, handler)
 
 
-RANDOM_CODECS = ("random-tiny", "random-demo")  # untrained SmallCodecs: for speed measurements only
-
-
-def load_codec(spec: str, device: str | torch.device = "cpu"):
-    """A codec from: a speechx inference checkpoint (.safetensors), a codec training checkpoint
-    (codec_train.pt), "encodec_24khz" (the official pretrained EnCodec) or random-tiny/random-demo."""
-    from ..codec import PretrainedEncodec, SmallCodec, SmallCodecConfig, codec_from_config
-
-    if spec == "encodec_24khz":
-        return PretrainedEncodec().to(device).eval()
-    if spec in RANDOM_CODECS:
-        torch.manual_seed(0)
-        cfg = SmallCodecConfig.tiny() if spec == "random-tiny" else SmallCodecConfig.demo()
-        return SmallCodec(cfg).to(device).eval()
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"codec checkpoint {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        from ..checkpoint import read_header
-
-        meta = read_header(path)
-        with safe_open(str(path), framework="pt") as f:
-            state = {k[len("codec."):]: f.get_tensor(k) for k in f.keys() if k.startswith("codec.")}
-        return codec_from_config(json.loads(meta["codec_config"]), state or None, device)
-    from .codec_train import export_codec
-
-    return export_codec(path).to(device).eval()
+from ..checkpoint import load_codec  # noqa: E402,F401 (moved to checkpoint.py; this module goes next)

@@ -47,9 +47,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from .. import prompts as P
+from ..checkpoint import load_codec
+from ..codec import SmallCodecConfig
 from ..files import atomic_path
 from ..prompts import Prompt, Task
-from .common import load_codec
 
 FORMAT = "speechx-shards"
 FORMAT_VERSION = 1
@@ -294,8 +295,6 @@ def shard_stats(examples: list[EncodedExample], frame_rate: float) -> dict[str, 
 def codec_fingerprint(codec) -> str:
     """Short hash of the weights that decide the tokens (everything but the decoder): two codecs
     with one config can still differ, and a decoder fine-tuned or widened later keeps the data valid."""
-    from ..codec import SmallCodecConfig
-
     h = hashlib.sha256(json.dumps(SmallCodecConfig.tokenizer_part(codec.config()), sort_keys=True).encode())
     for name, t in sorted(codec.state_dict().items()):
         if "decoder" in name.split("."):

@@ -1,0 +1,96 @@
+"""Every codec speechx knows, by name: the one table that turns a saved codec config back into a codec.
+
+A codec describes itself with `Codec.config()`, a JSON dict whose "kind" names its class; inference
+checkpoints and codec training checkpoints store that dict, and `codec_from_config` rebuilds the codec
+from it through `KINDS`. `NAMED` holds the codecs built from a name alone (no file): the official
+EnCodec and the random-weight codecs used for speed measurements. Files (checkpoints) are read by
+`checkpoint.load_codec`, which comes here for the building.
+
+Adding a kind (say a DAC-style codec): subclass `codec.Codec` in a module of this package
+(codecs/dac.py) with a unique `kind`, `config()`, and the classmethods `check_config` (raise ValueError
+on a config no such codec can have, building nothing) and `from_config` (build it and load its weights),
+then add the class to `KINDS`. Checkpoints then carry it, `speechx info` names it, and a checkpoint
+of a kind this speechx does not know is refused in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..codec import Codec, CodecUnavailableError, PretrainedEncodec, SmallCodec, SmallCodecConfig
+
+KINDS: dict[str, type[Codec]] = {cls.kind: cls for cls in (PretrainedEncodec, SmallCodec)}
+
+RANDOM_SEED = 0  # the random-* codecs' weights: the same on every call and every machine
+
+
+def _random_small_codec(cfg: SmallCodecConfig) -> Codec:
+    """An untrained SmallCodec, seeded without touching the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        return SmallCodec(cfg)
+
+
+NAMED: dict[str, Callable[[], Codec]] = {
+    "encodec_24khz": PretrainedEncodec,  # the official weights: hub cache, $SPEECHX_ENCODEC_WEIGHTS or download
+    "random-tiny": lambda: _random_small_codec(SmallCodecConfig.tiny()),  # speed measurements only
+    "random-demo": lambda: _random_small_codec(SmallCodecConfig.demo()),
+}
+
+
+class CodecConfigError(ValueError):
+    """A codec config (or its weights) that no codec of this speechx matches; the message is one line."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def kind_of(config: Any) -> type[Codec]:
+    """The codec class `config` names by its "kind"."""
+    if not isinstance(config, Mapping):
+        raise CodecConfigError(f"malformed codec config: a JSON object was expected, got {type(config).__name__}")
+    kind = config.get("kind")
+    if kind not in KINDS:
+        raise CodecConfigError(f"unknown codec kind {kind!r} (this speechx knows {', '.join(KINDS)})")
+    return KINDS[kind]
+
+
+def check_config(config: Any) -> str:
+    """The kind of a well-formed codec config; CodecConfigError otherwise. Builds nothing, loads nothing."""
+    cls = kind_of(config)
+    try:
+        cls.check_config(config)
+    except (TypeError, ValueError) as e:
+        raise CodecConfigError(f"malformed {cls.kind} codec config: {_first_line(e)}") from None
+    return cls.kind
+
+
+def codec_from_config(config: Any, state_dict: Mapping[str, Tensor] | None = None,
+                      device: str | torch.device = "cpu") -> Codec:
+    """Rebuild the codec that `Codec.config()` described, in eval mode on `device`.
+
+    A codec that `stores_weights` needs its `state_dict`; the official EnCodec finds its own weights
+    (the environment, the hub cache, a download) unless one is given.
+    """
+    cls = kind_of(config)
+    check_config(config)
+    try:
+        codec = cls.from_config(config, state_dict)
+    except CodecUnavailableError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as e:  # load_state_dict: missing, unexpected, mis-shaped
+        raise CodecConfigError(f"{cls.kind} codec weights do not match its config: {_first_line(e)}") from None
+    return codec.to(device).eval()
+
+
+def codec_by_name(name: str, device: str | torch.device = "cpu") -> Codec:
+    """One of the `NAMED` codecs, in eval mode on `device`."""
+    if name not in NAMED:
+        raise CodecConfigError(f"unknown codec name {name!r} (known: {', '.join(NAMED)})")
+    return NAMED[name]().to(device).eval()
