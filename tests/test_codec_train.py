@@ -12,9 +12,11 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
+from speechx_cli import checkpoint
 from speechx_cli.codec import SmallCodec, SmallCodecConfig
 from speechx_cli.codecs import codec_from_config
 from speechx_cli.train import codec_train as ct
+from speechx_cli.train.loop import LOG_NAME
 
 
 def _synth(rng: np.random.Generator, sr: int, seconds: float) -> np.ndarray:
@@ -50,7 +52,7 @@ def test_training_reduces_the_loss(audio, tmp_path):
     cfg = _cfg(audio, tmp_path, steps=12, quantizer_warmup_steps=100, adv_start_step=None,
                lr=1e-3, dev=())
     result = ct.train_codec(cfg, progress=False)
-    losses = [json.loads(line)["loss"] for line in (tmp_path / ct.LOG_NAME).open()]
+    losses = [json.loads(line)["loss"] for line in (tmp_path / LOG_NAME).open()]
     assert len(losses) == 12 and result.step == 12
     assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
 
@@ -58,7 +60,7 @@ def test_training_reduces_the_loss(audio, tmp_path):
 def test_logs_codebook_usage_of_first_and_last_level(audio, tmp_path):
     cfg = _cfg(audio, tmp_path, steps=4, adv_start_step=None, dev=())
     ct.train_codec(cfg, progress=False)
-    rows = [json.loads(line) for line in (tmp_path / ct.LOG_NAME).open()]
+    rows = [json.loads(line) for line in (tmp_path / LOG_NAME).open()]
     quantized = [r for r in rows if r["step"] > cfg.quantizer_warmup_steps]
     assert quantized and all("codes_used" not in r for r in rows if r["step"] <= cfg.quantizer_warmup_steps)
     for r in quantized:
@@ -85,10 +87,10 @@ def test_resume_continues_exactly(audio, tmp_path):
                                    rtol=0, atol=1e-6)
     assert ckpt_a["data"] == ckpt_b["data"]
     assert torch.equal(ckpt_a["rng"]["torch"], ckpt_b["rng"]["torch"])
-    dev_a = [json.loads(x) for x in (tmp_path / "a" / ct.LOG_NAME).open() if "dev_si_sdr" in x]
+    dev_a = [json.loads(x) for x in (tmp_path / "a" / LOG_NAME).open() if "dev_si_sdr" in x]
     assert [d["step"] for d in dev_a] == [3, 6]
 
-    codec = ct.export_codec(resumed.checkpoint)
+    codec = checkpoint.load_codec(resumed.checkpoint)
     assert isinstance(codec, SmallCodec) and not codec.training
     x = 0.1 * torch.randn(1, 1600)
     rebuilt = codec_from_config(codec.config(), codec.state_dict())
@@ -98,12 +100,12 @@ def test_resume_continues_exactly(audio, tmp_path):
 def test_learning_rate_is_flat_then_decays_to_its_floor(audio, tmp_path):
     cfg = _cfg(audio, tmp_path, steps=8, adv_start_step=None, dev=(), lr=1e-3, lr_decay_start=3)
     ct.train_codec(cfg, progress=False)
-    lrs = [json.loads(line)["lr"] for line in (tmp_path / ct.LOG_NAME).open()]
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / LOG_NAME).open()]
     assert lrs[:4] == [1e-3] * 4  # steps 0-3 (logged as 1-4): flat until the decay starts
     assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] > 1e-4
     assert ct.lr_multiplier(8, warmup=0, decay_start=3, end=8, min_ratio=0.1, shape="cosine") == pytest.approx(0.1)
     flat = ct.train_codec(replace(cfg, out_dir=str(tmp_path / "flat"), lr_decay_start=None), progress=False)
-    assert {json.loads(line)["lr"] for line in (tmp_path / "flat" / ct.LOG_NAME).open()} == {1e-3}
+    assert {json.loads(line)["lr"] for line in (tmp_path / "flat" / LOG_NAME).open()} == {1e-3}
     assert flat.step == 8
 
 
@@ -112,7 +114,7 @@ def test_a_forced_run_starts_a_new_log(audio, tmp_path):
     ct.train_codec(cfg, progress=False)
     assert (tmp_path / ct.BEST_NAME).exists()
     ct.train_codec(replace(cfg, steps=2, eval_every=100), force=True, progress=False)
-    assert [json.loads(line)["step"] for line in (tmp_path / ct.LOG_NAME).open()] == [1, 2]
+    assert [json.loads(line)["step"] for line in (tmp_path / LOG_NAME).open()] == [1, 2]
     assert not (tmp_path / ct.BEST_NAME).exists()  # the old run's best is not this run's
 
 
@@ -121,8 +123,8 @@ def test_checkpoint_write_is_atomic(audio, tmp_path, monkeypatch):
     ct.train_codec(cfg, progress=False)
     path = tmp_path / ct.CHECKPOINT_NAME
     before = path.read_bytes()
-    st = ct._build_state(cfg, [torch.zeros(4000)])
-    st.step = 99
+    trainer = ct.CodecTrainer(cfg, [torch.zeros(4000)])
+    trainer.step = 99
 
     def broken_save(obj, f, *args, **kwargs):
         Path(f).write_bytes(b"half a checkpoint")
@@ -130,10 +132,10 @@ def test_checkpoint_write_is_atomic(audio, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        ct.save_training_checkpoint(st, path)
+        trainer.save_checkpoint()
     assert path.read_bytes() == before
     assert ct.load_training_checkpoint(path)["step"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == [ct.CHECKPOINT_NAME, ct.LOG_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ct.CHECKPOINT_NAME, LOG_NAME]
 
 
 def test_config_round_trip_and_sampler_determinism():
@@ -176,7 +178,7 @@ def test_decoder_fine_tuning_keeps_the_codes(audio, tmp_path):
     base = ct.train_codec(_cfg(audio, tmp_path / "base", adv_start_step=None), progress=False)
     tuned = ct.train_codec(_cfg(audio, tmp_path / "tuned", init_from=str(base.checkpoint), freeze_tokenizer=True,
                                 adv_start_step=0, lr=1e-3, best_metric="dev_mel_distance"), progress=False)
-    dev = [json.loads(x) for x in (tmp_path / "tuned" / ct.LOG_NAME).open() if "dev_mel_distance" in x]
+    dev = [json.loads(x) for x in (tmp_path / "tuned" / LOG_NAME).open() if "dev_mel_distance" in x]
     best = min(dev, key=lambda d: d["dev_mel_distance"])
     assert ct.load_training_checkpoint(tmp_path / "tuned" / ct.BEST_NAME)["step"] == best["step"]
     a, b = base.codec.state_dict(), tuned.codec.state_dict()

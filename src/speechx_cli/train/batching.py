@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from ..prompts import Batch, Task, collate
+from .lm_config import TrainConfig
 from .shards import TASK_ID, TASKS
-
-if TYPE_CHECKING:
-    from .lm_train import TrainConfig
 
 
 def length_batches(pool: np.ndarray, lengths: np.ndarray, cfg: TrainConfig, min_examples: int = 1

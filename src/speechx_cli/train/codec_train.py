@@ -10,13 +10,15 @@ RNG states, so `--resume` continues the very same run.
 Decoder-only fine-tuning (`--init-from runs/codec/codec_train.pt --freeze-tokenizer`) starts from a
 trained codec and trains its decoder alone, usually against the discriminator: the encoder and the
 codebooks stay fixed, so shards and language models made with the first codec stay valid.
+
+The run's progress, log, stop requests, checkpoints and resume are the training loop's (train/loop.py);
+this module holds the codec's data, update, losses and dev metrics.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -28,17 +30,14 @@ import torch.nn.functional as F
 import typer
 from torch import Tensor, nn
 
-from .. import audio
+from .. import audio, checkpoint
 from ..codec import SmallCodec, SmallCodecConfig, quiet_weight_norm
-from ..files import atomic_path
-from .common import lr_multiplier, rng_state, set_rng_state, stop_requests
+from .loop import RunFolder, Schedule, Trainer, lr_multiplier, rng_state, set_rng_state
 from .losses import MultiScaleMelLoss, feature_matching_loss, hinge_d_loss, hinge_g_loss
 
-CHECKPOINT_KIND = "speechx_codec_training"
-CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "codec_train.pt"
 BEST_NAME = "codec_best.pt"
-LOG_NAME = "log.jsonl"
+TOKENIZER_PARTS = ("encoder.", "quantizer.")
 
 
 @dataclass(frozen=True)
@@ -187,147 +186,134 @@ def _optional_metrics(ref: np.ndarray, est: np.ndarray, sr: int) -> dict[str, fl
     return out
 
 
-# ---- training state and checkpoints -------------------------------------------------------------
+# ---- the trainer --------------------------------------------------------------------------------
 
-@dataclass
-class TrainState:
-    cfg: CodecTrainConfig
-    codec: SmallCodec
-    opt: torch.optim.Optimizer
-    sampler: SegmentSampler
-    disc: Optional[nn.Module] = None
-    opt_d: Optional[torch.optim.Optimizer] = None
-    step: int = 0
+def run_folder(cfg: CodecTrainConfig) -> RunFolder:
+    return RunFolder(Path(cfg.out_dir), CHECKPOINT_NAME, BEST_NAME)
 
 
-def save_training_checkpoint(st: TrainState, path: Path) -> None:
-    """Written atomically: a kill mid-write leaves the previous checkpoint intact."""
-    state = {
-        "kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "step": st.step,
-        "config": st.cfg.to_dict(), "codec_config": st.codec.config(),
-        "model": st.codec.state_dict(), "optimizer": st.opt.state_dict(),
-        "discriminator": st.disc.state_dict() if st.disc is not None else None,
-        "disc_optimizer": st.opt_d.state_dict() if st.opt_d is not None else None,
-        "rng": rng_state(), "data": st.sampler.state(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+class CodecTrainer(Trainer):
+    """The codec (and, for adversarial training, its discriminator), their optimizers and the sampler."""
+
+    kind = checkpoint.CODEC_TRAINING
+    label = "codec"
+
+    def __init__(self, cfg: CodecTrainConfig, train_waves: list[Tensor], dev_waves: list[Tensor] = ()):
+        super().__init__(run_folder(cfg), Schedule(cfg.steps, cfg.log_every, cfg.eval_every, cfg.ckpt_every,
+                                                   cfg.best_metric))
+        self.cfg, self.dev_waves = cfg, list(dev_waves)
+        torch.manual_seed(cfg.seed)
+        self.codec = SmallCodec(cfg.codec).train()
+        if cfg.freeze_tokenizer:
+            self.codec.freeze_tokenizer()
+        trained = [p for p in self.codec.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas)
+        self.disc: Optional[nn.Module] = None
+        self.opt_d: Optional[torch.optim.Optimizer] = None
+        if cfg.adv_start_step is not None:
+            # encodec's modules import torchaudio: only after codec.py has made that import work
+            from encodec.msstftd import MultiScaleSTFTDiscriminator
+
+            with quiet_weight_norm():
+                self.disc = MultiScaleSTFTDiscriminator(filters=cfg.disc_filters).train()
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.sampler = SegmentSampler(train_waves, cfg.segment_samples, cfg.batch_size, cfg.seed,
+                                      cfg.random_gain_db)
+        self.mel_loss = MultiScaleMelLoss(cfg.codec.sample_rate, cfg.mel_n_ffts, cfg.n_mels)
+
+    def init_weights(self, path: str) -> None:
+        """A fresh run's starting weights from another run's checkpoint (the optimizer starts anew). A
+        decoder of another width (decoder_filters) on a frozen tokenizer takes only the encoder and
+        codebooks and starts from scratch."""
+        start = checkpoint.read_training(path, checkpoint.CODEC_TRAINING)
+        theirs, mine = dict(start["codec_config"]), self.codec.config()
+        if theirs == mine:
+            self.codec.load_state_dict(start["model"])
+            return
+        other_decoder = SmallCodecConfig.tokenizer_part(theirs) == SmallCodecConfig.tokenizer_part(mine)
+        if not (other_decoder and self.cfg.freeze_tokenizer):
+            raise ValueError(f"{path} holds another codec: {theirs}" + (
+                " (a decoder of another width needs --freeze-tokenizer)" if other_decoder else ""))
+        tokenizer = {k: v for k, v in start["model"].items() if k.startswith(TOKENIZER_PARTS)}
+        missing = [k for k in self.codec.load_state_dict(tokenizer, strict=False).missing_keys
+                   if not k.startswith("decoder.")]
+        if missing:
+            raise ValueError(f"{path} lacks tokenizer weights: {missing[:3]}")
+
+    def train_step(self) -> dict[str, Any]:
+        """One update of the codec (and of the discriminator once adversarial training is on)."""
+        cfg, batch = self.cfg, self.sampler.next_batch()
+        self.codec.quantizer_enabled = cfg.quantized_at(self.step)
+        recon, codes, commit = self.codec(batch)  # (B, N), (B, K, F) or None, ()
+        recon = recon[..., :batch.shape[-1]]
+        l1, mel = F.l1_loss(recon, batch), self.mel_loss(recon, batch)
+        loss = cfg.l1_weight * l1 + cfg.mel_weight * mel + cfg.commit_weight * commit
+        logs = {"l1": l1.item(), "mel": mel.item(), "commit": commit.item()}
+        if codes is not None:
+            # codes used in this batch by the first and the last (finest) codebook: residual levels collapse first
+            logs["codes_used"] = float(len(torch.unique(codes[:, 0])))
+            logs["codes_used_last"] = float(len(torch.unique(codes[:, -1])))
+        adversarial = self.disc is not None and self.step >= (cfg.adv_start_step or 0)
+        if adversarial:
+            real_logits, real_fmaps = self.disc(batch[:, None])
+            fake_logits, fake_fmaps = self.disc(recon[:, None])
+            g_adv, feat = hinge_g_loss(fake_logits), feature_matching_loss(real_fmaps, fake_fmaps)
+            loss = loss + cfg.adv_weight * g_adv + cfg.feat_weight * feat
+            logs |= {"g_adv": g_adv.item(), "feat": feat.item()}
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = cfg.lr_at(self.step)
+        for opt in (self.opt, self.opt_d) if adversarial else (self.opt,):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        logs["lr"] = lr
+        self.opt.step()
+        if adversarial:  # the real branch's graph is untouched by the generator's backward
+            fake_logits_d, _ = self.disc(recon.detach()[:, None])
+            d_loss = hinge_d_loss(real_logits, fake_logits_d)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            logs["d_loss"] = d_loss.item()
+        self.step += 1
+        logs["loss"] = loss.item()
+        return logs
+
+    def evaluates_at(self, step: int) -> bool:
+        # before the first quantized step the codebooks are empty: nothing to measure
+        return (step > 0 and bool(self.dev_waves) and self.cfg.quantized_at(step - 1)
+                and step % self.cfg.eval_every == 0)
+
+    def evaluate(self) -> dict[str, float]:
+        return evaluate(self.codec, self.dev_waves, self.mel_loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "codec_config": self.codec.config(),
+                "model": self.codec.state_dict(), "optimizer": self.opt.state_dict(),
+                "discriminator": self.disc.state_dict() if self.disc is not None else None,
+                "disc_optimizer": self.opt_d.state_dict() if self.opt_d is not None else None,
+                "rng": rng_state(), "data": self.sampler.state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["codec_config"] != self.codec.config():
+            raise ValueError("the checkpoint's codec differs from the configured one: "
+                             f"{state['codec_config']} vs {self.codec.config()}")
+        if (state["discriminator"] is None) != (self.disc is None):
+            raise ValueError("resume must keep the adversarial setting (adv_start_step) of the run")
+        self.codec.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.disc is not None:
+            self.disc.load_state_dict(state["discriminator"])
+            self.opt_d.load_state_dict(state["disc_optimizer"])
+        self.sampler.load_state(state["data"])
+        set_rng_state(state["rng"])
 
 
-def load_training_checkpoint(path: Path) -> dict[str, Any]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not a codec training checkpoint")
-    return ckpt
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    return checkpoint.read_training(path, checkpoint.CODEC_TRAINING)
 
 
-def export_codec(training_ckpt: Path | str | Mapping[str, Any]) -> SmallCodec:
-    """The trained codec (eval mode) from a training checkpoint file or its loaded dict."""
-    ckpt = (training_ckpt if isinstance(training_ckpt, Mapping)
-            else load_training_checkpoint(Path(training_ckpt)))
-    codec = SmallCodec(SmallCodecConfig.from_dict(ckpt["codec_config"]))
-    codec.load_state_dict(ckpt["model"])
-    return codec.eval()
-
-
-def _build_state(cfg: CodecTrainConfig, train_waves: list[Tensor]) -> TrainState:
-    torch.manual_seed(cfg.seed)
-    codec = SmallCodec(cfg.codec).train()
-    if cfg.freeze_tokenizer:
-        codec.freeze_tokenizer()
-    trained = [p for p in codec.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas)
-    disc = opt_d = None
-    if cfg.adv_start_step is not None:
-        from encodec.msstftd import MultiScaleSTFTDiscriminator
-
-        with quiet_weight_norm():
-            disc = MultiScaleSTFTDiscriminator(filters=cfg.disc_filters).train()
-        opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=cfg.betas)
-    sampler = SegmentSampler(train_waves, cfg.segment_samples, cfg.batch_size, cfg.seed,
-                             cfg.random_gain_db)
-    return TrainState(cfg, codec, opt, sampler, disc, opt_d)
-
-
-TOKENIZER_PARTS = ("encoder.", "quantizer.")
-
-
-def _init_weights(st: TrainState, path: str) -> None:
-    """A fresh run's starting weights from another run's checkpoint (the optimizer starts anew). A decoder
-    of another width (decoder_filters) on a frozen tokenizer takes only the encoder and codebooks and
-    starts from scratch."""
-    start = load_training_checkpoint(Path(path))
-    theirs, mine = dict(start["codec_config"]), st.codec.config()
-    if theirs == mine:
-        st.codec.load_state_dict(start["model"])
-        return
-    other_decoder = SmallCodecConfig.tokenizer_part(theirs) == SmallCodecConfig.tokenizer_part(mine)
-    if not (other_decoder and st.cfg.freeze_tokenizer):
-        raise ValueError(f"{path} holds another codec: {theirs}" + (
-            " (a decoder of another width needs --freeze-tokenizer)" if other_decoder else ""))
-    tokenizer = {k: v for k, v in start["model"].items() if k.startswith(TOKENIZER_PARTS)}
-    missing = [k for k in st.codec.load_state_dict(tokenizer, strict=False).missing_keys if not k.startswith("decoder.")]
-    if missing:
-        raise ValueError(f"{path} lacks tokenizer weights: {missing[:3]}")
-
-
-def _restore(st: TrainState, ckpt: Mapping[str, Any]) -> None:
-    if ckpt["codec_config"] != st.codec.config():
-        raise ValueError("the checkpoint's codec differs from the configured one: "
-                         f"{ckpt['codec_config']} vs {st.codec.config()}")
-    if (ckpt["discriminator"] is None) != (st.disc is None):
-        raise ValueError("resume must keep the adversarial setting (adv_start_step) of the run")
-    st.codec.load_state_dict(ckpt["model"])
-    st.opt.load_state_dict(ckpt["optimizer"])
-    if st.disc is not None:
-        st.disc.load_state_dict(ckpt["discriminator"])
-        st.opt_d.load_state_dict(ckpt["disc_optimizer"])
-    st.sampler.load_state(ckpt["data"])
-    set_rng_state(ckpt["rng"])
-    st.step = int(ckpt["step"])
-
-
-# ---- one step, evaluation ----------------------------------------------------------------------
-
-def train_step(st: TrainState, batch: Tensor, mel_loss: MultiScaleMelLoss) -> dict[str, float]:
-    """One update of the codec (and of the discriminator once adversarial training is on)."""
-    cfg = st.cfg
-    st.codec.quantizer_enabled = cfg.quantized_at(st.step)
-    recon, codes, commit = st.codec(batch)  # (B, N), (B, K, F) or None, ()
-    recon = recon[..., :batch.shape[-1]]
-    l1, mel = F.l1_loss(recon, batch), mel_loss(recon, batch)
-    loss = cfg.l1_weight * l1 + cfg.mel_weight * mel + cfg.commit_weight * commit
-    logs = {"l1": l1.item(), "mel": mel.item(), "commit": commit.item()}
-    if codes is not None:
-        # codes used in this batch by the first and the last (finest) codebook: residual levels collapse first
-        logs["codes_used"] = float(len(torch.unique(codes[:, 0])))
-        logs["codes_used_last"] = float(len(torch.unique(codes[:, -1])))
-    adversarial = st.disc is not None and st.step >= (cfg.adv_start_step or 0)
-    if adversarial:
-        real_logits, real_fmaps = st.disc(batch[:, None])
-        fake_logits, fake_fmaps = st.disc(recon[:, None])
-        g_adv, feat = hinge_g_loss(fake_logits), feature_matching_loss(real_fmaps, fake_fmaps)
-        loss = loss + cfg.adv_weight * g_adv + cfg.feat_weight * feat
-        logs |= {"g_adv": g_adv.item(), "feat": feat.item()}
-    st.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    lr = cfg.lr_at(st.step)
-    for opt in (st.opt, st.opt_d) if adversarial else (st.opt,):
-        for group in opt.param_groups:
-            group["lr"] = lr
-    logs["lr"] = lr
-    st.opt.step()
-    if adversarial:  # the real branch's graph is untouched by the generator's backward
-        fake_logits_d, _ = st.disc(recon.detach()[:, None])
-        d_loss = hinge_d_loss(real_logits, fake_logits_d)
-        st.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        st.opt_d.step()
-        logs["d_loss"] = d_loss.item()
-    st.step += 1
-    logs["loss"] = loss.item()
-    return logs
-
+# ---- evaluation --------------------------------------------------------------------------------
 
 def evaluate(codec: SmallCodec, dev_waves: list[Tensor], mel_loss: MultiScaleMelLoss) -> dict:
     """Mean reconstruction metrics of dev utterances through the real encode/decode path."""
@@ -353,89 +339,25 @@ def evaluate(codec: SmallCodec, dev_waves: list[Tensor], mel_loss: MultiScaleMel
 class TrainResult:
     codec: SmallCodec
     step: int
-    last: dict[str, float]  # the last logged losses / metrics
+    last: dict[str, float]  # the last step's losses (and dev metrics, if it was evaluated)
     checkpoint: Path
-
-
-def _progress(enabled: bool):
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("codec"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.3f}"),
-                    TextColumn("{task.fields[sps]:.2f} steps/s"), TimeRemainingColumn(),
-                    disable=not enabled)
 
 
 def train_codec(cfg: CodecTrainConfig, *, resume: bool = False, progress: bool = True,
                 force: bool = False) -> TrainResult:
     """Train (or, with resume, continue) until cfg.steps; checkpoints go to cfg.out_dir."""
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT_NAME
-    if ckpt_path.exists() and not (resume or force):
-        raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) or force=True")
-    if not (resume and ckpt_path.exists()):  # a fresh run: drop an old run's log and best checkpoint
-        for stale in (out / LOG_NAME, out / BEST_NAME):
-            stale.unlink(missing_ok=True)
+    run = run_folder(cfg)
+    ckpt = run.open(checkpoint.CODEC_TRAINING, resume=resume, force=force)
     sr = cfg.codec.sample_rate
     train_waves = load_waves(find_audio_files(cfg.data), sr)
     dev_waves = load_waves(find_audio_files(cfg.dev), sr) if cfg.dev else []
-    st = _build_state(cfg, train_waves)
-    if resume and ckpt_path.exists():
-        _restore(st, load_training_checkpoint(ckpt_path))
+    trainer = CodecTrainer(cfg, train_waves, dev_waves)
+    if ckpt is not None:
+        trainer.restore(ckpt)
     elif cfg.init_from is not None:
-        _init_weights(st, cfg.init_from)
-    last = _run_loop(st, dev_waves, MultiScaleMelLoss(sr, cfg.mel_n_ffts, cfg.n_mels),
-                     ckpt_path, out / LOG_NAME, progress)
-    save_training_checkpoint(st, ckpt_path)
-    return TrainResult(st.codec.eval(), st.step, last, ckpt_path)
-
-
-def _run_loop(st: TrainState, dev_waves: list[Tensor], mel_loss: MultiScaleMelLoss,
-              ckpt_path: Path, log_path: Path, progress: bool) -> dict[str, float]:
-    cfg, last = st.cfg, {}
-    best = _best_so_far(log_path, cfg.best_metric)
-    start_step, t0 = st.step, time.perf_counter()
-    with _progress(progress) as bar, open(log_path, "a") as log, stop_requests() as flag:
-        task = bar.add_task("codec", total=cfg.steps, completed=st.step, loss=math.nan, sps=0.0)
-        while st.step < cfg.steps and not flag["stop"]:
-            logs = train_step(st, st.sampler.next_batch(), mel_loss)
-            sps = (st.step - start_step) / (time.perf_counter() - t0)
-            bar.update(task, completed=st.step, loss=logs["loss"], sps=sps)
-            # before the first quantized step the codebooks are empty: nothing to measure
-            if dev_waves and cfg.quantized_at(st.step - 1) and st.step % cfg.eval_every == 0:
-                logs |= evaluate(st.codec, dev_waves, mel_loss)
-                bar.console.print(f"step {st.step}: " + ", ".join(
-                    f"{k} {v:.3f}" for k, v in logs.items() if k.startswith("dev_")))
-                if cfg.best_metric in logs and _better(cfg.best_metric, logs[cfg.best_metric], best):
-                    best = logs[cfg.best_metric]
-                    save_training_checkpoint(st, ckpt_path.with_name(BEST_NAME))
-            if st.step % cfg.log_every == 0 or any(k.startswith("dev_") for k in logs):
-                last = {"step": st.step, "steps_per_s": sps, **logs}
-                log.write(json.dumps(last) + "\n")
-                log.flush()
-            if st.step % cfg.ckpt_every == 0:
-                save_training_checkpoint(st, ckpt_path)
-        if flag["stop"]:
-            bar.console.print(f"stopped at step {st.step}; resume with --resume")
-    return last
-
-
-def _better(metric: str, value: float, best: float | None) -> bool:
-    """Distances fall as a codec improves; the other dev metrics (STOI, PESQ, SI-SDR) rise."""
-    return best is None or (value < best if "distance" in metric else value > best)
-
-
-def _best_so_far(log_path: Path, metric: str | None) -> float | None:
-    """The best value of `metric` in an existing log (a resumed run keeps its best checkpoint)."""
-    best = None
-    if metric and log_path.exists():
-        for line in log_path.read_text().splitlines():
-            value = json.loads(line).get(metric)
-            if value is not None and _better(metric, value, best):
-                best = value
-    return best
+        trainer.init_weights(cfg.init_from)
+    last = trainer.fit(progress=progress)
+    return TrainResult(trainer.codec.eval(), trainer.step, last, run.checkpoint)
 
 
 class Preset(str, Enum):

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .common import rng_state
+from .loop import rng_state
 
 
 @dataclass(frozen=True)
