@@ -18,9 +18,9 @@ from speechx_cli.codec import SmallCodec, SmallCodecConfig
 from speechx_cli.engine import DecodingOptions, generate
 from speechx_cli.model import ARModel, ModelConfig
 from speechx_cli.prompts import SPECIAL, Task
-from speechx_cli.train import lm_train, shards
+from speechx_cli.train import dataset, lm_train, shards
 from speechx_cli.train.lm_train import TrainConfig, train
-from speechx_cli.train.shards import EncodedExample, ExampleSet
+from speechx_cli.train.dataset import EncodedExample, ExampleSet
 
 CFG = ModelConfig.tiny()
 V, K = CFG.codebook_size, CFG.n_codebooks
@@ -193,7 +193,7 @@ def test_sampler_buckets_by_length_and_one_task_per_update():
     for step in range(40):
         group, batch = sampler.batch(step)
         assert len(batch) >= 2 and len(set(ds.tasks[batch])) == 1 and list(ds.tasks[batch])[0] == \
-            shards.TASK_ID[Task(group)]
+            dataset.TASK_ID[Task(group)]
         assert len(batch) * ds.lengths[batch].max() <= 120 or len(batch) == 2
         seen.add(group)
     assert seen == {t.value for t in Task}
@@ -270,7 +270,7 @@ def test_shards_hold_the_in_memory_examples(corpus_dir, tmp_path):
     assert index["task_counts"] == {t.value: 3 for t in Task}
     assert summary["examples_per_s"] > 0 and summary["audio_seconds_per_s"] > 0
 
-    stored = shards.ShardSet(tmp_path, expect_codec=codec.config())
+    stored = dataset.ShardSet(tmp_path, expect_codec=codec.config())
     sim = Simulator(Corpus.load(corpus_dir, sample_rate=SR), simulation)
     memory = ExampleSet(shards.build_examples(sim, codec, 18, seed=3, encode_text=_letters), V,
                         codec.config())
@@ -279,7 +279,7 @@ def test_shards_hold_the_in_memory_examples(corpus_dir, tmp_path):
     for i in range(18):
         a, b = stored[i], memory[i]
         assert a.task == b.task and (a.pre_frames, a.post_start) == (b.pre_frames, b.post_start)
-        for name in ("text", *shards.SEGMENTS):
+        for name in ("text", *dataset.SEGMENTS):
             x, y = getattr(a, name), getattr(b, name)
             assert (x is None and y is None) or torch.equal(x, y), (i, name)
         if a.task == Task.EDIT_CLEAN:
@@ -289,7 +289,7 @@ def test_shards_hold_the_in_memory_examples(corpus_dir, tmp_path):
     with pytest.raises(FileExistsError):
         prepare(_causal_codec(seed=1, init=False))  # another codec's shards are not mixed in
     with pytest.raises(ValueError, match="codec"):
-        shards.ShardSet(tmp_path, expect_codec=SmallCodecConfig.demo().to_dict())
+        dataset.ShardSet(tmp_path, expect_codec=SmallCodecConfig.demo().to_dict())
 
 
 def test_a_smaller_set_of_the_same_stream_links_the_bigger_sets_shards(corpus_dir, tmp_path):

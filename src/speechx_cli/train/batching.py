@@ -8,7 +8,7 @@ import numpy as np
 
 from ..prompts import Batch, Task, collate
 from .lm_config import TrainConfig
-from .shards import TASK_ID, TASKS
+from .dataset import TASK_ID, TASKS
 
 
 def length_batches(pool: np.ndarray, lengths: np.ndarray, cfg: TrainConfig, min_examples: int = 1

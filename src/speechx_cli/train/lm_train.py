@@ -53,11 +53,12 @@ from .. import checkpoint
 from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch
 from .batching import BucketSampler, length_batches, make_batch, nar_levels
+from .dataset import TASK_ID, TASKS, ShardSet, read_index
 from .distributed import Dist, all_sum, gather_rng, init_distributed, pick_device, rank_slices
 from .lm_config import TrainConfig
 from .loop import RunFolder, Schedule, Trainer, set_rng_state
 from .losses import ar_loss, nar_loss
-from .shards import TASK_ID, TASKS, ShardSet, codec_fingerprint, read_index
+from .shards import codec_fingerprint
 
 CHECKPOINT_NAME = "lm_train.pt"
 
@@ -126,7 +127,7 @@ class LMTrainer(Trainer):
     rate = ("tokens_per_s", "{:.0f} tok/s")
 
     def __init__(self, cfg: TrainConfig, data, dev, d: Dist, device: torch.device, init: Mapping | None = None):
-        """data, dev: shards.ShardSet or shards.ExampleSet (dev may be None); init: starting weights
+        """data, dev: dataset.ShardSet or dataset.ExampleSet (dev may be None); init: starting weights
         (model_config, ar, nar) of a fresh run."""
         super().__init__(RunFolder(Path(cfg.out_dir), CHECKPOINT_NAME),
                          Schedule(cfg.max_steps, cfg.log_every, cfg.eval_every, cfg.ckpt_every), main=d.main)
@@ -286,7 +287,7 @@ def train(cfg: TrainConfig, train_set=None, dev_set=None, *, resume: bool = Fals
           progress: bool = True, stop_at: int | None = None) -> TrainResult:
     """Train until cfg.max_steps (or `stop_at`, as if killed there after a checkpoint).
 
-    train_set / dev_set: datasets (shards.ShardSet or shards.ExampleSet); default cfg.data / cfg.dev.
+    train_set / dev_set: datasets (dataset.ShardSet or dataset.ExampleSet); default cfg.data / cfg.dev.
     resume: continue the run saved in cfg.out_dir (its config must agree, see lm_config.RESUMABLE_CHANGES).
     """
     cfg.validate()
