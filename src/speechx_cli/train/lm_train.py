@@ -118,6 +118,10 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 # ---- the trainer --------------------------------------------------------------------------------
 
+def run_folder(cfg: TrainConfig) -> RunFolder:
+    return RunFolder(Path(cfg.out_dir), CHECKPOINT_NAME)
+
+
 class LMTrainer(Trainer):
     """The AR and NAR models, their optimizer, schedule and sampler on this rank, on `device`."""
 
@@ -129,7 +133,7 @@ class LMTrainer(Trainer):
     def __init__(self, cfg: TrainConfig, data, dev, d: Dist, device: torch.device, init: Mapping | None = None):
         """data, dev: dataset.ShardSet or dataset.ExampleSet (dev may be None); init: starting weights
         (model_config, ar, nar) of a fresh run."""
-        super().__init__(RunFolder(Path(cfg.out_dir), CHECKPOINT_NAME),
+        super().__init__(run_folder(cfg),
                          Schedule(cfg.max_steps, cfg.log_every, cfg.eval_every, cfg.ckpt_every), main=d.main)
         self.cfg, self.data, self.dev, self.d, self.device = cfg, data, dev, d, device
         self.tokens = 0  # condition + output positions of every example trained on
@@ -294,7 +298,7 @@ def train(cfg: TrainConfig, train_set=None, dev_set=None, *, resume: bool = Fals
     d, owned = init_distributed(cfg.device)
     try:
         device = pick_device(cfg.device, d)
-        run = RunFolder(Path(cfg.out_dir), CHECKPOINT_NAME)
+        run = run_folder(cfg)
         ckpt = run.open(checkpoint.LM_TRAINING, resume=resume, force=force, main=d.main)
         train_set = train_set if train_set is not None else ShardSet(cfg.data)
         if dev_set is None and cfg.dev:
