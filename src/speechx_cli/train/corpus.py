@@ -437,6 +437,7 @@ def report_command(
     sample: Annotated[int, typer.Option(help="Utterances per source the recognizer reads.")] = 60,
     speakers: Annotated[int, typer.Option(help="Speakers per source whose distinctness is measured.")] = 40,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
+    partial: Annotated[bool, typer.Option(help="Report the finished chunks of an unfinished build.")] = False,
 ) -> None:
     """Hours, speakers and filtered utterances per source; recognizer WER; speaker distinctness."""
     from rich.console import Console
@@ -444,7 +445,7 @@ def report_command(
 
     from speechx_cli.train.corpus_report import report
 
-    result = report(corpus_dir, sample=sample, speakers=speakers)
+    result = report(corpus_dir, sample=sample, speakers=speakers, partial=partial)
     table = Table("source", "hours", "speakers (dev)", "utterances", "timing failures", "rejected (WER)",
                   "WER median", "cosine same", "cosine other", "confusable")
     for source, facts in sorted(result["sources"].items()):

@@ -99,9 +99,11 @@ def distinctness(root: Path, records: list[dict], source: str, speakers: int, rn
             "confusable": float(np.mean([o > threshold for o in other]))}
 
 
-def report(root: Path, sample: int = 60, speakers: int = 40, seed: int = 0) -> dict:
+def report(root: Path, sample: int = 60, speakers: int = 40, seed: int = 0, partial: bool = False) -> dict:
+    """The whole report; `partial` reads the finished chunks of a build still running (or stopped)."""
     root = Path(root)
-    records = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    files = sorted((root / "parts").glob("*.jsonl")) if partial else [root / "manifest.jsonl"]
+    records = [json.loads(line) for path in files for line in path.read_text().splitlines() if line.strip()]
     stats = chunk_stats(root)
     out = {"sources": sources(records, stats), "wer": {}, "distinctness": {}}
     for source in sorted(out["sources"]):
