@@ -16,6 +16,7 @@ Known quirks this module handles (OFFLINE.md, "Evaluation tools"):
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ class AlignedWord:
     start: float  # s
     end: float  # s
     phones: int = 0  # phones in the pronunciation the aligner used (dictionary's first)
+    score: float = 0.0  # acoustic log-likelihood per 10 ms frame (nats): low where the word is not heard
 
 
 def _pocketsphinx():
@@ -161,7 +163,8 @@ def align_words(
         end = min(max((s.end_frame + 1) / ALIGN_FRAME_RATE - ALIGN_PAD_SECONDS, start), duration)
         word = _VARIANT_RE.sub("", s.word)
         phones = len((dec.lookup_word(s.word) or dec.lookup_word(word) or "").split())
-        aligned.append(AlignedWord(word, start, end, phones))
+        score = math.log(max(s.ascore, 1e-300)) / max(1, s.end_frame - s.start_frame + 1)
+        aligned.append(AlignedWord(word, start, end, phones, score))
     if [a.word for a in aligned] != words:
         raise AlignmentError(f"alignment failed: the aligner placed {len(aligned)} of {len(words)} words")
     return aligned

@@ -117,6 +117,8 @@ class Corpus:
         for i, u in enumerate(self.utterances):
             self.by_speaker.setdefault(u.speaker, []).append(i)
         self.edited = [i for i, u in enumerate(self.utterances) if u.edit is not None]
+        # prepared corpora keep untranscribed audio ("text": ""): only tasks whose text is optional use it
+        self.transcribed = [i for i, u in enumerate(self.utterances) if u.text]
 
     @classmethod
     def load(cls, root: Path, split: str = "train", **kwargs) -> "Corpus":
@@ -189,6 +191,9 @@ def word_window(words, duration: float, max_seconds: float, rng: np.random.Gener
     n = len(words)
     if duration <= max_seconds:
         return 0, n, 0.0, duration
+    if n == 0:  # no word timings (untranscribed audio): any stretch of max_seconds
+        start = float(rng.uniform(0.0, duration - max_seconds))
+        return 0, 0, start, start + max_seconds
     best: dict[int, int] = {}  # end word -> first start word: only the longest run per end
     for i in range(n):
         j = i
@@ -264,10 +269,11 @@ class Simulator:
         limit = max_seconds or self.options.max_seconds
         i, j, start, end = word_window(u.words, len(x) / self.sr, limit, rng)
         audio = x[int(round(start * self.sr)):int(round(end * self.sr))].copy()
-        return audio, words_text(u.text, u.words, i, j)
+        whole = (start, end) == (0.0, len(x) / self.sr)
+        return audio, words_text(u.text, u.words, i, j) if u.words or whole else ""  # no words: no crop's text
 
     def _text(self, text: str, rng: np.random.Generator) -> str | None:
-        return text if rng.random() < self.options.text_probability else None
+        return text if rng.random() < self.options.text_probability and text else None
 
     def _noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
         if not self.corpus.noises:
@@ -314,7 +320,9 @@ class Simulator:
     # --- tasks ---
 
     def _tts(self, task: Task, rng: np.random.Generator) -> Example:
-        u = self._utterance(rng)
+        if not self.corpus.transcribed:
+            raise ValueError("tts needs transcribed utterances; the corpus has none")
+        u = self._utterance(rng, self.corpus.transcribed)
         target, text = self._cropped(u, rng)
         enrollment, enrollment_ids = self._enrollment(u, rng)
         return Example(task, text, enrollment, enrollment, target, utterance_id=u.id,
