@@ -151,9 +151,9 @@ def test_codec_weights_that_do_not_fit_its_config_are_a_one_line_error(tiny_chec
 
 def test_codec_training_checkpoint_of_an_unknown_kind_is_refused(tmp_path):
     state = {"kind": checkpoint.CODEC_TRAINING, "version": checkpoint.TRAINING_VERSION, "step": 1,
-             "codec_config": {"kind": "vocos"}, "model": {}}
+             "codec_config": {"kind": "snac"}, "model": {}}
     path = checkpoint.save_training(tmp_path / "codec_train.pt", state)
-    with pytest.raises(CheckpointError, match="unknown codec kind 'vocos'"):
+    with pytest.raises(CheckpointError, match="unknown codec kind 'snac'"):
         checkpoint.load_codec(path)
     lm = checkpoint.save_training(tmp_path / "lm_train.pt", {**state, "kind": checkpoint.LM_TRAINING})
     with pytest.raises(CheckpointError, match="is not a codec training checkpoint"):

@@ -153,8 +153,8 @@ def test_small_codec_config_round_trip(tiny_codec):
 
 
 def test_every_kind_is_built_by_name_from_its_config(tiny_codec):
-    assert {kind: cls.kind for kind, cls in KINDS.items()} == {"encodec_24khz": "encodec_24khz",
-                                                                "small_codec": "small_codec"}
+    assert {kind: cls.kind for kind, cls in KINDS.items()} == {
+        "encodec_24khz": "encodec_24khz", "small_codec": "small_codec", "dac": "dac", "vocos": "vocos"}
     assert check_config(tiny_codec.config()) == "small_codec"
     with pytest.raises(CodecConfigError, match="weights do not match"):
         codec_from_config({**tiny_codec.config(), "n_filters": 8}, tiny_codec.state_dict())
@@ -178,12 +178,12 @@ def test_small_codec_training_forward():
     codec = SmallCodec(SmallCodecConfig.tiny()).train()
     x = 0.1 * torch.randn(2, 3200)
     codec.quantizer_enabled = False
-    recon, codes, commit = codec(x)
-    assert recon.shape == x.shape and codes is None and commit.item() == 0.0
+    out = codec(x)
+    assert out.recon.shape == x.shape and out.codes is None and out.losses["commitment"].item() == 0.0
     codec.quantizer_enabled = True
-    recon, codes, commit = codec(x)
-    assert codes.shape == (2, 4, 10) and commit.dim() == 0
-    (recon.abs().mean() + commit).backward()
+    out = codec(x)
+    assert out.codes.shape == (2, 4, 10) and out.losses["commitment"].dim() == 0
+    (out.recon.abs().mean() + out.losses["commitment"]).backward()
     assert codec.encoder.model[0].conv.conv.weight_v.grad is not None
     biases = [m.bias for m in SmallCodec(SmallCodecConfig.tiny()).modules()
               if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))]

@@ -16,6 +16,7 @@ from speechx_cli import checkpoint
 from speechx_cli.codec import SmallCodec, SmallCodecConfig
 from speechx_cli.codecs import codec_from_config
 from speechx_cli.train import codec_train as ct
+from speechx_cli.train.discriminators import Recipe
 from speechx_cli.train.loop import LOG_NAME
 
 
@@ -43,7 +44,7 @@ def _cfg(audio, out, **changes) -> ct.CodecTrainConfig:
     cfg = ct.CodecTrainConfig(
         data=(str(audio / "train"),), dev=(str(audio / "dev"),), out_dir=str(out),
         codec=SmallCodecConfig.tiny(), steps=6, batch_size=2, segment_s=0.2,
-        quantizer_warmup_steps=2, adv_start_step=4, disc_filters=4, log_every=1,
+        quantizer_warmup_steps=2, adv_start_step=4, recipe=Recipe.encodec(disc_width=4), log_every=1,
         eval_every=3, ckpt_every=100)
     return replace(cfg, **changes)
 

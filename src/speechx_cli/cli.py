@@ -473,7 +473,7 @@ def info(checkpoint: CheckpointOpt = None) -> None:
     """Describe a checkpoint: model size, codec, training facts."""
     import json
 
-    from . import checkpoint as ckpt
+    from . import checkpoint as ckpt, codecs
 
     with _guard():
         path = checkpoint or ckpt.default_path()
@@ -484,7 +484,7 @@ def info(checkpoint: CheckpointOpt = None) -> None:
         table.add_row("file", str(path))
         table.add_row("format", f"{meta['format']} v{meta['format_version']}")
         table.add_row("model", meta["model_config"])
-        table.add_row("codec kind", ckpt.codec_config(path, meta)["kind"])
+        table.add_row("codec kind", codecs.describe(ckpt.codec_config(path, meta)))
         table.add_row("codec config", meta["codec_config"])
         for k, v in json.loads(meta.get("info", "{}")).items():
             table.add_row(k, str(v))

@@ -9,7 +9,9 @@ Two codecs share one interface (`Codec`):
   scale, dead-code revival that sticks, 10 k-means iterations). Checkpoints store its weights.
 
 Each describes itself with `Codec.config()` (a JSON dict with a "kind"); `speechx_cli.codecs` holds the
-table of kinds that rebuilds a codec from that dict, and the codecs built by name.
+table of kinds that rebuilds a codec from that dict, and the codecs built by name. More kinds live in
+that package: a DAC-style codec (codecs/dac.py) and a Vocos decoder on another codec's tokens
+(codecs/vocos.py). A trainable codec's forward is its training pass (`TrainOutput`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
@@ -51,6 +53,16 @@ SMALL_CODEC_KIND = "small_codec"
 
 class CodecUnavailableError(RuntimeError):
     """The codec's weights cannot be found or fetched; the message says how to fix it."""
+
+
+@dataclass
+class TrainOutput:
+    """A trainable codec's training pass (its forward): what the trainer weighs into its loss."""
+
+    recon: Tensor  # (B, F * hop)
+    codes: Tensor | None  # (B, K, F); None when the quantizer was skipped
+    losses: dict[str, Tensor] = field(default_factory=dict)  # named scalar terms: commitment, codebook
+    levels: Tensor | None = None  # (B,) levels each item used (quantizer dropout); None: all
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,6 +99,9 @@ class Codec(nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
 
     def encode(self, wav: Tensor) -> Tensor:
         """float (B, N) or (N,) at sample_rate -> long (B, K, F) or (K, F)."""
@@ -141,6 +156,16 @@ class Codec(nn.Module, ABC):
     @abstractmethod
     def from_config(cls, config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None) -> Codec:
         """The codec `config` describes, with `state_dict` loaded (ValueError or RuntimeError if they differ)."""
+
+    @classmethod
+    def token_config_of(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of a config of this kind that decides the tokens: equal for two codecs whose
+        tokens are the same (a new decoder keeps the shards and language models made with the old)."""
+        return dict(config)
+
+    def token_state(self) -> dict[str, Tensor]:
+        """The weights that decide the tokens (all but the decoder's)."""
+        return {k: v for k, v in self.state_dict().items() if "decoder" not in k.split(".")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,12 +424,14 @@ class _RevivingCodebook(EuclideanCodebook):
 
 
 class SmallCodec(Codec):
-    """EnCodec-architecture codec built from a `SmallCodecConfig`, trainable on CPU."""
+    """EnCodec-architecture codec built from a `SmallCodecConfig`, trainable on CPU. `decoder=False`
+    builds the tokenizer alone (encoder and quantizer), e.g. under a decoder trained apart (codecs/vocos.py)."""
 
     kind = SMALL_CODEC_KIND
     stores_weights = True
+    config_class = SmallCodecConfig
 
-    def __init__(self, cfg: SmallCodecConfig):
+    def __init__(self, cfg: SmallCodecConfig, decoder: bool = True):
         super().__init__()
         self.cfg = cfg
         self.sample_rate = cfg.sample_rate
@@ -417,7 +444,7 @@ class SmallCodec(Codec):
                       ratios=list(cfg.ratios), causal=cfg.causal, lstm=cfg.lstm_layers)
         with quiet_weight_norm():
             self.encoder = SEANetEncoder(n_filters=cfg.n_filters, **common)
-            self.decoder = SEANetDecoder(n_filters=cfg.decoder_filters or cfg.n_filters, **common)
+            self.decoder = SEANetDecoder(n_filters=cfg.decoder_filters or cfg.n_filters, **common) if decoder else None
         self.quantizer = ResidualVectorQuantizer(
             dimension=cfg.dimension, n_q=cfg.n_codebooks, bins=cfg.codebook_size,
             decay=cfg.ema_decay, kmeans_init=True, kmeans_iters=cfg.kmeans_iters,
@@ -448,27 +475,33 @@ class SmallCodec(Codec):
         return self.encoder(wav[:, None] * self.cfg.input_scale)  # (B, D, F)
 
     def _synth(self, latent: Tensor) -> Tensor:
+        if self.decoder is None:
+            raise RuntimeError("this codec was built without its decoder (a tokenizer only)")
         return self.decoder(latent)[:, 0] / self.cfg.input_scale  # (B, F*hop)
 
-    def forward(self, wav: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
-        """Training pass: (B, N) -> reconstruction (B, F*hop), codes (B, K, F) or None when the
-        quantizer is disabled, commitment loss (scalar)."""
+    def forward(self, wav: Tensor) -> TrainOutput:
+        """Training pass: (B, N) -> reconstruction (B, F*hop), codes (B, K, F) (None when the quantizer
+        is disabled) and the commitment loss (its codebooks follow an EMA, not a loss)."""
         n_frames = self.frames_for(wav.shape[-1])
         wav = nn.functional.pad(wav, (0, self.samples_for(n_frames) - wav.shape[-1]))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.tokenizer_frozen):
             latent = self._latent(wav)
             if not self.quantizer_enabled:
-                return self._synth(latent), None, latent.new_zeros(())
+                return TrainOutput(self._synth(latent), None, {"commitment": latent.new_zeros(())})
             q = self.quantizer(latent, int(self.cfg.frame_rate))
         codes = q.codes.transpose(0, 1)  # (K, B, F) -> (B, K, F)
-        return self._synth(q.quantized), codes, q.penalty.reshape(())
+        return TrainOutput(self._synth(q.quantized), codes, {"commitment": q.penalty.reshape(())})
 
     def _encode(self, wav: Tensor) -> Tensor:
         codes = self.quantizer.encode(self._latent(wav), int(self.cfg.frame_rate))  # (K, B, F)
         return codes.transpose(0, 1)
 
+    def dequantize(self, codes: Tensor) -> Tensor:
+        """(B, K, F) codes -> (B, D, F), what the decoder reads."""
+        return self.quantizer.decode(codes.transpose(0, 1))
+
     def _decode(self, codes: Tensor) -> Tensor:
-        return self._synth(self.quantizer.decode(codes.transpose(0, 1)))
+        return self._synth(self.dequantize(codes))
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.cfg.to_dict()}
@@ -478,12 +511,13 @@ class SmallCodec(Codec):
         SmallCodecConfig.from_dict(config)
 
     @classmethod
+    def token_config_of(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        return SmallCodecConfig.tokenizer_part(config)
+
+    @classmethod
     def from_config(cls, config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None) -> SmallCodec:
         if state_dict is None:
             raise ValueError("its weights are missing")
         codec = cls(SmallCodecConfig.from_dict(config))
         codec.load_state_dict(state_dict)
         return codec
-
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -6,11 +6,17 @@ from it through `KINDS`. `NAMED` holds the codecs built from a name alone (no fi
 EnCodec and the random-weight codecs used for speed measurements. Files (checkpoints) are read by
 `checkpoint.load_codec`, which comes here for the building.
 
-Adding a kind (say a DAC-style codec): subclass `codec.Codec` in a module of this package
-(codecs/dac.py) with a unique `kind`, `config()`, and the classmethods `check_config` (raise ValueError
-on a config no such codec can have, building nothing) and `from_config` (build it and load its weights),
-then add the class to `KINDS`. Checkpoints then carry it, `speechx info` names it, and a checkpoint
-of a kind this speechx does not know is refused in one line.
+Kinds: the official EnCodec and the small EnCodec-architecture codec (codec.py), a DAC-style codec
+(dac.py) and a Vocos decoder on the frozen tokens of another kind (vocos.py).
+
+Adding a kind: subclass `codec.Codec` in a module of this package with a unique `kind`, `config()`,
+and the classmethods `check_config` (raise ValueError on a config no such codec can have, building
+nothing) and `from_config` (build it and load its weights), then add the class to `KINDS`. Checkpoints
+then carry it, `speechx info` names it, and a checkpoint of a kind this speechx does not know is
+refused in one line. If a new decoder keeps the tokens, `token_config_of` and `token_state` say what
+decides them (shards and language models stay valid across such codecs). A kind whose tokens a Vocos
+decoder can read also has a `config_class` (its config dataclass; the class builds from one, without its
+decoder when given decoder=False) and `dequantize(codes)`; train/codec_train.py trains the kinds it lists.
 """
 
 from __future__ import annotations
@@ -22,23 +28,27 @@ import torch
 from torch import Tensor
 
 from ..codec import Codec, CodecUnavailableError, PretrainedEncodec, SmallCodec, SmallCodecConfig
+from .dac import DacCodec, DacConfig
+from .vocos import VocosCodec, VocosConfig
 
-KINDS: dict[str, type[Codec]] = {cls.kind: cls for cls in (PretrainedEncodec, SmallCodec)}
+KINDS: dict[str, type[Codec]] = {cls.kind: cls for cls in (PretrainedEncodec, SmallCodec, DacCodec, VocosCodec)}
 
 RANDOM_SEED = 0  # the random-* codecs' weights: the same on every call and every machine
 
 
-def _random_small_codec(cfg: SmallCodecConfig) -> Codec:
-    """An untrained SmallCodec, seeded without touching the caller's random state."""
+def _seeded(build: Callable[[], Codec]) -> Codec:
+    """An untrained codec, seeded without touching the caller's random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
-        return SmallCodec(cfg)
+        return build()
 
 
 NAMED: dict[str, Callable[[], Codec]] = {
     "encodec_24khz": PretrainedEncodec,  # the official weights: hub cache, $SPEECHX_ENCODEC_WEIGHTS or download
-    "random-tiny": lambda: _random_small_codec(SmallCodecConfig.tiny()),  # speed measurements only
-    "random-demo": lambda: _random_small_codec(SmallCodecConfig.demo()),
+    "random-tiny": lambda: _seeded(lambda: SmallCodec(SmallCodecConfig.tiny())),  # speed measurements only
+    "random-demo": lambda: _seeded(lambda: SmallCodec(SmallCodecConfig.demo())),
+    "random-dac": lambda: _seeded(lambda: DacCodec(DacConfig.demo())),
+    "random-vocos": lambda: _seeded(lambda: VocosCodec(VocosConfig.demo(SmallCodec(SmallCodecConfig.demo()).config()))),
 }
 
 
@@ -69,6 +79,19 @@ def check_config(config: Any) -> str:
     except (TypeError, ValueError) as e:
         raise CodecConfigError(f"malformed {cls.kind} codec config: {_first_line(e)}") from None
     return cls.kind
+
+
+def describe(config: Any) -> str:
+    """A well-formed config's kind, and for a decoder on another codec's tokens, whose they are."""
+    kind = check_config(config)
+    base = config.get("base")
+    return f"{kind} on {base['kind']} tokens" if isinstance(base, Mapping) else kind
+
+
+def token_config(config: Any) -> dict[str, Any]:
+    """The part of a codec config that decides its tokens: equal for codecs that make the same tokens
+    (a decoder fine-tuned, widened or replaced by a Vocos decoder keeps its shards and language models)."""
+    return kind_of(config).token_config_of(config)
 
 
 def codec_from_config(config: Any, state_dict: Mapping[str, Tensor] | None = None,

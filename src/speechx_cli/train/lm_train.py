@@ -50,6 +50,7 @@ import typer
 from torch import Tensor, nn
 
 from .. import checkpoint
+from ..codecs import token_config
 from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch
 from .batching import BucketSampler, length_batches, make_batch, nar_levels
@@ -331,10 +332,13 @@ def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | 
     Refuses a codec other than the one the training data were encoded with (config and weights).
     """
     ckpt = load_training_checkpoint(training_ckpt)
+    # only what decides the tokens must agree: a new decoder (wider, fine-tuned, Vocos) keeps the LM valid
     want, have = ckpt["codec_config"], codec.config()
-    if want is not None and have != want:
+    if want is not None and token_config(have) != token_config(want):
+        want, have = token_config(want), token_config(have)
         keys = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
-        raise ValueError(f"the codec differs from the one the training data were encoded with in: {', '.join(keys)}")
+        raise ValueError(f"the codec's tokens differ from those the training data were encoded with in: "
+                         f"{', '.join(keys)}")
     if ckpt["codec_fingerprint"] is not None and codec_fingerprint(codec) != ckpt["codec_fingerprint"]:
         raise ValueError("the codec's encoder or codebooks differ from those the training data were encoded with")
     cfg = ModelConfig(**ckpt["model_config"])

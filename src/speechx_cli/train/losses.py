@@ -54,26 +54,32 @@ def nar_loss(model: NARModel, batch: Batch, generator: torch.Generator | None = 
 # ---- codec --------------------------------------------------------------------------------------
 
 class MultiScaleMelLoss(nn.Module):
-    """Mean over scales of L1 between log-mel magnitudes (hop = n_fft / 4)."""
+    """L1 between log-mel magnitudes (hop = n_fft / 4), the mean over scales; DAC's variant
+    (log10=True, reduction="sum", mel bands growing with the window) is the sum of log10 distances."""
 
-    def __init__(self, sample_rate: int, n_ffts: tuple[int, ...], n_mels: int):
+    def __init__(self, sample_rate: int, n_ffts: tuple[int, ...], n_mels: int | tuple[int, ...],
+                 log10: bool = False, reduction: str = "mean"):
         super().__init__()
         import librosa
 
         self.n_ffts = tuple(n_ffts)
-        for n_fft in self.n_ffts:
-            fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+        bands = (n_mels,) * len(self.n_ffts) if isinstance(n_mels, int) else tuple(n_mels)
+        if len(bands) != len(self.n_ffts) or reduction not in ("mean", "sum"):
+            raise ValueError("one mel band count per scale (or one for all); reduction mean or sum")
+        self.log, self.reduction = (torch.log10 if log10 else torch.log), reduction
+        for n_fft, n_mel in zip(self.n_ffts, bands):
+            fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mel)
             self.register_buffer(f"fb{n_fft}", torch.from_numpy(fb).float(), persistent=False)
             self.register_buffer(f"win{n_fft}", torch.hann_window(n_fft), persistent=False)
 
     def log_mel(self, wav: Tensor, n_fft: int) -> Tensor:
         spec = torch.stft(wav, n_fft, n_fft // 4, window=getattr(self, f"win{n_fft}"),
                           return_complex=True).abs()  # (B, n_fft/2+1, T)
-        return torch.log(getattr(self, f"fb{n_fft}") @ spec + 1e-5)  # (B, n_mels, T)
+        return self.log(getattr(self, f"fb{n_fft}") @ spec + 1e-5)  # (B, n_mels, T)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        losses = [F.l1_loss(self.log_mel(x, n), self.log_mel(y, n)) for n in self.n_ffts]
-        return torch.stack(losses).mean()
+        losses = torch.stack([F.l1_loss(self.log_mel(x, n), self.log_mel(y, n)) for n in self.n_ffts])
+        return losses.sum() if self.reduction == "sum" else losses.mean()
 
 
 def hinge_d_loss(real: list[Tensor], fake: list[Tensor]) -> Tensor:

@@ -48,7 +48,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..checkpoint import load_codec
-from ..codec import SmallCodecConfig
+from ..codecs import token_config
 from ..files import atomic_path
 from ..prompts import Task
 from .dataset import FORMAT, FORMAT_VERSION, INDEX_NAME, TASKS, EncodedExample, pack
@@ -156,12 +156,11 @@ def shard_stats(examples: list[EncodedExample], frame_rate: float) -> dict[str, 
 
 
 def codec_fingerprint(codec) -> str:
-    """Short hash of the weights that decide the tokens (everything but the decoder): two codecs
-    with one config can still differ, and a decoder fine-tuned or widened later keeps the data valid."""
-    h = hashlib.sha256(json.dumps(SmallCodecConfig.tokenizer_part(codec.config()), sort_keys=True).encode())
-    for name, t in sorted(codec.state_dict().items()):
-        if "decoder" in name.split("."):
-            continue
+    """Short hash of the config and weights that decide the tokens (Codec.token_state: everything but
+    the decoder): two codecs with one config can still differ, and a decoder fine-tuned, widened or
+    replaced by a Vocos decoder later keeps the data valid."""
+    h = hashlib.sha256(json.dumps(token_config(codec.config()), sort_keys=True).encode())
+    for name, t in sorted(codec.token_state().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
