@@ -62,3 +62,20 @@ def test_folder_batch_equals_one_by_one(sx, tmp_path):
         single = tmp_path / "single" / s.name
         jobs.run_file(sx, Task.SR, s, single, opts())
         assert np.array_equal(sf.read(d)[0], sf.read(single)[0])
+
+
+def test_long_m4a_streams_through_pyav_in_and_out(sx, tmp_path, monkeypatch):
+    """The streamed path reads an m4a block by block through FFmpeg and writes an m4a block by block."""
+    from speechx_cli import audio as A
+
+    from .test_media import make
+
+    inp, x = make(tmp_path, ".m4a", seconds=3.0)
+    monkeypatch.setattr(jobs, "LONG_INPUT_SECONDS", 1.0)
+    called = []
+    real = jobs.run_long
+    monkeypatch.setattr(jobs, "run_long", lambda *a, **k: called.append(1) or real(*a, **k))
+    jobs.run_file(sx, Task.NS, inp, tmp_path / "out.m4a", opts(bitrate_kbps=64))
+    assert called
+    head = A.info(tmp_path / "out.m4a")
+    assert head.sample_rate == 44100 and len(A.load(tmp_path / "out.m4a", 44100)[0]) == len(x)

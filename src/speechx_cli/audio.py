@@ -1,8 +1,10 @@
 """Audio files in and out: the only module (besides cli.py) that touches them.
 
 Everything read comes back as float32 mono `(N,)` at the sample rate the caller asks for
-(the codec's); everything written is clipped to [-1, 1] and written atomically (temp file in
-the same folder, fsync, os.replace), so an interrupted run never leaves half a file behind.
+(the codec's): libsndfile reads what it can (wav, flac, ogg, mp3, ...: fast, exact), FFmpeg
+through PyAV (media.py) the rest (m4a, aac, wma, the sound of videos, ...). Everything written
+is clipped to [-1, 1] and written atomically (temp file in the same folder, fsync, os.replace),
+so an interrupted run never leaves half a file behind; the extension picks the format.
 Problems a user can cause (missing, empty, corrupt, too long, existing output) raise
 AudioError with a one-line message naming the file.
 """
@@ -12,9 +14,8 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,18 +31,28 @@ SILENCE_PEAK_DBFS = -80.0  # a file whose peak is below this counts as silent
 SILENCE_PEAK = 10.0 ** (SILENCE_PEAK_DBFS / 20.0)  # linear amplitude, 1e-4
 DEFAULT_BLOCK_SECONDS = 30.0  # iter_blocks() block length when the caller has no preference
 
-# Output formats by extension; a path without an extension is written as WAV.
-_WRITE_FORMATS: dict[str, tuple[str, str]] = {
-    "": ("WAV", "PCM_16"),
-    ".wav": ("WAV", "PCM_16"),
-    ".flac": ("FLAC", "PCM_16"),
-    ".ogg": ("OGG", "VORBIS"),
+DEFAULT_BITRATE_KBPS = 192  # compressed outputs (mp3, m4a, aac, opus)
+BITRATE_RANGE_KBPS = (32, 320)  # what every one of those encoders accepts (mp3 stops at 320)
+
+# Output formats by extension. libsndfile writes these (format, subtype); no extension is WAV ...
+_SOUNDFILE_WRITE: dict[str, tuple[str, str]] = {
+    "": ("WAV", "PCM_16"), ".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"), ".oga": ("OGG", "VORBIS"), ".aiff": ("AIFF", "PCM_16"),
+    ".aif": ("AIFF", "PCM_16"), ".au": ("AU", "PCM_16"), ".caf": ("CAF", "PCM_16"), ".w64": ("W64", "PCM_16"),
 }
-# Inputs found by folder walks: what libsndfile (>= 1.1) reads, plus common audioread formats.
-AUDIO_EXTENSIONS: frozenset[str] = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64",
-     ".m4a", ".aac", ".wma"}
-)
+# ... and FFmpeg these, through PyAV (muxer, encoder), at a bitrate.
+_ENCODED: dict[str, tuple[str, str]] = {
+    ".mp3": ("mp3", "libmp3lame"), ".m4a": ("ipod", "aac"), ".m4b": ("ipod", "aac"),
+    ".aac": ("adts", "aac"), ".opus": ("opus", "libopus"),
+}
+WRITE_EXTENSIONS: frozenset[str] = frozenset(_SOUNDFILE_WRITE) - {""} | frozenset(_ENCODED)
+# Inputs found by folder walks: audio containers (libsndfile's and FFmpeg's) ...
+AUDIO_EXTENSIONS: frozenset[str] = WRITE_EXTENSIONS | frozenset(
+    {".wma", ".mka", ".ac3", ".amr", ".ape", ".wv", ".mp2", ".aifc"})
+# ... and videos, whose first audio stream is read; their outputs are audio files.
+VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
+VIDEO_OUTPUT_SUFFIX = ".m4a"  # a folder run's output for a video input: its sound, as AAC
+OTHER_OUTPUT_SUFFIX = ".flac"  # ... and for audio in a format speechx cannot write (wma, ape, ...)
 
 
 class AudioError(Exception):
@@ -62,6 +73,37 @@ def is_audio_path(p: str | os.PathLike) -> bool:
     return path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
 
 
+def is_media_path(p: str | os.PathLike) -> bool:
+    """True for a non-hidden audio or video file name (what a folder run processes)."""
+    path = Path(p)
+    return is_audio_path(path) or (path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith("."))
+
+
+def output_suffix(src: Path, fmt: str | None = None) -> str:
+    """A folder run's output extension for input `src`: `fmt` ("mp3", ...) when given, else the
+    input's own when speechx writes it, else VIDEO_OUTPUT_SUFFIX or OTHER_OUTPUT_SUFFIX."""
+    if fmt:
+        return "." + fmt.lstrip(".").lower()
+    if src.suffix.lower() in WRITE_EXTENSIONS:
+        return src.suffix
+    return VIDEO_OUTPUT_SUFFIX if src.suffix.lower() in VIDEO_EXTENSIONS else OTHER_OUTPUT_SUFFIX
+
+
+def check_writable(path: str | os.PathLike, bitrate_kbps: int | None = None) -> None:
+    """Raise AudioError unless speechx writes `path`'s format at that bitrate: a run checks
+    its outputs before it starts the work."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTENSIONS:
+        raise AudioError(f"{path}: speechx writes audio only, not '{suffix}' video (use .m4a, .wav, .mp3, ...)")
+    if suffix not in _SOUNDFILE_WRITE and suffix not in _ENCODED:
+        raise AudioError(f"{path}: cannot write '{path.suffix}' files "
+                         f"(use one of {', '.join(sorted(WRITE_EXTENSIONS))})")
+    lo, hi = BITRATE_RANGE_KBPS
+    if bitrate_kbps is not None and not lo <= bitrate_kbps <= hi:
+        raise AudioError(f"bitrate {bitrate_kbps} kbps: use {lo} to {hi} kbps")
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
@@ -77,13 +119,6 @@ def _check_file(path: Path) -> None:
         raise AudioError(f"{path}: is a folder, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
-
-
-def _sf_info(path: Path) -> sf._SoundFileInfo:
-    try:
-        return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{path}: not an audio file (soundfile could not read it)") from e
 
 
 def _check_header(path: Path, header: sf._SoundFileInfo) -> None:
@@ -105,40 +140,50 @@ def _check_duration(path: Path, duration_s: float, max_seconds: float | None) ->
         raise AudioError(f"{path}: {duration_s:.1f} s long, more than the limit of {limit:.1f} s")
 
 
-def info(path: str | os.PathLike) -> AudioInfo:
-    """Sample rate, channels and length from the file header, without reading the audio."""
-    path = Path(path)
+BlockReader = Callable[[int], Iterator[np.ndarray]]  # block length -> float32 mono blocks
+
+
+def _source(path: Path) -> tuple[AudioInfo, BlockReader]:
+    """The file's header, and a reader of its audio as float32 mono blocks at the file's rate:
+    libsndfile when it reads the file (fast, exact lengths), else FFmpeg (media.py)."""
     _check_file(path)
-    header = _sf_info(path)
-    _check_header(path, header)
-    return AudioInfo(header.samplerate, header.channels, header.frames, header.frames / header.samplerate)
-
-
-def _read_soundfile(path: Path, header: sf._SoundFileInfo) -> np.ndarray:
-    """Mono float32; downmixes block by block so a multichannel copy never sits in memory."""
-    mono = np.empty(header.frames, dtype=np.float32)
-    n = 0
-    with sf.SoundFile(str(path)) as f:
-        for block in f.blocks(blocksize=1 << 18, dtype="float32", always_2d=True):  # (n, C)
-            mono[n : n + len(block)] = block.mean(axis=1)
-            n += len(block)
-    return mono[:n]
-
-
-def _read_audioread(path: Path) -> tuple[np.ndarray, int]:
-    """Fallback for formats libsndfile lacks (m4a, ...); needs an audioread backend (ffmpeg)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import audioread
+        header = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError):
+        from . import media
 
-            with audioread.audio_open(str(path)) as f:
-                sr, channels = f.samplerate, f.channels
-                pcm = b"".join(f)
-    except Exception as e:  # audioread raises many unrelated types for "cannot decode"
-        raise AudioError(f"{path}: not an audio file (soundfile could not read it)") from e
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
-    return x.reshape(-1, channels).mean(axis=1), sr
+        return media.probe(path), lambda n: media.read_blocks(path, n)
+    _check_header(path, header)
+    head = AudioInfo(header.samplerate, header.channels, header.frames, header.frames / header.samplerate)
+    return head, lambda n: _soundfile_blocks(path, n)
+
+
+def _soundfile_blocks(path: Path, block_frames: int) -> Iterator[np.ndarray]:
+    with sf.SoundFile(str(path)) as f:
+        for block in f.blocks(blocksize=block_frames, dtype="float32", always_2d=True):  # (n, C)
+            yield block.mean(axis=1, dtype=np.float32)
+
+
+def _gather(blocks: Iterable[np.ndarray], size_hint: int) -> np.ndarray:
+    """Join blocks into one array filled in place, so no second copy of a long file sits in
+    memory; `size_hint` (a header's length) may be off, as compressed formats' often are."""
+    out, n = np.empty(max(size_hint, 1), np.float32), 0
+    for block in blocks:
+        if n + len(block) > len(out):
+            grown = np.empty(max(2 * len(out), n + len(block)), np.float32)
+            grown[:n] = out[:n]
+            out = grown
+        out[n : n + len(block)] = block
+        n += len(block)
+    return out[:n]
+
+
+def info(path: str | os.PathLike) -> AudioInfo:
+    """Sample rate, channels and length from the file header, without reading the audio.
+
+    For compressed formats FFmpeg reads (m4a, ...), frames is the stated duration at the rate.
+    """
+    return _source(Path(path))[0]
 
 
 def load(
@@ -148,31 +193,23 @@ def load(
     max_seconds: float | None = None,
     allow_silence: bool = True,
 ) -> tuple[np.ndarray, int]:
-    """Read any audio file as float32 mono (N,) at `sample_rate`; also return the file's rate.
+    """Read any audio file (or a video's sound) as float32 mono (N,) at `sample_rate`; also
+    return the file's rate.
 
     Channels are averaged. max_seconds=None applies MAX_INPUT_SECONDS; pass math.inf to lift it.
     allow_silence=False refuses files whose peak is below SILENCE_PEAK_DBFS.
     """
     path = Path(path)
-    _check_file(path)
-    try:
-        header = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError):
-        header = None
-    if header is not None:
-        _check_header(path, header)
-        _check_duration(path, header.frames / header.samplerate, max_seconds)
-        x, sr_in = _read_soundfile(path, header), header.samplerate
-    else:
-        x, sr_in = _read_audioread(path)
-        _check_duration(path, len(x) / sr_in, max_seconds)
+    head, read = _source(path)
+    _check_duration(path, head.duration_s, max_seconds)
+    x = _gather(read(1 << 18), head.frames)
     if len(x) == 0:
         raise AudioError(f"{path}: no audio in it (0 samples)")
     if not np.isfinite(x).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
     if not allow_silence and float(np.max(np.abs(x))) < SILENCE_PEAK:
         raise AudioError(f"{path}: silent (peak below {SILENCE_PEAK_DBFS:.0f} dBFS)")
-    return resample(x, sr_in, sample_rate), sr_in
+    return resample(x, head.sample_rate, sample_rate), head.sample_rate
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -202,33 +239,18 @@ def iter_blocks(
     samples long except the last, holding only a few blocks in memory at a time.
 
     Streams through soxr, so the blocks join without seams; the total length can differ
-    from load()'s by a sample or two. Formats libsndfile cannot read are not supported here.
+    from load()'s by a sample or two.
     """
-    import soxr
-
     path = Path(path)
-    _check_file(path)
-    header = _sf_info(path)
-    _check_header(path, header)
+    head, read = _source(path)
     block_out = max(1, round(block_seconds * sample_rate))
-    block_in = max(1, math.ceil(block_seconds * header.samplerate))
-    stream = None
-    if header.samplerate != sample_rate:
-        stream = soxr.ResampleStream(header.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
+    block_in = max(1, math.ceil(block_seconds * head.sample_rate))
     pending = np.empty(0, dtype=np.float32)
-    with sf.SoundFile(str(path)) as f:
-        while True:
-            block = f.read(block_in, dtype="float32", always_2d=True)  # (n, C)
-            last = len(block) < block_in or f.tell() >= header.frames
-            mono = block.mean(axis=1).astype(np.float32)
-            if stream is not None:
-                mono = stream.resample_chunk(mono, last=last)
-            pending = np.concatenate([pending, mono])
-            while len(pending) >= block_out:
-                yield pending[:block_out]
-                pending = pending[block_out:]
-            if last:
-                break
+    for x in resample_stream(read(block_in), head.sample_rate, sample_rate):
+        pending = np.concatenate([pending, x])
+        while len(pending) >= block_out:
+            yield pending[:block_out]
+            pending = pending[block_out:]
     if len(pending):
         yield pending
 
@@ -253,13 +275,6 @@ def resample_stream(blocks: Iterable[np.ndarray], sr_in: int, sr_out: int) -> It
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
-
-
-def _write_format(path: Path) -> tuple[str, str]:
-    fmt = _WRITE_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise AudioError(f"{path}: cannot write '{path.suffix}' files (use .wav, .flac or .ogg)")
-    return fmt
 
 
 @contextmanager
@@ -293,59 +308,75 @@ def _clip(audio: np.ndarray) -> tuple[np.ndarray, int]:
     return (np.clip(x, -1.0, 1.0) if clipped else x), clipped
 
 
-def save(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, force: bool = False) -> int:
+def save(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, *, force: bool = False,
+         bitrate_kbps: int | None = None) -> int:
     """Write (N,) or (N, C) audio atomically; format from the extension (WAV when none).
 
     Samples are clipped to [-1, 1]; returns how many were clipped so the caller can warn.
-    Refuses to replace an existing file unless force.
+    Refuses to replace an existing file unless force. bitrate_kbps: compressed formats only
+    (mp3, m4a, aac, opus; DEFAULT_BITRATE_KBPS when None).
     """
-    path = Path(path)
-    fmt, subtype = _write_format(path)
-    x, clipped = _clip(audio)
+    x = np.asarray(audio, dtype=np.float32)
     if x.ndim not in (1, 2) or len(x) == 0:
         raise AudioError(f"{path}: nothing to write (audio shape {x.shape})")
-    with _output(path, force) as tmp:
-        try:
-            sf.write(str(tmp), x, sample_rate, format=fmt, subtype=subtype)
-        except (OSError, sf.LibsndfileError, RuntimeError) as e:
-            raise AudioError(f"{path}: could not write ({e})") from e
-    return clipped
+    channels = 1 if x.ndim == 1 else x.shape[1]
+    with BlockWriter(path, sample_rate, channels=channels, force=force, bitrate_kbps=bitrate_kbps) as w:
+        w.write(x)
+    return w.clipped
 
 
 class BlockWriter:
     """Write a long output block by block; the file appears (atomically) only on success.
 
-    with BlockWriter("out.wav", 24000) as w:
+    with BlockWriter("out.m4a", 24000) as w:
         for block in blocks:
             w.write(block)
     w.frames and w.clipped count what was written; an exception inside the block removes
-    the temp file and leaves any existing target untouched.
+    the temp file and leaves any existing target untouched. libsndfile writes wav, flac, ogg,
+    ...; FFmpeg (media.Encoder) the compressed formats of _ENCODED at bitrate_kbps.
     """
 
-    def __init__(self, path: str | os.PathLike, sample_rate: int, *, channels: int = 1, force: bool = False):
+    def __init__(self, path: str | os.PathLike, sample_rate: int, *, channels: int = 1, force: bool = False,
+                 bitrate_kbps: int | None = None):
         self.path = Path(path)
         self.sample_rate = sample_rate
         self.channels = channels
         self.force = force
+        self.bitrate_kbps = DEFAULT_BITRATE_KBPS if bitrate_kbps is None else bitrate_kbps
         self.frames = 0
         self.clipped = 0
         self._stack: ExitStack | None = None
-        self._file: sf.SoundFile | None = None
+        self._file = None  # sf.SoundFile or media.Encoder: both have write(x)
 
     def __enter__(self) -> BlockWriter:
-        fmt, subtype = _write_format(self.path)
+        check_writable(self.path, self.bitrate_kbps)
         with ExitStack() as stack:
             tmp = stack.enter_context(_output(self.path, self.force))
-            self._file = stack.enter_context(
-                sf.SoundFile(str(tmp), "w", self.sample_rate, self.channels, subtype=subtype, format=fmt))
+            self._file = stack.enter_context(self._open(tmp))
             self._stack = stack.pop_all()
         return self
+
+    def _open(self, tmp: Path):
+        suffix = self.path.suffix.lower()
+        if suffix in _ENCODED:
+            from .media import Encoder
+
+            muxer, codec = _ENCODED[suffix]
+            return Encoder(tmp, muxer, codec, self.sample_rate, self.channels, self.bitrate_kbps, label=self.path)
+        fmt, subtype = _SOUNDFILE_WRITE[suffix]
+        try:
+            return sf.SoundFile(str(tmp), "w", self.sample_rate, self.channels, subtype=subtype, format=fmt)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioError(f"{self.path}: could not write ({e})") from e
 
     def write(self, block: np.ndarray) -> None:
         if self._file is None:
             raise RuntimeError("BlockWriter.write() outside its with-block")
         x, clipped = _clip(block)
-        self._file.write(x)
+        try:
+            self._file.write(x)
+        except sf.LibsndfileError as e:
+            raise AudioError(f"{self.path}: could not write ({e})") from e
         self.frames += len(x)
         self.clipped += clipped
 

@@ -3,12 +3,14 @@
 One file: loaded whole and run. A long file: streamed in blocks through `pipeline.stream`, so
 memory stays bounded whatever its length. A folder: files bucketed by duration and run
 `batch_size` at a time with the model loaded once; the tree is mirrored, existing outputs are
-skipped (a rerun resumes), one bad file is reported and the rest go on.
+skipped (a rerun resumes), one bad file is reported and the rest go on. Each output keeps its
+input's format unless --format says otherwise; a video's output is its sound (audio.output_suffix).
 Lives beside cli.py (it is the CLI's file edge) so that cli.py stays a thin flag layer.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +33,8 @@ class JobOptions:
     force: bool = False
     sample_rate: int | None = None  # output rate; None = the input's
     shard: tuple[int, int] = (0, 1)  # (index, count): this process takes files[index::count]
+    out_format: str | None = None  # folder runs: every output's extension ("mp3", ...); None = the input's
+    bitrate_kbps: int | None = None  # compressed outputs; None = audio.DEFAULT_BITRATE_KBPS
 
 
 @dataclass
@@ -41,10 +45,11 @@ class Summary:
     clipped: dict[Path, int] = field(default_factory=dict)
 
 
-def write_output(path: Path, wav: np.ndarray, codec_rate: int, out_rate: int, force: bool) -> int:
+def write_output(path: Path, wav: np.ndarray, codec_rate: int, out_rate: int, force: bool,
+                 bitrate_kbps: int | None = None) -> int:
     """Resample from the codec rate to the output rate and save; returns clipped samples."""
     data = A.resample(wav, codec_rate, out_rate) if out_rate != codec_rate else wav
-    return A.save(path, data, out_rate, force=force)
+    return A.save(path, data, out_rate, force=force, bitrate_kbps=bitrate_kbps)
 
 
 def run_file(sx: SpeechX, task: Task, inp: Path, outp: Path, opts: JobOptions, text: str | None = None,
@@ -57,7 +62,7 @@ def run_file(sx: SpeechX, task: Task, inp: Path, outp: Path, opts: JobOptions, t
     wav, in_rate = A.load(inp, sr, allow_silence=False)
     req = PL.Request(task, audio=wav, enrollment=enrollment, text=text)
     y = PL.run(sx, [req], opts.decoding, opts.window)[0]
-    return write_output(outp, y, sr, opts.sample_rate or in_rate, opts.force)
+    return write_output(outp, y, sr, opts.sample_rate or in_rate, opts.force, opts.bitrate_kbps)
 
 
 def run_long(sx: SpeechX, task: Task, inp: Path, outp: Path, opts: JobOptions,
@@ -71,7 +76,7 @@ def run_long(sx: SpeechX, task: Task, inp: Path, outp: Path, opts: JobOptions,
     out_rate = opts.sample_rate or header.sample_rate
     block_seconds = opts.window.seconds * opts.window.batch_size
     blocks = A.iter_blocks(inp, sr, block_seconds=block_seconds)
-    with A.BlockWriter(outp, out_rate, force=opts.force) as writer:
+    with A.BlockWriter(outp, out_rate, force=opts.force, bitrate_kbps=opts.bitrate_kbps) as writer:
         for block in A.resample_stream(PL.stream(sx, task, blocks, opts.decoding, opts.window, enrollment),
                                        sr, out_rate):
             writer.write(block)
@@ -81,14 +86,43 @@ def run_long(sx: SpeechX, task: Task, inp: Path, outp: Path, opts: JobOptions,
 
 
 def plan_folder(inp: Path, outp: Path, opts: JobOptions) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(todo pairs, skipped outputs) for this shard of a folder run."""
-    files = sorted(p for p in inp.rglob("*") if p.is_file() and A.is_audio_path(p))
+    """(todo pairs, skipped outputs) for this shard of a folder run; raises AudioError when two
+    inputs would share an output (talk.mp4 and talk.m4a both give talk.m4a) or one would
+    replace an input."""
+    files = sorted(p for p in inp.rglob("*") if p.is_file() and A.is_media_path(p))
+    pairs = [(src, (outp / src.relative_to(inp)).with_suffix(A.output_suffix(src, opts.out_format)))
+             for src in files]
+    _check_distinct(pairs)
     index, count = opts.shard
-    files = files[index::count]
-    pairs = [(src, outp / src.relative_to(inp)) for src in files]
+    pairs = pairs[index::count]
     todo = [(s, d) for s, d in pairs if opts.force or not d.exists()]
     skipped = [d for s, d in pairs if not opts.force and d.exists()]
     return todo, skipped
+
+
+def _check_distinct(pairs: list[tuple[Path, Path]]) -> None:
+    inputs = {src.resolve() for src, _ in pairs}
+    first: dict[Path, Path] = {}
+    for src, dst in pairs:
+        if dst.resolve() in inputs:
+            raise A.AudioError(f"{dst}: the output of {src} would replace an input (choose another OUT folder)")
+        if dst in first:
+            raise A.AudioError(f"{first[dst]} and {src} would both be written to {dst} "
+                               "(rename one, or run them apart)")
+        first[dst] = src
+
+
+def format_notes(pairs: list[tuple[Path, Path]], written: list[Path]) -> list[str]:
+    """One line per change of format among the written outputs of a folder run, e.g.
+    '2 .mp4 files (video) -> .m4a (their sound)'."""
+    done = set(written)
+    changes = Counter((s.suffix.lower(), d.suffix.lower()) for s, d in pairs
+                      if d in done and s.suffix.lower() != d.suffix.lower())
+    lines = []
+    for (a, b), n in sorted(changes.items()):
+        what = " (video) -> {} (their sound)" if a in A.VIDEO_EXTENSIONS else " -> {}"
+        lines.append(f"{n} {a} file{'s' if n > 1 else ''}{what.format(b)}")
+    return lines
 
 
 def run_folder(sx: SpeechX, task: Task, todo: list[tuple[Path, Path]], opts: JobOptions,
