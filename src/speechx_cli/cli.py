@@ -23,7 +23,8 @@ from typer.core import TyperGroup
 from . import audio as A
 from .engine import DecodingOptions
 from .mask import MaskOptions, Resynth
-from .options import BatchOpt, CheckpointOpt, Device, DeviceOpt, MaskOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
+from .options import (BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, FormatOpt, MaskOpt, OutputFormat,
+                      ResynthOpt, TempOpt, TopKOpt, TopPOpt)
 from .prompts import Task
 
 if TYPE_CHECKING:
@@ -97,10 +98,11 @@ class Common:
     window: float = 10.0
     resynth: Resynth = Resynth.MASK
     mask: str | None = None  # --mask overrides, resolved per task (mask_settings)
+    bitrate: int | None = None  # kbps of compressed outputs (mp3, m4a, ...); None = audio's default
 
 
 def _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
-            batch_size=8, window=10.0, resynth=Resynth.MASK, mask=None) -> Common:
+            batch_size=8, window=10.0, resynth=Resynth.MASK, mask=None, bitrate=None) -> Common:
     try:
         opts = DecodingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).validate()
     except ValueError as e:
@@ -111,7 +113,9 @@ def _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_r
         raise UserError("--batch-size must be >= 1")
     if window < 1:
         raise UserError("--window must be at least 1 second")
-    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth, mask)
+    if bitrate is not None and not A.BITRATE_RANGE_KBPS[0] <= bitrate <= A.BITRATE_RANGE_KBPS[1]:
+        raise UserError(f"--bitrate {bitrate}: use {A.BITRATE_RANGE_KBPS[0]} to {A.BITRATE_RANGE_KBPS[1]} kbps")
+    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth, mask, bitrate)
 
 
 def mask_settings(task: Task, spec: str | None) -> "MaskOptions | None":
@@ -181,6 +185,7 @@ def _check_output(path: Path, force: bool) -> None:
         raise UserError(f"{path}: is a folder (give a file name, or a folder as IN too)")
     if path.exists() and not force:
         raise UserError(f"{path}: exists (use --force to overwrite)")
+    A.check_writable(path)  # before the work, not after it
 
 
 def _check_input(path: Path) -> None:
@@ -188,13 +193,13 @@ def _check_input(path: Path) -> None:
         raise UserError(f"{path}: no such file or folder")
 
 
-def _save(path: Path, wav, codec_rate: int, out_rate: int, force: bool) -> None:
+def _save(path: Path, wav, codec_rate: int, out_rate: int, force: bool, bitrate: int | None = None) -> None:
     from .jobs import write_output
 
-    _warn_clipped(path, write_output(path, wav, codec_rate, out_rate, force))
+    _warn_clipped(path, write_output(path, wav, codec_rate, out_rate, force, bitrate))
 
 
-def _job_options(c: Common, task: Task, shard: str | None = None) -> "JobOptions":
+def _job_options(c: Common, task: Task, shard: str | None = None, fmt: OutputFormat | None = None) -> "JobOptions":
     from .jobs import JobOptions
     from .pipeline import WindowOptions
 
@@ -203,7 +208,7 @@ def _job_options(c: Common, task: Task, shard: str | None = None) -> "JobOptions
         window = WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size, c.resynth, mask).validate()
     except ValueError as e:
         raise UserError(str(e)) from None
-    return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard))
+    return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard), fmt and fmt.value, c.bitrate)
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -229,18 +234,20 @@ def _warn_clipped(path: Path, clipped: int) -> None:
 
 
 def _run_files(c: Common, task: Task, inp: Path, outp: Path, text: str | None = None,
-               enroll: Path | None = None, shard: str | None = None) -> None:
+               enroll: Path | None = None, shard: str | None = None, fmt: OutputFormat | None = None) -> None:
     """One file or a whole folder through a known-length task (denoise, remove-speech, extract-speaker)."""
     from . import jobs
 
     _check_input(inp)
     if enroll is not None:
         _check_input(enroll)
-    opts = _job_options(c, task, shard)
+    opts = _job_options(c, task, shard, fmt)
     if inp.is_dir():
         return _run_folder(c, task, inp, outp, opts, text, enroll)
     if shard is not None:
         raise UserError("--shard applies to folder runs only")
+    if fmt is not None:
+        raise UserError("--format applies to folder runs only (OUT's extension sets a file's format)")
     _check_output(outp, c.force)
     duration = A.info(inp).duration_s
     sx = _load_model(c)
@@ -269,6 +276,8 @@ def _run_folder(c: Common, task: Task, inp: Path, outp: Path, opts, text: str | 
         summary = jobs.run_folder(sx, task, todo, opts, text, ref, advance=lambda n: bar.advance(job, n))
     for path, clipped in summary.clipped.items():
         _warn_clipped(path, clipped)
+    for line in jobs.format_notes(todo, summary.written):
+        err.print(f"note: {line}", markup=False)
     _summary(len(summary.written), len(skipped), summary.failed)
 
 
@@ -292,13 +301,13 @@ def denoise(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature,
     top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None,
     batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None,
-    shard: ShardOpt = None,
+    shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth, mask)
-        _run_files(c, Task.NS, inp, outp, text, shard=shard)
+                    resynth, mask, bitrate)
+        _run_files(c, Task.NS, inp, outp, text, shard=shard, fmt=fmt)
 
 
 @app.command("remove-speech")
@@ -307,12 +316,13 @@ def remove_speech(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, shard: ShardOpt = None,
+    fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth, mask)
-        _run_files(c, Task.SR, inp, outp, text, shard=shard)
+                    resynth, mask, bitrate)
+        _run_files(c, Task.SR, inp, outp, text, shard=shard, fmt=fmt)
 
 
 @app.command("extract-speaker")
@@ -323,12 +333,13 @@ def extract_speaker(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, shard: ShardOpt = None,
+    fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with _guard():
         c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth, mask)
-        _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard)
+                    resynth, mask, bitrate)
+        _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard, fmt=fmt)
 
 
 @app.command()
@@ -340,6 +351,7 @@ def tts(
     temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
     sample_rate: RateOpt = None,
     max_seconds: Annotated[float, typer.Option(help="Longest speech to generate.")] = 30.0,
+    bitrate: BitrateOpt = None,
 ) -> None:
     """Speak TEXT in the voice of the --prompt recording (zero-shot TTS)."""
     from dataclasses import replace
@@ -347,7 +359,7 @@ def tts(
     from . import pipeline as PL
 
     with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate)
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, bitrate=bitrate)
         if not text.strip():
             raise UserError("TEXT is empty")
         _check_input(prompt)
@@ -358,7 +370,7 @@ def tts(
         voice, in_rate = A.load(prompt, sr, allow_silence=False)
         with err.status("tts"):
             y = PL.run(sx, [PL.Request(Task.TTS, enrollment=voice, text=text)], opts)[0]
-        _save(outp, y, sr, c.sample_rate or in_rate, force)
+        _save(outp, y, sr, c.sample_rate or in_rate, force, c.bitrate)
         err.print(f"wrote {outp}", markup=False)
 
 
@@ -425,7 +437,7 @@ def edit(
     ] = Background.keep,
     checkpoint: CheckpointOpt = None, device: DeviceOpt = Device.auto, seed: SeedOpt = 0,
     temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False,
-    sample_rate: RateOpt = None,
+    sample_rate: RateOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Change some words of a recording; everything else stays the input itself.
 
@@ -437,7 +449,7 @@ def edit(
     from .align import ALIGN_SAMPLE_RATE
 
     with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate)
+        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, bitrate=bitrate)
         if not new_text.strip():
             raise UserError("--text is empty")
         if span is not None:
@@ -464,7 +476,7 @@ def edit(
             with err.status(f"edit {k}/{len(steps)}"):
                 req = PL.Request(task, audio=wav, text=step.text, span=step.span)
                 wav = PL.run(sx, [req], c.decoding)[0]
-        _save(outp, wav, sr, c.sample_rate or in_rate, force)
+        _save(outp, wav, sr, c.sample_rate or in_rate, force, c.bitrate)
         err.print(f"wrote {outp}", markup=False)
 
 

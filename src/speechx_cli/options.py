@@ -39,3 +39,22 @@ MaskOpt = Annotated[Optional[str], typer.Option(
     "--mask", help="With --resynth mask: override the task's mask settings by name, e.g. 'floor=0.1' (cut up to "
                    "20 dB) or 'bands=32,exponent=1'; names: bands, exponent, floor, smooth_frames, codec_reference.",
     show_default="the task's own (model card)")]
+
+
+class OutputFormat(str, Enum):
+    """--format: the format of every output of a folder run (each one a format audio.py writes)."""
+
+    wav = "wav"
+    flac = "flac"
+    ogg = "ogg"
+    opus = "opus"
+    mp3 = "mp3"
+    m4a = "m4a"
+    aac = "aac"
+
+
+FormatOpt = Annotated[Optional[OutputFormat], typer.Option(
+    "--format", help="Folder runs: write every output in this format.",
+    show_default="each input's own; a video's sound as .m4a")]
+BitrateOpt = Annotated[Optional[int], typer.Option(
+    "--bitrate", help="kbps of mp3, m4a, aac and opus outputs (32-320).", show_default="192")]
