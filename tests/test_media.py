@@ -163,3 +163,31 @@ def test_folder_outputs_keep_or_change_format(tmp_path):
         jobs.plan_folder(src, tmp_path / "out", opts)
     with pytest.raises(AudioError, match="would replace an input"):
         jobs.plan_folder(src, src, jobs.JobOptions(None, None, out_format="mp3"))
+
+
+@pytest.mark.parametrize("fmt", ["s16", "s16p", "s32", "fltp", "flt", "u8", "dbl"])
+def test_decoded_frames_become_the_channel_mean(fmt):
+    from speechx_cli.media import _mono
+
+    left, right = tone(0.05, freq=300), 0.5 * tone(0.05, freq=500, seed=1)
+    stereo = np.stack([left, right])  # (C, n) in [-1, 1)
+    dtype = av.AudioFormat(fmt).packed.name
+    scale = {"s16": 32768, "s32": 2**31, "u8": 128}.get(dtype, 1)
+    data = stereo * scale + (128 if dtype == "u8" else 0)
+    data = data.astype({"s16": np.int16, "s32": np.int32, "u8": np.uint8, "flt": np.float32, "dbl": np.float64}[dtype])
+    planes = data if fmt.endswith("p") else data.T.reshape(1, -1)  # packed: one interleaved row
+    frame = av.AudioFrame.from_ndarray(planes, format=fmt, layout="stereo")
+    np.testing.assert_allclose(_mono(frame), (left + right) / 2, atol=2 / 128 if dtype == "u8" else 1e-4)
+
+
+def test_stereo_video_soundtrack_is_averaged(tmp_path):
+    x = example(1.0, 48000)
+    with av.open(str(tmp_path / "st.mkv"), "w", format="matroska") as out:
+        a = out.add_stream("flac", rate=48000, layout="stereo")  # lossless: the mean is exact
+        frame = av.AudioFrame.from_ndarray(np.stack([x, -0.5 * x]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.time_base, frame.pts = 48000, Fraction(1, 48000), 0
+        out.mux(a.encode(frame))
+        out.mux(a.encode(None))
+    y, sr = A.load(tmp_path / "st.mkv", 48000)
+    assert sr == 48000 and len(y) == len(x)
+    np.testing.assert_allclose(y, 0.25 * x, atol=1e-4)
