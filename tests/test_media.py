@@ -191,3 +191,10 @@ def test_stereo_video_soundtrack_is_averaged(tmp_path):
     y, sr = A.load(tmp_path / "st.mkv", 48000)
     assert sr == 48000 and len(y) == len(x)
     np.testing.assert_allclose(y, 0.25 * x, atol=1e-4)
+
+
+def test_every_format_choice_is_writable():
+    from speechx_cli.options import OutputFormat
+
+    for choice in OutputFormat:
+        A.check_writable(f"out.{choice.value}", A.DEFAULT_BITRATE_KBPS)

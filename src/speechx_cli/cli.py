@@ -508,6 +508,11 @@ from .eval.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 
+# `speechx train ...` (train/cli.py): from a corpus on disk to a checkpoint.
+from .train.cli import app as train_app  # noqa: E402
+
+app.add_typer(train_app, name="train")
+
 
 @app.command()
 def bench(

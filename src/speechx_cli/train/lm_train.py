@@ -373,7 +373,7 @@ def train_cli(
     dropout: Annotated[Optional[float], typer.Option(help="override the preset's dropout")] = None,
     stage: Annotated[str, typer.Option(help="tts (stage 1) or all (stage 2)")] = "all",
     models: Annotated[str, typer.Option("--train", help="both, ar or nar")] = "both",
-    init_from: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", "--init", exists=True, dir_okay=False,
                                                       help="start from these weights (stage 1 -> 2)")] = None,
     batch_size: Annotated[int, typer.Option(help="examples per update (cap if --batch-frames)")] = 8,
     batch_frames: Annotated[int, typer.Option(help="padded positions per update, all ranks")] = 0,
