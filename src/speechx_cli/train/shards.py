@@ -55,6 +55,7 @@ from .dataset import FORMAT, FORMAT_VERSION, INDEX_NAME, TASKS, EncodedExample, 
 
 SETTINGS_NAME = "settings.json"
 EDIT_TASKS = (Task.EDIT_CLEAN, Task.EDIT_NOISY)
+NOISE_TASKS = (Task.NS, Task.SR, Task.EDIT_NOISY)
 DEFAULT_BATCH_SECONDS = 160.0  # audio per codec call
 
 
@@ -114,10 +115,13 @@ def encode_examples(examples: list, codec, encode_text: Callable[[str], list[int
 
 
 def task_cycle(simulator, tasks: Iterable[Task] | None = None) -> tuple[Task, ...]:
-    """The tasks the shard stream cycles through (edits only when the corpus has edit pairs)."""
+    """The tasks the shard stream cycles through (edits only when the corpus has edit pairs, noise tasks
+    only when it has a noise bank)."""
     chosen = tuple(Task(t) for t in (tasks or TASKS))
     if not simulator.corpus.edited:
         chosen = tuple(t for t in chosen if t not in EDIT_TASKS)
+    if not simulator.corpus.noises:  # no noise bank: nothing to mix speech with
+        chosen = tuple(t for t in chosen if t not in NOISE_TASKS)
     if not chosen:
         raise ValueError("no task can be simulated from this corpus")
     return chosen
@@ -248,16 +252,21 @@ def link_shared_shards(src_dir: Path, out_dir: Path, settings: dict) -> int:
     return linked
 
 
-def prepare_shards(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = ShardOptions(), *,
-                   force: bool = False, on_progress: Callable[[dict], None] | None = None,
-                   encode_text: Callable[[str], list[int]] | None = None, simulation=None,
-                   reuse: Path | None = None) -> dict:
-    """Write every missing shard of the stream, then index.json; returns the rate summary.
+@dataclass
+class ShardPlan:
+    """The example stream of a shard set: its simulator, task cycle, length and settings."""
 
-    encode_text: phoneme ids of a text (default speechx_cli.text.encode);
-    simulation: simulate.SimulationOptions (default: the simulator's, for opts.split);
-    reuse: a shard set of the same stream whose whole shards are linked instead of encoded.
-    """
+    simulator: Any
+    cycle: tuple[Task, ...]
+    n: int
+    settings: dict
+
+    def shards(self, per: int) -> range:
+        return range(math.ceil(self.n / per))
+
+
+def plan_shards(corpus_dir: Path, codec, opts: ShardOptions = ShardOptions(), simulation=None) -> ShardPlan:
+    """The stream `opts` asks of the corpus (simulation: simulate.SimulationOptions, default the simulator's)."""
     from .simulate import Corpus, SimulationOptions, Simulator
 
     simulation = simulation or SimulationOptions()
@@ -265,21 +274,35 @@ def prepare_shards(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = 
     simulator = Simulator(corpus, simulation)
     cycle = task_cycle(simulator, [Task(t) for t in opts.tasks])
     n = n_examples(len(corpus.utterances), opts)
-    out_dir = Path(out_dir)
     settings = _settings(codec, opts, n, cycle, corpus_dir)
     settings["simulation"] = json.loads(json.dumps(asdict(simulation), default=str))
-    _check_settings(out_dir, settings, force)
-    reused = link_shared_shards(reuse, out_dir, settings) if reuse is not None else 0
-    per = opts.examples_per_shard
-    todo = [s for s in range(math.ceil(n / per)) if not (out_dir / f"shard-{s:05d}.safetensors").exists()]
+    return ShardPlan(simulator, cycle, n, settings)
+
+
+def open_shard_set(out_dir: Path, plan: ShardPlan, *, force: bool = False, reuse: Path | None = None) -> int:
+    """Make out_dir the plan's set (refusing another one's shards without force) and link the shards
+    `reuse` holds; returns the stream positions linked. One process does this before any encodes."""
+    _check_settings(Path(out_dir), plan.settings, force)
+    return link_shared_shards(reuse, Path(out_dir), plan.settings) if reuse is not None else 0
+
+
+def missing_shards(out_dir: Path, plan: ShardPlan, per: int, part: tuple[int, int] = (0, 1)) -> list[int]:
+    """The shards not yet written that belong to part i of n (shard s goes to part s % n)."""
+    i, parts = part
+    return [s for s in plan.shards(per) if s % parts == i and not (Path(out_dir) / f"shard-{s:05d}.safetensors").exists()]
+
+
+def encode_shards(out_dir: Path, plan: ShardPlan, codec, opts: ShardOptions, todo: list[int], *,
+                  on_progress: Callable[[dict], None] | None = None,
+                  encode_text: Callable[[str], list[int]] | None = None) -> dict:
+    """Simulate and encode the shards `todo` of the plan's stream; returns the rate of this run."""
+    per, n = opts.examples_per_shard, plan.n
     chunks = [range(a, min(a + opts.chunk, (s + 1) * per, n)) for s in todo
               for a in range(s * per, min((s + 1) * per, n), opts.chunk)]
-    loader = torch.utils.data.DataLoader(_Stream(simulator, chunks, opts.seed, cycle), batch_size=None,
+    loader = torch.utils.data.DataLoader(_Stream(plan.simulator, chunks, opts.seed, plan.cycle), batch_size=None,
                                          num_workers=opts.workers, collate_fn=_as_is)
-    rate = {"examples": 0, "audio_seconds": 0.0, "encode_seconds": 0.0, "skipped": 0, "reused": reused}
+    rate = {"examples": 0, "audio_seconds": 0.0, "encode_seconds": 0.0, "skipped": 0}
     started, pending = time.perf_counter(), {}
-    if on_progress and reused:
-        on_progress(dict(rate, done=reused, wall_seconds=0.0))
     for chunk, pairs in zip(chunks, loader):
         t0 = time.perf_counter()
         encoded = encode_examples([ex for _, ex in pairs], codec, encode_text, opts.batch_seconds)
@@ -294,9 +317,35 @@ def prepare_shards(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = 
         rate["wall_seconds"] = time.perf_counter() - started
         if on_progress:
             on_progress(dict(rate, done=len(chunk)))
-    index = write_index(out_dir)
-    wall = max(time.perf_counter() - started, 1e-9)
-    return {**rate, "wall_seconds": wall, "examples_per_s": rate["examples"] / wall,
+    rate["wall_seconds"] = time.perf_counter() - started
+    return rate
+
+
+def prepare_shards(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = ShardOptions(), *,
+                   force: bool = False, on_progress: Callable[[dict], None] | None = None,
+                   encode_text: Callable[[str], list[int]] | None = None, simulation=None,
+                   reuse: Path | None = None) -> dict:
+    """Write every missing shard of the stream, then index.json; returns the rate summary.
+
+    encode_text: phoneme ids of a text (default speechx_cli.text.encode);
+    simulation: simulate.SimulationOptions (default: the simulator's, for opts.split);
+    reuse: a shard set of the same stream whose whole shards are linked instead of encoded.
+    (train/tokenize.py runs the same steps over several processes.)
+    """
+    out_dir = Path(out_dir)
+    plan = plan_shards(corpus_dir, codec, opts, simulation)
+    reused = open_shard_set(out_dir, plan, force=force, reuse=reuse)
+    if on_progress and reused:
+        on_progress({"examples": 0, "audio_seconds": 0.0, "encode_seconds": 0.0, "skipped": 0, "done": reused,
+                     "wall_seconds": 0.0})
+    rate = encode_shards(out_dir, plan, codec, opts, missing_shards(out_dir, plan, opts.examples_per_shard),
+                         on_progress=on_progress, encode_text=encode_text)
+    return summarize_rate(rate, reused, write_index(out_dir))
+
+
+def summarize_rate(rate: dict, reused: int, index: dict) -> dict:
+    wall = max(rate["wall_seconds"], 1e-9)
+    return {**rate, "reused": reused, "wall_seconds": wall, "examples_per_s": rate["examples"] / wall,
             "audio_seconds_per_s": rate["audio_seconds"] / wall, "index": index}
 
 
