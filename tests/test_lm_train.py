@@ -135,13 +135,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, aids: dict) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        cfg = replace(BASE, out_dir=f"{out}/ddp", max_steps=4, batch_size=8)
+        cfg = replace(BASE, out_dir=f"{out}/ddp", max_steps=4, batch_size=8, **aids)
         result = train(cfg, data(), progress=False)
         torch.save({"w": weights(result), "loss": result.last["loss"], "grad_norm": result.last["grad_norm"]},
                    f"{out}/rank{rank}.pt")
@@ -149,11 +149,13 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_two_ddp_processes_match_one_process(tmp_path):
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("aids", [{}, {"aux_ctc_weight": 0.3, "curriculum_steps": 3, "bucket_pool": 1}],
+                         ids=["plain", "alignment-aids"])
+def test_two_ddp_processes_match_one_process(tmp_path, aids):
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), aids), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert_same(r0["w"], r1["w"])  # DDP keeps the ranks identical
-    single = train(replace(BASE, out_dir=str(tmp_path / "one"), max_steps=4, batch_size=8), data(),
+    single = train(replace(BASE, out_dir=str(tmp_path / "one"), max_steps=4, batch_size=8, **aids), data(),
                    progress=False)
     assert_same(weights(single), r0["w"], atol=2e-5)  # same global batches, same gradients
     assert abs(single.last["loss"] - r0["loss"]) < 1e-4

@@ -223,11 +223,16 @@ class ARModel(_Backbone):
 
     def forward(self, tokens, types, positions, out_tokens, out_valid) -> torch.Tensor:
         """Teacher-forced logits (B, T, codebook_size + 1) for the output positions."""
+        return self.head(self.features(tokens, types, positions, out_tokens, out_valid))
+
+    def features(self, tokens, types, positions, out_tokens, out_valid) -> torch.Tensor:
+        """The final (normed) hidden states (B, T, d) of the output positions: what the head reads
+        (training aids such as an auxiliary CTC head read them too)."""
         t = out_tokens.shape[1]
         out_pos = torch.arange(t, device=out_tokens.device).expand_as(out_tokens)
         x = torch.cat([self.cond(tokens, types, positions), self.embed_output(out_tokens, out_pos)], 1)
         mask = prefix_lm_mask(types != 0, out_valid, causal=True)
-        return self.head(self.run(x, mask)[:, -t:])
+        return self.run(x, mask)[:, -t:]
 
     @staticmethod
     def bos(codebook_size: int) -> int:

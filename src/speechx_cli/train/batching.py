@@ -1,4 +1,5 @@
-"""Batches for LM training: length-bucketed, identical on every rank, resumable by cursor."""
+"""Batches for LM training: length-bucketed, identical on every rank, resumable by cursor; optionally
+a curriculum from short targets up for the first steps."""
 
 from __future__ import annotations
 
@@ -28,6 +29,48 @@ def length_batches(pool: np.ndarray, lengths: np.ndarray, cfg: TrainConfig, min_
     return out
 
 
+def pool_size(cfg: TrainConfig, lengths: np.ndarray, min_examples: int) -> int:
+    """Examples sorted by length together: ~bucket_pool batches of examples this long on average."""
+    per_batch = cfg.batch_size if cfg.batch_frames <= 0 else max(1, cfg.batch_frames // max(1, int(lengths.mean())))
+    return max(min_examples, cfg.bucket_pool * per_batch)
+
+
+class Curriculum:
+    """Short targets first: at step s < curriculum_steps a group draws only examples whose target is at
+    most cap(s) frames, cap growing linearly from the group's shortest target to its longest (sequence
+    length warmup, Li, Zhang & He 2022: linear over the first part of training; for TTS a short
+    utterance is also a short alignment to find). The pool never holds fewer than the group's shortest
+    `pool_size` examples, so the first batches vary.
+
+    A curriculum batch is a pure function of (seed, group, step): nothing to save, the same on every
+    rank and after a resume. The sampler's epoch cursors stay put meanwhile; its epochs begin after.
+    """
+
+    def __init__(self, groups: dict[str, np.ndarray], target_lengths: np.ndarray, lengths: np.ndarray,
+                 cfg: TrainConfig, min_examples: int):
+        self.cfg, self.lengths, self.min_examples = cfg, lengths, min_examples
+        self.order = {g: ix[np.argsort(target_lengths[ix], kind="stable")] for g, ix in groups.items()}
+        self.sorted = {g: target_lengths[o] for g, o in self.order.items()}  # ascending target frames
+        self.floor = {g: pool_size(cfg, lengths[o], min_examples) for g, o in self.order.items()}
+
+    def cap(self, group: str, step: int) -> int:
+        """The longest target (frames) `group` may draw at `step`."""
+        t, progress = self.sorted[group], min(1.0, step / self.cfg.curriculum_steps)
+        return int(t[0] + (t[-1] - t[0]) * progress)
+
+    def pool(self, group: str, step: int) -> np.ndarray:
+        n = max(self.floor[group], int(np.searchsorted(self.sorted[group], self.cap(group, step), side="right")))
+        return self.order[group][:n]
+
+    def batch(self, group: str, step: int) -> np.ndarray:
+        """A length-bucketed batch from a random pool-sized draw of the allowed examples."""
+        pool = self.pool(group, step)
+        rng = np.random.default_rng([self.cfg.seed, 4_000_037, step])
+        drawn = pool[rng.permutation(len(pool))[: pool_size(self.cfg, self.lengths[pool], self.min_examples)]]
+        batches = length_batches(drawn, self.lengths, self.cfg, self.min_examples)
+        return batches[int(rng.integers(len(batches)))]
+
+
 class BucketSampler:
     """Global batches of example indices, the same on every rank.
 
@@ -35,9 +78,12 @@ class BucketSampler:
     (seed, group, epoch) is cut into pools of ~bucket_pool batches; each pool is sorted by length and
     cut into batches under the frame budget; the epoch's batches are shuffled. The group of step s
     comes from (seed, s). The state is one (epoch, position) cursor per group: the data position.
+    With cfg.curriculum_steps > 0 (and the examples' target lengths) the first steps' batches come
+    from the Curriculum instead.
     """
 
-    def __init__(self, lengths: np.ndarray, tasks: np.ndarray, cfg: TrainConfig, min_examples: int):
+    def __init__(self, lengths: np.ndarray, tasks: np.ndarray, cfg: TrainConfig, min_examples: int,
+                 target_lengths: np.ndarray | None = None):
         self.lengths, self.cfg, self.min_examples = lengths, cfg, max(1, min_examples)
         allowed = [Task.TTS] if cfg.stage == "tts" else list(TASKS)
         keep = np.isin(tasks, [TASK_ID[t] for t in allowed])
@@ -51,6 +97,11 @@ class BucketSampler:
             raise ValueError(f"no task has {self.min_examples} examples for stage {cfg.stage!r}")
         self.names = sorted(self.groups)
         self.cursors = {g: [0, 0] for g in self.names}
+        self.curriculum = None
+        if cfg.curriculum_steps > 0:
+            if target_lengths is None:
+                raise ValueError("a curriculum needs the examples' target lengths")
+            self.curriculum = Curriculum(self.groups, target_lengths, lengths, cfg, self.min_examples)
         self._epochs: dict[str, tuple[int, tuple[np.ndarray, ...]]] = {}  # group -> (epoch, batches)
 
     def epoch(self, group: str, epoch: int) -> tuple[np.ndarray, ...]:
@@ -64,9 +115,7 @@ class BucketSampler:
         ix = self.groups[group]
         rng = np.random.default_rng([self.cfg.seed, self.names.index(group), epoch])
         order = ix[rng.permutation(len(ix))]
-        per_batch = self.cfg.batch_size if self.cfg.batch_frames <= 0 else max(
-            1, self.cfg.batch_frames // max(1, int(self.lengths[ix].mean())))
-        size = max(self.min_examples, self.cfg.bucket_pool * per_batch)
+        size = pool_size(self.cfg, self.lengths[ix], self.min_examples)
         batches = [b for a in range(0, len(order), size) for b in length_batches(
             order[a:a + size], self.lengths, self.cfg, self.min_examples)]
         return tuple(batches[i] for i in rng.permutation(len(batches)))
@@ -74,6 +123,8 @@ class BucketSampler:
     def batch(self, step: int) -> tuple[str, np.ndarray]:
         rng = np.random.default_rng([self.cfg.seed, 1_000_003, step])
         group = self.names[int(rng.integers(len(self.names)))]
+        if self.curriculum is not None and step < self.cfg.curriculum_steps:
+            return group, self.curriculum.batch(group, step)
         cursor = self.cursors[group]
         if cursor[1] >= len(self.epoch(group, cursor[0])):
             cursor[:] = [cursor[0] + 1, 0]

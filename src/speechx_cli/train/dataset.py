@@ -71,6 +71,7 @@ class ExampleSet:
         cond = np.array([e.cond_length(codebook_size) for e in self.examples], dtype=np.int64)
         self.lengths = cond + self.target_lengths  # condition + output positions
         self.tasks = np.array([TASK_ID[e.task] for e in self.examples], dtype=np.int64)
+        self.text_lengths = np.array([len(e.text) for e in self.examples], dtype=np.int64)  # phonemes; 0 = none
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -98,6 +99,7 @@ class ShardSet:
         self.target_lengths = np.concatenate([s["segments"][:, 0, 1].numpy() for s in self.shards])
         cond = np.concatenate([s["cond_len"].numpy() for s in self.shards])
         self.lengths = (cond + self.target_lengths).astype(np.int64)
+        self.text_lengths = np.concatenate([np.diff(s["text_offsets"].numpy()) for s in self.shards]).astype(np.int64)
         self.index = index
 
     def __len__(self) -> int:

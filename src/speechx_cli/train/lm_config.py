@@ -46,6 +46,9 @@ class TrainConfig:
     # of fp32 on this project's CPU, dev losses equal to 1e-4 after 150 steps), else fp32; "fp32" or "bf16"
     precision: str = "auto"
     device: str = "auto"  # "auto", "cpu" or "cuda"
+    # Alignment aids, off by default (runs, checkpoints and logs without them are as before):
+    aux_ctc_weight: float = 0.0  # > 0: auxiliary CTC loss on the target's phonemes from the AR (aux_ctc.py)
+    curriculum_steps: int = 0  # > 0: the first N steps draw short targets first, up to all (curriculum.py)
 
     def validate(self) -> "TrainConfig":
         choices = {"stage": ("tts", "all"), "train": ("both", "ar", "nar"), "decay": ("cosine", "linear", "none"),
@@ -59,6 +62,10 @@ class TrainConfig:
             raise ValueError("grad_accum, max_steps and the intervals must be >= 1")
         if self.lr <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("lr must be > 0, warmup_steps >= 0, min_lr_ratio in [0, 1]")
+        if self.aux_ctc_weight < 0 or self.curriculum_steps < 0:
+            raise ValueError("aux_ctc_weight and curriculum_steps must be >= 0")
+        if self.aux_ctc_weight > 0 and self.train == "nar":
+            raise ValueError("the auxiliary CTC loss reads the AR's states: it needs train 'both' or 'ar'")
         return self
 
     def lr_multiplier(self, step: int) -> float:

@@ -53,12 +53,13 @@ from .. import checkpoint
 from ..codecs import token_config
 from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch
+from .aux_ctc import STATE_KEY as CTC_STATE, CTCHead, ctc_rows, phoneme_count
 from .batching import BucketSampler, length_batches, make_batch, nar_levels
 from .dataset import TASK_ID, TASKS, ShardSet, read_index
 from .distributed import Dist, all_sum, gather_rng, init_distributed, pick_device, rank_slices
 from .lm_config import TrainConfig
 from .loop import RunFolder, Schedule, Trainer, set_rng_state
-from .losses import ar_loss, nar_loss
+from .losses import ar_loss, ar_loss_and_states, nar_loss
 from .shards import codec_fingerprint
 
 CHECKPOINT_NAME = "lm_train.pt"
@@ -67,17 +68,22 @@ CHECKPOINT_NAME = "lm_train.pt"
 # ---- models, optimizer, schedule ------------------------------------------------------------------
 
 class LMPair(nn.Module):
-    """The trained models under one module: one forward/backward for DDP. Returns summed token losses."""
+    """The trained modules under one module: one forward/backward for DDP. Returns summed losses:
+    AR and NAR tokens, and the auxiliary CTC loss of the `ctc_rows` (zero without a CTC head)."""
 
-    def __init__(self, ar: ARModel | None, nar: NARModel | None):
+    def __init__(self, ar: ARModel | None, nar: NARModel | None, ctc: CTCHead | None = None):
         super().__init__()
-        self.ar, self.nar = ar, nar
+        self.ar, self.nar, self.ctc = ar, nar, ctc
 
-    def forward(self, batch: Batch, levels: Tensor) -> Tensor:
-        zero = batch.tokens.new_zeros((), dtype=torch.float32)
-        ar_sum = ar_loss(self.ar, batch, reduction="sum")[0] if self.ar is not None else zero
-        nar_sum = nar_loss(self.nar, batch, level=levels, reduction="sum")[0] if self.nar is not None else zero
-        return torch.stack([ar_sum, nar_sum])  # (2,)
+    def forward(self, batch: Batch, levels: Tensor, ctc_rows: Tensor | None = None) -> Tensor:
+        ar_sum = nar_sum = ctc_sum = batch.tokens.new_zeros((), dtype=torch.float32)
+        if self.ar is not None:
+            ar_sum, _, states = ar_loss_and_states(self.ar, batch, reduction="sum")
+            if self.ctc is not None:
+                ctc_sum = self.ctc.loss_sum(states, batch, ctc_rows)
+        if self.nar is not None:
+            nar_sum = nar_loss(self.nar, batch, level=levels, reduction="sum")[0]
+        return torch.stack([ar_sum, nar_sum, ctc_sum])  # (3,)
 
 
 def param_groups(models: list[nn.Module], weight_decay: float) -> list[dict]:
@@ -141,24 +147,29 @@ class LMTrainer(Trainer):
         self.dev_losses: dict[str, dict[str, float]] = {}  # the last evaluation's, per task
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.ar, self.nar = ARModel(cfg.model), NARModel(cfg.model)
+        # training-only (never exported); a run started from --init-from weights begins a fresh head
+        self.ctc = CTCHead(cfg.model.d_model, cfg.model.n_text_tokens).to(device) if cfg.aux_ctc_weight > 0 else None
         if init is not None:
             self._load_weights(init)
         self.ar.to(device).train()
         self.nar.to(device).train()
-        pair: nn.Module = LMPair(self.ar if cfg.train != "nar" else None, self.nar if cfg.train != "ar" else None)
+        pair: nn.Module = LMPair(self.ar if cfg.train != "nar" else None, self.nar if cfg.train != "ar" else None,
+                                 self.ctc)
         if d.world > 1:
             ids = [device.index] if device.type == "cuda" else None
             pair = nn.parallel.DistributedDataParallel(pair, device_ids=ids, forward_sync_buffers=False)
         self.pair = pair  # LMPair, DDP-wrapped when world > 1
         self.opt = torch.optim.AdamW(param_groups(self.trained, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: cfg.lr_multiplier(s))
-        self.sampler = BucketSampler(data.lengths, data.tasks, cfg, min_examples=d.world * cfg.grad_accum)
+        self.sampler = BucketSampler(data.lengths, data.tasks, cfg, min_examples=d.world * cfg.grad_accum,
+                                     target_lengths=data.target_lengths)
         self.dev_batches = dev_batches(dev, cfg) if dev is not None else []
         torch.manual_seed(cfg.seed + 1 + d.rank)  # dropout stream of this rank
 
     @property
     def trained(self) -> list[nn.Module]:
-        return [m for m, on in ((self.ar, self.cfg.train != "nar"), (self.nar, self.cfg.train != "ar")) if on]
+        on = [m for m, on in ((self.ar, self.cfg.train != "nar"), (self.nar, self.cfg.train != "ar")) if on]
+        return on + ([self.ctc] if self.ctc is not None else [])
 
     @property
     def autocast(self):
@@ -179,15 +190,20 @@ class LMTrainer(Trainer):
         levels = nar_levels(cfg.seed, self.step, len(indices), cfg.model.n_codebooks)
         frames = self.data.target_lengths[indices]
         n_ar, n_nar = float(frames.sum() + len(frames)), float(frames.sum())  # global token counts
+        n_ctc = phoneme_count(self.data, indices) if self.ctc is not None else 0
         micro = rank_slices(indices, levels, self.d, cfg.grad_accum)
-        sums = torch.zeros(2, device=self.device)
+        sums = torch.zeros(3, device=self.device)
         for m, (idx, lv) in enumerate(micro):
             batch = make_batch(self.data, idx, v).to(self.device)
+            rows = None if self.ctc is None else torch.as_tensor(ctc_rows(self.data, idx), device=self.device)
             sync = self.d.world == 1 or m == len(micro) - 1
             with nullcontext() if sync else self.pair.no_sync():
                 with self.autocast:
-                    s = self.pair(batch, torch.as_tensor(lv))  # (2,) summed token losses
-                ((s[0] / n_ar + s[1] / n_nar) * self.d.world).backward()
+                    s = self.pair(batch, torch.as_tensor(lv), rows)  # (3,) summed losses
+                loss = s[0] / n_ar + s[1] / n_nar
+                if self.ctc is not None:  # always in the graph (DDP); s[2] is 0 when no row has text
+                    loss = loss + cfg.aux_ctc_weight * s[2] / max(n_ctc, 1)
+                (loss * self.d.world).backward()
             sums += s.detach()
         norms = [float(nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)) if cfg.grad_clip > 0 else 0.0
                  for m in self.trained]
@@ -198,7 +214,8 @@ class LMTrainer(Trainer):
         self.tokens += int(self.data.lengths[indices].sum())
         sums = all_sum(sums, self.d).cpu()
         ar, nar = float(sums[0]) / n_ar, float(sums[1]) / n_nar
-        return {"task": group, "loss": ar + nar, "ar": ar, "nar": nar, "lr": self.sched.get_last_lr()[0],
+        ctc = {"ctc": float(sums[2]) / n_ctc} if n_ctc else {}  # nats per phoneme; "loss" stays AR + NAR
+        return {"task": group, "loss": ar + nar, "ar": ar, "nar": nar, **ctc, "lr": self.sched.get_last_lr()[0],
                 "grad_norm": max(norms), "tokens": self.tokens}
 
     def evaluates_at(self, step: int) -> bool:
@@ -244,7 +261,8 @@ class LMTrainer(Trainer):
                 "codec_fingerprint": getattr(self.data, "codec_fingerprint", None),
                 "ar": self.ar.state_dict(), "nar": self.nar.state_dict(),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "sampler": self.sampler.state_dict(), "rng": gather_rng(self.d), "world_size": self.d.world}
+                "sampler": self.sampler.state_dict(), "rng": gather_rng(self.d), "world_size": self.d.world,
+                **({CTC_STATE: self.ctc.state_dict()} if self.ctc is not None else {})}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         changed = self.cfg.changed_from(TrainConfig.from_dict(state["config"]))
@@ -252,6 +270,8 @@ class LMTrainer(Trainer):
             raise ValueError(f"{self.run.checkpoint}: resume must keep the run's settings; "
                              f"changed: {', '.join(changed)}")
         self._load_weights(state)
+        if self.ctc is not None:
+            self.ctc.load_state_dict(state[CTC_STATE])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
@@ -387,6 +407,10 @@ def train_cli(
     eval_every: Annotated[int, typer.Option()] = 500,
     ckpt_every: Annotated[int, typer.Option()] = 500,
     seed: Annotated[int, typer.Option()] = 0,
+    aux_ctc_weight: Annotated[float, typer.Option(help="alignment aid: auxiliary CTC loss on the target's phonemes "
+                                                       "from the AR's states, this weight (0: off; try 0.1-0.3)")] = 0.0,
+    curriculum_steps: Annotated[int, typer.Option(help="alignment aid: the first N steps draw short targets first, "
+                                                       "the length cap growing linearly to all (0: off)")] = 0,
     precision: Annotated[str, typer.Option(help="auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs), fp32 or bf16")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     threads: Annotated[Optional[int], typer.Option()] = None,
@@ -412,7 +436,8 @@ def train_cli(
             out_dir=str(out), stage=stage, train=models, batch_size=batch_size, batch_frames=batch_frames,
             grad_accum=grad_accum, lr=lr, warmup_steps=warmup, decay=decay, weight_decay=weight_decay,
             grad_clip=grad_clip, max_steps=max_steps or 10_000, init_from=str(init_from) if init_from else None,
-            eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, precision=precision, device=device)
+            eval_every=eval_every, ckpt_every=ckpt_every, seed=seed, precision=precision, device=device,
+            aux_ctc_weight=aux_ctc_weight, curriculum_steps=curriculum_steps)
     try:
         result = train(cfg, resume=resume, force=force)
     except (FileExistsError, ValueError) as err:

@@ -14,11 +14,20 @@ from ..prompts import IGNORE_INDEX, Batch, eos_class
 def ar_loss(model: ARModel, batch: Batch, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy over valid output positions (mean, or sum for token-weighted averaging
     across micro-batches and ranks), and the number of positions."""
+    loss, count, _ = ar_loss_and_states(model, batch, reduction)
+    return loss, count
+
+
+def ar_loss_and_states(model: ARModel, batch: Batch, reduction: str = "mean"
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ar_loss, and the AR's hidden states (B, T+1, d) at the output positions <bos>, y_0 .. y_{T-1}:
+    state i is the model's before it emits frame i (or <eos> at i = T)."""
     inputs, labels, valid = _ar_tensors(model, batch)
-    logits = model(batch.tokens, batch.types, batch.positions, inputs, valid)
+    states = model.features(batch.tokens, batch.types, batch.positions, inputs, valid)
+    logits = model.head(states)
     loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
                            reduction=reduction)
-    return loss, valid.sum()
+    return loss, valid.sum(), states
 
 
 def _ar_tensors(model: ARModel, batch: Batch):
