@@ -46,7 +46,7 @@ def test_training_facts_name_the_decoder_phase_in_its_own_run(tmp_path):
 
 def test_a_larger_lm_corpus_is_built_tokenized_and_trained_on_only_by_its_phase(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(recipe, "_run", lambda *args, **kw: calls.append(args))
+    monkeypatch.setattr(recipe, "run_module", lambda *args, **kw: calls.append(args))
     r = Recipe(data=tmp_path / "data", runs=tmp_path / "runs", continued=((50, 8e-4, 50), (30, 4e-4, 150)))
     recipe.corpus(r)
     recipe.shards(r)

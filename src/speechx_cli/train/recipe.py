@@ -124,7 +124,8 @@ class Recipe:
         return "all-full" if i == 0 else f"all-full{i + 1}"
 
 
-def _run(*args: str, threads: int, processes: int = 1) -> None:
+def run_module(*args: str, threads: int, processes: int = 1) -> None:
+    """`python -m ARGS` as a child with `threads` torch threads, or `processes` DDP ranks under torchrun."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     ddp = ["torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m"] if processes > 1 else []
     cmd = [sys.executable, "-m", *ddp, *args]
@@ -138,7 +139,7 @@ def _resume_flag(ckpt: Path) -> list[str]:
 
 def corpus(r: Recipe) -> None:
     for n in (r.n_per_speaker, *r.lm_only_corpora):
-        _run("speechx_cli.train.corpus", "build", str(r.lm_corpus(n)), "--n-per-speaker", str(n),
+        run_module("speechx_cli.train.corpus", "build", str(r.lm_corpus(n)), "--n-per-speaker", str(n),
              "--seed", str(r.seed), "--workers", "2", threads=1)
 
 
@@ -162,7 +163,7 @@ def codec_lists(r: Recipe) -> tuple[Path, Path]:
 
 def _codec_run(r: Recipe, lists: tuple[Path, Path], ckpt: Path, steps: int, *extra: str) -> None:
     train, dev = lists
-    _run("speechx_cli.train.codec_train", "--data", str(train), "--dev", str(dev), "--out", str(ckpt.parent),
+    run_module("speechx_cli.train.codec_train", "--data", str(train), "--dev", str(dev), "--out", str(ckpt.parent),
          "--preset", "demo", "--steps", str(steps), "--threads", str(r.threads), *extra, *_resume_flag(ckpt),
          threads=r.threads)
 
@@ -190,7 +191,7 @@ def shards(r: Recipe) -> None:
     for corpus_dir, out, split, variants, cap, reuse in jobs:
         limit = [] if cap is None else ["--max-examples", str(cap)]
         link = [] if reuse is None else ["--reuse", str(reuse)]
-        _run("speechx_cli.train.shards", str(corpus_dir), str(out), "--codec-checkpoint",
+        run_module("speechx_cli.train.shards", str(corpus_dir), str(out), "--codec-checkpoint",
              str(r.tokenizer_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
              "--examples-per-shard", "300", "--threads", str(r.shard_threads), *limit, *link,
              threads=r.shard_threads)
@@ -200,7 +201,7 @@ def _lm(r: Recipe, name: str, stage: str, data: Path, steps: int, init: Path | N
         warmup: int | None = None) -> Path:
     ckpt = r.lm_ckpt(name)
     extra = ["--init-from", str(init)] if init is not None and not ckpt.exists() else []
-    _run("speechx_cli.train.lm_train", "train", "--data", str(data), "--dev",
+    run_module("speechx_cli.train.lm_train", "train", "--data", str(data), "--dev",
          str(r.data / "shards-dev"), "--out", str(ckpt.parent), "--preset", "demo", "--stage", stage,
          "--max-steps", str(steps), "--batch-frames", str(r.batch_frames), "--dropout", str(r.dropout),
          "--lr", str(lr), "--warmup", str(warmup or max(20, steps // 20)),
@@ -219,7 +220,7 @@ def lm(r: Recipe) -> Path:
 
 
 def export(r: Recipe, ckpt: Path) -> None:
-    _run("speechx_cli.train.lm_train", "export", str(ckpt), str(r.out), "--codec-checkpoint",
+    run_module("speechx_cli.train.lm_train", "export", str(ckpt), str(r.out), "--codec-checkpoint",
          str(r.decoder_ckpt), "--force", "--half", "--info", json.dumps(_training_facts(r)), threads=r.threads)
 
 
