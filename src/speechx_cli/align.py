@@ -153,6 +153,7 @@ def align_words(
     x = np.concatenate([pad, x, pad])
     x = x + rng.normal(0.0, ALIGN_DITHER, len(x)).astype(np.float32)
     dec.set_align_text(" ".join(words))
+    dec.reinit_feat()  # the cepstral mean carries over between utterances: no alignment depends on earlier ones
     _decode(dec, x)
     segments = dec.seg() if dec.hyp() is not None else []
     aligned = []
