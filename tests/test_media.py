@@ -180,6 +180,13 @@ def test_decoded_frames_become_the_channel_mean(fmt):
     np.testing.assert_allclose(_mono(frame), (left + right) / 2, atol=2 / 128 if dtype == "u8" else 1e-4)
 
 
+def test_mono_float_frames_are_read_as_they_are():
+    from speechx_cli.media import _mono
+
+    x = tone(0.05)
+    np.testing.assert_array_equal(_mono(av.AudioFrame.from_ndarray(x[None], format="fltp", layout="mono")), x)
+
+
 def test_stereo_video_soundtrack_is_averaged(tmp_path):
     x = example(1.0, 48000)
     with av.open(str(tmp_path / "st.mkv"), "w", format="matroska") as out:

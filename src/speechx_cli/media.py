@@ -94,6 +94,8 @@ def probe(path: Path) -> AudioInfo:
 
 def _mono(frame: av.AudioFrame) -> np.ndarray:
     """One decoded frame as float32 mono: channels averaged, integers scaled to [-1, 1)."""
+    if frame.format.name == "fltp" and len(frame.planes) == 1:  # mono AAC, opus, mp3: most frames
+        return np.frombuffer(frame.planes[0], np.float32, count=frame.samples)
     x = frame.to_ndarray()  # planar: (C, n); packed: (1, n * C)
     if not frame.format.is_planar:
         x = x.reshape(-1, frame.layout.nb_channels).T  # (C, n)
@@ -108,18 +110,20 @@ def _mono(frame: av.AudioFrame) -> np.ndarray:
 def _frames(path: Path, container, stream) -> Iterator[av.AudioFrame]:
     """Decoded frames of `stream` only (other streams' packets are skipped, not decoded)."""
     rate = stream.codec_context.sample_rate
-    where = 0.0
+    packet = None
+
+    def where() -> str:  # the time of the last packet read, for error messages
+        ok = packet is not None and packet.pts is not None and packet.time_base
+        return f"{float(packet.pts * packet.time_base):.1f} s" if ok else "the start"
+
     try:
         for packet in container.demux(stream):
-            if packet.pts is not None and packet.time_base:
-                where = float(packet.pts * packet.time_base)
             for frame in packet.decode():
                 if frame.sample_rate != rate:
-                    raise AudioError(f"{path}: its sample rate changes at {where:.1f} s "
-                                     f"({rate} -> {frame.sample_rate} Hz)")
+                    raise AudioError(f"{path}: its sample rate changes at {where()} ({rate} -> {frame.sample_rate} Hz)")
                 yield frame
     except av.FFmpegError as e:
-        raise AudioError(f"{path}: corrupt {stream.codec_context.name} audio at {where:.1f} s "
+        raise AudioError(f"{path}: corrupt {stream.codec_context.name} audio at {where()} "
                          f"({e.strerror or type(e).__name__})") from e
 
 
