@@ -30,9 +30,9 @@ class DacConfig:
     """Architecture of a `DacCodec`; the defaults are the size meant to ship (see `demo`)."""
 
     sample_rate: int = 16_000  # Hz
-    encoder_dim: int = 32  # channels after the first conv; doubled at every downsampling
+    encoder_dim: int = 16  # channels after the first conv; doubled at every downsampling (DAC: 64)
     encoder_rates: tuple[int, ...] = (2, 4, 5, 8)  # product = hop (320: 50 frames/s)
-    decoder_dim: int = 384  # channels before the first upsampling; halved at every one
+    decoder_dim: int = 256  # channels before the first upsampling; halved at every one (DAC: 1536)
     decoder_rates: tuple[int, ...] = (8, 5, 4, 2)
     latent_dim: int = 256  # the latent the quantizer sees
     n_codebooks: int = 8
@@ -56,7 +56,9 @@ class DacConfig:
 
     @classmethod
     def demo(cls) -> DacConfig:
-        """The size meant to ship: 4 kbps at 16 kHz, under 12 M parameters."""
+        """The size meant to ship: 4 kbps at 16 kHz, 3.1 M parameters, ~0.8 GMAC per second of audio each way
+        (encoder_dim 32 costs 3 GMAC/s to encode; decoder_dim 384 decodes slower than 20x real time on one
+        thread here)."""
         return cls()
 
     @classmethod
