@@ -13,12 +13,13 @@ from typer.testing import CliRunner
 from speechx_cli import checkpoint
 from speechx_cli.cli import app
 from speechx_cli.codec import SmallCodec, SmallCodecConfig
-from speechx_cli.codecs import CodecConfigError, check_config, codec_by_name, codec_from_config, describe, token_config
+from speechx_cli.codecs import (CodecConfigError, check_config, codec_by_name, codec_from_config, describe,
+                                token_config)
+from speechx_cli.codecs import fingerprint as codec_fingerprint
 from speechx_cli.codecs.dac import DacCodec, DacConfig
 from speechx_cli.codecs.quantize import FactorizedCodebook, ResidualFactorizedVQ, codes_used_per_level
 from speechx_cli.codecs.vocos import VocosCodec, VocosConfig
 from speechx_cli.model import ARModel, ModelConfig, NARModel
-from speechx_cli.train.shards import codec_fingerprint
 
 from .conftest import tone
 
@@ -240,3 +241,15 @@ def test_an_lm_trained_on_the_base_tokens_exports_with_its_vocos_decoder(tmp_pat
     assert isinstance(model.codec, VocosCodec) and model.codec.config() == vocos.config()
     with pytest.raises(ValueError, match="tokens differ"):
         lm_train.export(lm, make("dac"), tmp_path / "x.safetensors")
+
+    # an inference checkpoint takes a new decoder for its tokens without its LM training checkpoint
+    shipped = checkpoint.save(tmp_path / "shipped.safetensors", ar, nar, base, info={"step": 7})
+    decoder = checkpoint.save(tmp_path / "vocos.safetensors", ar, nar, vocos)  # a file holding the codec
+    r = CliRunner().invoke(lm_train.app, ["export", str(shipped), str(tmp_path / "new.safetensors"),
+                                          "--codec-checkpoint", str(decoder)])
+    assert r.exit_code == 0, r.output
+    new = checkpoint.load(tmp_path / "new.safetensors")
+    assert isinstance(new.codec, VocosCodec) and new.info == {"step": 7}
+    assert torch.equal(new.ar.head.weight, ar.head.weight)
+    with pytest.raises(checkpoint.CheckpointError, match="tokens differ"):
+        checkpoint.replace_codec(shipped, make("dac"), tmp_path / "y.safetensors")

@@ -191,6 +191,16 @@ def _codec(path: str | Path, config: dict, state: dict[str, torch.Tensor], devic
         raise CheckpointError(f"{path}: {e}") from None
 
 
+def replace_codec(src: str | Path, codec: Codec, dst: str | Path, info: dict | None = None,
+                  half: bool = False) -> Path:
+    """Write `src`'s models with another codec that makes the same tokens (a decoder fine-tuned or
+    replaced, e.g. a Vocos decoder on the tokens of `src`'s codec): no language model to retrain."""
+    old = load(src)
+    if codecs.fingerprint(codec) != codecs.fingerprint(old.codec):
+        raise CheckpointError(f"{src}: the new codec's tokens differ from those its language model was trained on")
+    return save(dst, old.ar, old.nar, codec, info={**old.info, **(info or {})}, half=half)
+
+
 def load_codec(spec: str | Path, device: str | torch.device = "cpu") -> Codec:
     """A codec by name (codecs.NAMED: encodec_24khz, random-tiny, random-demo) or from a file: the codec
     of an inference checkpoint (.safetensors) or of a codec training checkpoint (a run's codec_train.pt)."""

@@ -168,6 +168,39 @@ class Codec(nn.Module, ABC):
         return {k: v for k, v in self.state_dict().items() if "decoder" not in k.split(".")}
 
 
+def known_fields(config_class: type, d: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of dataclass `config_class` that `d` gives (its "kind" aside); ValueError on others."""
+    known = {f.name for f in fields(config_class)}
+    unknown = set(d) - known - {"kind"}
+    if unknown:
+        raise ValueError(f"unknown {config_class.__name__} fields: {sorted(unknown)}")
+    return {k: v for k, v in d.items() if k in known}
+
+
+class TrainableCodec(Codec):
+    """A codec built from an instance of its `config_class` (a frozen dataclass with to_dict, from_dict and
+    validate); checkpoints carry its config and its weights."""
+
+    stores_weights = True
+    config_class: ClassVar[type]
+    cfg: Any
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.cfg.to_dict()}
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        cls.config_class.from_dict(config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None) -> Codec:
+        if state_dict is None:
+            raise ValueError("its weights are missing")
+        codec = cls(cls.config_class.from_dict(config))
+        codec.load_state_dict(state_dict)
+        return codec
+
+
 # ---------------------------------------------------------------------------------------------
 # Official EnCodec 24 kHz
 # ---------------------------------------------------------------------------------------------
@@ -351,11 +384,7 @@ class SmallCodecConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SmallCodecConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known - {"kind"}
-        if unknown:
-            raise ValueError(f"unknown SmallCodecConfig fields: {sorted(unknown)}")
-        values = {k: v for k, v in d.items() if k in known}
+        values = known_fields(cls, d)
         if "ratios" in values:
             values["ratios"] = tuple(values["ratios"])
         return cls(**values).validate()
@@ -423,12 +452,11 @@ class _RevivingCodebook(EuclideanCodebook):
         broadcast_tensors(self.buffers())  # same codebooks on every DDP worker
 
 
-class SmallCodec(Codec):
+class SmallCodec(TrainableCodec):
     """EnCodec-architecture codec built from a `SmallCodecConfig`, trainable on CPU. `decoder=False`
     builds the tokenizer alone (encoder and quantizer), e.g. under a decoder trained apart (codecs/vocos.py)."""
 
     kind = SMALL_CODEC_KIND
-    stores_weights = True
     config_class = SmallCodecConfig
 
     def __init__(self, cfg: SmallCodecConfig, decoder: bool = True):
@@ -503,21 +531,6 @@ class SmallCodec(Codec):
     def _decode(self, codes: Tensor) -> Tensor:
         return self._synth(self.dequantize(codes))
 
-    def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.cfg.to_dict()}
-
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any]) -> None:
-        SmallCodecConfig.from_dict(config)
-
     @classmethod
     def token_config_of(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         return SmallCodecConfig.tokenizer_part(config)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None) -> SmallCodec:
-        if state_dict is None:
-            raise ValueError("its weights are missing")
-        codec = cls(SmallCodecConfig.from_dict(config))
-        codec.load_state_dict(state_dict)
-        return codec

@@ -16,11 +16,14 @@ then carry it, `speechx info` names it, and a checkpoint of a kind this speechx 
 refused in one line. If a new decoder keeps the tokens, `token_config_of` and `token_state` say what
 decides them (shards and language models stay valid across such codecs). A kind whose tokens a Vocos
 decoder can read also has a `config_class` (its config dataclass; the class builds from one, without its
-decoder when given decoder=False) and `dequantize(codes)`; train/codec_train.py trains the kinds it lists.
+decoder when given decoder=False) and `dequantize(codes)`, and is listed in vocos.BASE_KINDS;
+train/codec_train.py trains the kinds it lists.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -92,6 +95,17 @@ def token_config(config: Any) -> dict[str, Any]:
     """The part of a codec config that decides its tokens: equal for codecs that make the same tokens
     (a decoder fine-tuned, widened or replaced by a Vocos decoder keeps its shards and language models)."""
     return kind_of(config).token_config_of(config)
+
+
+def fingerprint(codec: Codec) -> str:
+    """Short hash of the config and weights that decide the tokens (`token_config`, Codec.token_state):
+    two codecs with one config can still differ, and a decoder fine-tuned, widened or replaced by a Vocos
+    decoder keeps it, so shards and language models made with the codec stay valid."""
+    h = hashlib.sha256(json.dumps(token_config(codec.config()), sort_keys=True).encode())
+    for name, t in sorted(codec.token_state().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def codec_from_config(config: Any, state_dict: Mapping[str, Tensor] | None = None,

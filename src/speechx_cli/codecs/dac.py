@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from ..codec import Codec, TrainOutput
+from ..codec import TrainableCodec, TrainOutput, known_fields
 from .quantize import ResidualFactorizedVQ, codes_used_per_level
 
 DAC_KIND = "dac"
@@ -73,11 +73,7 @@ class DacConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DacConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known - {"kind"}
-        if unknown:
-            raise ValueError(f"unknown DacConfig fields: {sorted(unknown)}")
-        values = {k: v for k, v in d.items() if k in known}
+        values = known_fields(cls, d)
         for k in ("encoder_rates", "decoder_rates"):
             if k in values:
                 if not isinstance(values[k], (list, tuple)):
@@ -177,12 +173,11 @@ def build_decoder(cfg: DacConfig) -> nn.Sequential:
 
 # ---- the codec -----------------------------------------------------------------------------------
 
-class DacCodec(Codec):
+class DacCodec(TrainableCodec):
     """DAC-style codec built from a `DacConfig`; `decoder=False` builds the tokenizer alone (encoder
     and quantizer), e.g. under a decoder trained apart (codecs/vocos.py)."""
 
     kind: ClassVar[str] = DAC_KIND
-    stores_weights = True
     config_class = DacConfig
 
     def __init__(self, cfg: DacConfig, decoder: bool = True):
@@ -251,27 +246,9 @@ class DacCodec(Codec):
                  if not k.startswith("quantizer.levels.") or int(k.split(".")[2]) < n_codebooks}
         return self.from_config({"kind": self.kind, **cfg.to_dict()}, state).train(self.training)
 
-    def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.cfg.to_dict()}
-
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any]) -> None:
-        DacConfig.from_dict(config)
-
     @classmethod
     def token_config_of(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in config.items() if k not in DECODER_OR_TRAINING_FIELDS}
 
     def token_state(self) -> dict[str, Tensor]:
         return {k: v for k, v in super().token_state().items() if not k.endswith(".usage")}
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None,
-                    decoder: bool = True) -> DacCodec:
-        if state_dict is None:
-            raise ValueError("its weights are missing")
-        codec = cls(DacConfig.from_dict(config), decoder=decoder)
-        if not decoder:
-            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("decoder.")}
-        codec.load_state_dict(state_dict)
-        return codec

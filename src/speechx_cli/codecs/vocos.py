@@ -11,29 +11,28 @@ Nothing runs above the frame rate but the inverse FFT, which is why it decodes f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..codec import Codec, TrainOutput
+from ..codec import Codec, SmallCodec, TrainableCodec, TrainOutput, known_fields
+from .dac import DacCodec
 
 VOCOS_KIND = "vocos"
 TOKENIZER_PARTS = ("encoder.", "quantizer.")  # the base codec's weights that decide its tokens
 
 
-def base_kinds() -> dict[str, type[Codec]]:
-    """Codec kinds whose tokens a Vocos decoder can read: built from a `config_class` instance,
-    they build without their decoder (`decoder=False`) and map codes to their latent (`dequantize`)."""
-    from . import KINDS  # the registry imports this module
-
-    return {k: cls for k, cls in KINDS.items() if hasattr(cls, "config_class") and hasattr(cls, "dequantize")}
+# Codec kinds whose tokens a Vocos decoder can read: built from a `config_class` instance, they build
+# without their decoder (`decoder=False`) and map codes to their latent (`dequantize`). Listed here, not
+# found in the registry (codecs.KINDS), because the registry lists this module's kind too.
+BASE_KINDS: dict[str, type[Codec]] = {cls.kind: cls for cls in (SmallCodec, DacCodec)}
 
 
 def build_tokenizer(base: Mapping[str, Any]) -> Codec:
     """The untrained encoder and quantizer of the codec `base` describes (no decoder)."""
-    cls = base_kinds()[base["kind"]]
+    cls = BASE_KINDS[base["kind"]]
     return cls(cls.config_class.from_dict(base), decoder=False)
 
 
@@ -65,7 +64,7 @@ class VocosConfig:
 
     def base_config(self) -> Any:
         """The base codec's config dataclass (its kind's `config_class`)."""
-        return base_kinds()[self.base["kind"]].config_class.from_dict(self.base)
+        return BASE_KINDS[self.base["kind"]].config_class.from_dict(self.base)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -74,13 +73,10 @@ class VocosConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VocosConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known - {"kind"}
-        if unknown:
-            raise ValueError(f"unknown VocosConfig fields: {sorted(unknown)}")
-        if not isinstance(d.get("base"), Mapping):
+        values = known_fields(cls, d)
+        if not isinstance(values.get("base"), Mapping):
             raise ValueError("base must be the base codec's config (a JSON object)")
-        return cls(**{k: v for k, v in d.items() if k in known}).validate()
+        return cls(**values).validate()
 
     def validate(self) -> VocosConfig:
         """Raise ValueError on values no decoder can have, or a base no Vocos decoder can read."""
@@ -89,10 +85,9 @@ class VocosConfig:
             raise ValueError("sizes and counts must be positive integers")
         if self.kernel_size % 2 == 0:
             raise ValueError("kernel_size must be odd")
-        kinds = base_kinds()
         kind = self.base.get("kind")
-        if kind not in kinds:
-            raise ValueError(f"base codec kind {kind!r} has no tokenizer to reuse (known: {', '.join(kinds)})")
+        if kind not in BASE_KINDS:
+            raise ValueError(f"base codec kind {kind!r} has no tokenizer to reuse (known: {', '.join(BASE_KINDS)})")
         hop = self.base_config().hop_length
         if hop % self.upsample or (self.n_fft_factor * hop // self.upsample) % 2:
             raise ValueError(f"upsample {self.upsample} must divide the base hop {hop} into an even-window STFT")
@@ -147,11 +142,11 @@ class VocosDecoder(nn.Module):
         return torch.istft(spec, self.n_fft, self.istft_hop, window=self.window, center=True, length=n)
 
 
-class VocosCodec(Codec):
+class VocosCodec(TrainableCodec):
     """Base codec's frozen encoder and quantizer + a Vocos decoder: the base's tokens, a new sound."""
 
     kind: ClassVar[str] = VOCOS_KIND
-    stores_weights = True
+    config_class = VocosConfig
 
     def __init__(self, cfg: VocosConfig):
         super().__init__()
@@ -193,22 +188,7 @@ class VocosCodec(Codec):
     @classmethod
     def token_config_of(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         """The base's: a Vocos decoder makes the tokens its base makes."""
-        return base_kinds()[config["base"]["kind"]].token_config_of(config["base"])
+        return BASE_KINDS[config["base"]["kind"]].token_config_of(config["base"])
 
     def token_state(self) -> dict[str, Tensor]:
         return self.base.token_state()
-
-    def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, **self.cfg.to_dict()}
-
-    @classmethod
-    def check_config(cls, config: Mapping[str, Any]) -> None:
-        VocosConfig.from_dict(config)
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None) -> VocosCodec:
-        if state_dict is None:
-            raise ValueError("its weights are missing")
-        codec = cls(VocosConfig.from_dict(config))
-        codec.load_state_dict(state_dict)
-        return codec

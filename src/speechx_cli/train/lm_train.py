@@ -50,7 +50,7 @@ import typer
 from torch import Tensor, nn
 
 from .. import checkpoint
-from ..codecs import token_config
+from ..codecs import fingerprint as codec_fingerprint, token_config
 from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch
 from .aux_ctc import STATE_KEY as CTC_STATE, CTCHead, ctc_rows, phoneme_count
@@ -60,7 +60,6 @@ from .distributed import Dist, all_sum, gather_rng, init_distributed, pick_devic
 from .lm_config import TrainConfig
 from .loop import RunFolder, Schedule, Trainer, set_rng_state
 from .losses import ar_loss, ar_loss_and_states, nar_loss
-from .shards import codec_fingerprint
 
 CHECKPOINT_NAME = "lm_train.pt"
 
@@ -450,17 +449,22 @@ def train_cli(
 def export_cli(
     training_checkpoint: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Argument(help="inference checkpoint (.safetensors)")],
-    codec_checkpoint: Annotated[str, typer.Option(help="the codec the shards were encoded with")],
+    codec_checkpoint: Annotated[str, typer.Option(
+        help="the codec the shards were encoded with, or one that makes the same tokens (a new decoder, Vocos)")],
     force: Annotated[bool, typer.Option("--force", help="overwrite OUT")] = False,
     half: Annotated[bool, typer.Option("--half", help="store weights as float16 (half the size)")] = False,
     info: Annotated[Optional[str], typer.Option(help="JSON object added to the checkpoint's info")] = None,
 ) -> None:
-    """Turn a training checkpoint into an inference checkpoint (safetensors)."""
+    """Turn a training checkpoint into an inference checkpoint (safetensors); given an inference checkpoint,
+    swap its codec for one that makes the same tokens (e.g. a Vocos decoder trained on them)."""
     if out.exists() and not force:
         raise typer.BadParameter(f"{out} exists (use --force)", param_hint="OUT")
     try:
-        path = export(training_checkpoint, checkpoint.load_codec(codec_checkpoint), out,
-                      info=json.loads(info) if info else None, half=half)
+        codec, extra = checkpoint.load_codec(codec_checkpoint), json.loads(info) if info else None
+        if training_checkpoint.suffix == ".safetensors":
+            path = checkpoint.replace_codec(training_checkpoint, codec, out, info=extra, half=half)
+        else:
+            path = export(training_checkpoint, codec, out, info=extra, half=half)
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err)) from err
     typer.echo(f"wrote {path}")

@@ -29,7 +29,6 @@ encoding them again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -48,7 +47,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..checkpoint import load_codec
-from ..codecs import token_config
+from ..codecs import fingerprint as codec_fingerprint
 from ..files import atomic_path
 from ..prompts import Task
 from .dataset import FORMAT, FORMAT_VERSION, INDEX_NAME, TASKS, EncodedExample, pack
@@ -157,17 +156,6 @@ def shard_stats(examples: list[EncodedExample], frame_rate: float) -> dict[str, 
     return {"examples": len(examples), "tasks": dict(Counter(e.task.value for e in examples)),
             "target_frames": int(sum(len(e.target) for e in examples)),
             "target_seconds": sum(len(e.target) for e in examples) / frame_rate}
-
-
-def codec_fingerprint(codec) -> str:
-    """Short hash of the config and weights that decide the tokens (Codec.token_state: everything but
-    the decoder): two codecs with one config can still differ, and a decoder fine-tuned, widened or
-    replaced by a Vocos decoder later keeps the data valid."""
-    h = hashlib.sha256(json.dumps(token_config(codec.config()), sort_keys=True).encode())
-    for name, t in sorted(codec.token_state().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ---- preparation --------------------------------------------------------------------------------
