@@ -7,8 +7,9 @@ operations + word times -> `edit_span` (seconds, with margins) -> `EditPlan`.
 The edit task takes one span and the full edited transcript. Several edits are run from the last
 to the first on the progressively edited audio: an edit only changes audio from its span on, so
 the spans to its left keep their times. Each step's text is the transcript as it stands after
-that step: original words before the edit, edited words from it on. Nothing here touches files
-or the model.
+that step: original words before the edit, edited words from it on. `word_steps` turns a plan into
+the `EditStep`s that pipeline.edit_steps runs (`span_step`: one step for a span given in seconds).
+Nothing here touches files or the model.
 """
 
 from __future__ import annotations
@@ -226,3 +227,41 @@ def plan(audio: np.ndarray, sr: int, transcript: str, edited: str) -> EditPlan:
         planned.append(step)
     planned = [replace(p, text=step_text(transcript, edited, p.edit)) for p in planned]
     return EditPlan(tuple(words), duration, tuple(planned))
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps: what pipeline.edit_steps runs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EditStep:
+    """One run of the edit task: regenerate `span` so that the recording says `text`."""
+
+    span: tuple[float, float]  # s of the audio as it stands when this step runs
+    text: str  # the full transcript after this step
+    label: str  # what the step changes, for the user
+
+
+SPAN_SLACK_SECONDS = 0.01  # a span may end this far past the audio (rounding of a typed end time)
+
+
+def span_step(span: tuple[float, float], duration: float, text: str) -> EditStep:
+    """The one step that replaces `span` (s) of audio `duration` s long; `text`: the full edited transcript."""
+    start, end = span
+    if not 0 <= start < end:
+        raise ValueError(f"--span {start:g}:{end:g}: need 0 <= START < END")
+    if start >= duration or end > duration + SPAN_SLACK_SECONDS:
+        raise ValueError(f"--span {start:g}:{end:g}: goes beyond the audio ({duration:.2f} s long)")
+    return EditStep((start, min(end, duration)), text, "replace the span")
+
+
+def word_steps(audio: np.ndarray, sr: int, transcript: str, edited: str) -> list[EditStep]:
+    """The steps of a word-level edit, left to right: one per changed group of words (see `plan`)."""
+    return [EditStep(e.span, e.text, e.edit.describe()) for e in plan(audio, sr, transcript, edited).edits]
+
+
+def describe_steps(steps: Sequence[EditStep]) -> list[str]:
+    """One numbered line per step: what it changes and its span, e.g. '1. replace "cat" -> "dog"  0.42-0.80 s'."""
+    width = max(len(s.label) for s in steps)
+    return [f"{k}. {s.label:{width}}  {s.span[0]:.2f}-{s.span[1]:.2f} s" for k, s in enumerate(steps, 1)]

@@ -6,17 +6,21 @@ Long inputs of the known-length tasks (denoise, remove-speech, extract-speaker) 
 overlapping windows no longer than the model was trained on, generated as one batch, and joined
 with linear crossfades over the overlaps. Each window's output is, by default, its input with the
 generated audio's band energies applied as gains (mask.py); `Resynth.CODEC` keeps the codec's waveform.
+
+Word-level editing (`edit_words`): diff the transcripts, align the input's words and plan one step per
+changed group of words (editplan.py), then run the steps right to left (`edit_steps`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from . import editplan as E
 from . import mask as M
 from . import prompts as P
 from . import text as T
@@ -368,6 +372,33 @@ def tts(sx, text, prompt, opts=DecodingOptions()) -> np.ndarray:
     return _one(sx, Request(Task.TTS, enrollment=prompt, text=text), opts, WindowOptions())
 
 
+def edit_task(background: str) -> Task:
+    """keep: noisy speech editing (the new words keep the recording's background); clean: clean speech."""
+    if background not in ("keep", "clean"):
+        raise ValueError(f"background {background!r}: choose keep or clean")
+    return Task.EDIT_NOISY if background == "keep" else Task.EDIT_CLEAN
+
+
 def edit(sx, audio, text, span, background="keep", opts=DecodingOptions()) -> np.ndarray:
-    task = Task.EDIT_NOISY if background == "keep" else Task.EDIT_CLEAN
-    return _one(sx, Request(task, audio=audio, text=text, span=span), opts, WindowOptions())
+    return _one(sx, Request(edit_task(background), audio=audio, text=text, span=span), opts, WindowOptions())
+
+
+def edit_steps(sx: SpeechX, audio: np.ndarray, steps: Sequence[E.EditStep], opts: DecodingOptions = DecodingOptions(),
+               background: str = "keep", on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Run edit steps (editplan.py) on `audio` at the codec's rate, the last first: an edit changes the
+    audio only from its span on, so the spans to its left keep their times. on_step(k, n) before step k."""
+    task = edit_task(background)
+    for k in range(len(steps), 0, -1):
+        if on_step is not None:
+            on_step(k, len(steps))
+        step = steps[k - 1]
+        audio = run(sx, [Request(task, audio=audio, text=step.text, span=step.span)], opts)[0]
+    return audio
+
+
+def edit_words(sx: SpeechX, audio: np.ndarray, transcript: str, text: str, opts: DecodingOptions = DecodingOptions(),
+               background: str = "keep") -> tuple[np.ndarray, list[E.EditStep]]:
+    """Make `audio` (codec rate), which says `transcript`, say `text`: only the changed words are
+    regenerated, everything else stays the input. Also returns the steps run (left to right)."""
+    steps = E.word_steps(audio, sx.codec.sample_rate, transcript, text)
+    return edit_steps(sx, audio, steps, opts, background), steps
