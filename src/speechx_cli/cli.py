@@ -1,47 +1,48 @@
-"""speechx command line: one short command per task; flags -> options -> pipeline. No tensor math.
+"""speechx command line: one short command per task; flags -> options -> the library. No tensor math.
 
-Every error the user can cause ends in one line on stderr and a non-zero exit (2: bad input or
-usage, 1: some files of a folder run failed); set SPEECHX_DEBUG=1 to see tracebacks.
+The tasks run through api.py (tts), pipeline.py (edit steps) and jobs.py (files and folders); flags
+become options in commands.py, which also holds the error guard: every error the user can cause
+ends in one line on stderr and a non-zero exit (2: bad input or usage, 1: some files of a folder run
+failed); set SPEECHX_DEBUG=1 to see tracebacks. Nothing imports this module: it is the leaf that
+`speechx` and `python -m speechx_cli` start.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import sys
-from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
 from . import audio as A
+from . import checkpoint as ckpt
+from . import codecs
+from . import editplan as E
+from . import jobs
+from .align import ALIGN_SAMPLE_RATE, transcribe
+from .commands import (Common, UserError, check_input, check_output, checkpoint_path, common, err, guard,
+                       job_options, load_model, out, parse_span, progress, save, warn_clipped)
 from .engine import DecodingOptions
-from .mask import MaskOptions, Resynth
-from .options import (BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, FormatOpt, MaskOpt, OutputFormat,
-                      ResynthOpt, TempOpt, TopKOpt, TopPOpt)
+from .eval import bench as B
+from .eval.cli import eval_app
+from .files import atomic_path
+from .mask import Resynth
+from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, ForceOpt, FormatOpt,
+                      MaskOpt, OutputFormat, RateOpt, ResynthOpt, SeedOpt, ShardOpt, TempOpt, TextOpt, TopKOpt,
+                      TopPOpt, WindowOpt)
 from .prompts import Task
-
-if TYPE_CHECKING:
-    from .jobs import JobOptions
+from .train.cli import app as train_app
 
 # Typer >= 0.28 vendors its own click; older ones use the click package.
 try:
     from typer import _click as click
 except ImportError:  # pragma: no cover - older typer
     import click
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False)
-
-
-class UserError(Exception):
-    """A problem with what the user asked for; shown as one line."""
 
 
 class OneLineErrors(TyperGroup):
@@ -71,211 +72,45 @@ app = typer.Typer(
     help="Edit and generate speech with one neural codec language model (SpeechX).")
 
 
-class Background(str, Enum):
-    keep = "keep"
-    clean = "clean"
-
-
-# Shared option types (Typer Annotated style).
-SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
-ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
-RateOpt = Annotated[Optional[int], typer.Option(
-    "--sample-rate", help="Output sample rate in Hz.", show_default="the input's")]
-TextOpt = Annotated[Optional[str], typer.Option("--text", help="Transcript of the speech (optional; helps).")]
-WindowOpt = Annotated[float, typer.Option("--window", help="Seconds per window for long inputs.")]
-ShardOpt = Annotated[Optional[str], typer.Option(
-    "--shard", help="Folder runs: process only part I of N (I/N, 0-based), e.g. one per machine.")]
-
-
-@dataclass(frozen=True)
-class Common:
-    checkpoint: Path | None
-    device: Device
-    decoding: DecodingOptions
-    force: bool
-    sample_rate: int | None
-    batch_size: int = 8
-    window: float = 10.0
-    resynth: Resynth = Resynth.MASK
-    mask: str | None = None  # --mask overrides, resolved per task (mask_settings)
-    bitrate: int | None = None  # kbps of compressed outputs (mp3, m4a, ...); None = audio's default
-
-
-def _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
-            batch_size=8, window=10.0, resynth=Resynth.MASK, mask=None, bitrate=None) -> Common:
-    try:
-        opts = DecodingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed).validate()
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    if sample_rate is not None and not 1000 <= sample_rate <= 384000:
-        raise UserError(f"--sample-rate {sample_rate} is not a sensible audio rate")
-    if batch_size < 1:
-        raise UserError("--batch-size must be >= 1")
-    if window < 1:
-        raise UserError("--window must be at least 1 second")
-    if bitrate is not None and not A.BITRATE_RANGE_KBPS[0] <= bitrate <= A.BITRATE_RANGE_KBPS[1]:
-        raise UserError(f"--bitrate {bitrate}: use {A.BITRATE_RANGE_KBPS[0]} to {A.BITRATE_RANGE_KBPS[1]} kbps")
-    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth, mask, bitrate)
-
-
-def mask_settings(task: Task, spec: str | None) -> "MaskOptions | None":
-    """The task's mask settings with --mask's overrides (None: no overrides, the task's own)."""
-    from .pipeline import TASK_MASKS
-
-    if spec is None:
-        return None
-    if task not in TASK_MASKS:
-        raise UserError(f"--mask: {task.value} makes no mask")
-    try:
-        return TASK_MASKS[task].with_overrides(spec)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-
-
-@contextmanager
-def _guard() -> Iterator[None]:
-    """Turn every expected failure into one line and exit code 2."""
-    from .checkpoint import CheckpointError
-    from .codec import CodecUnavailableError
-
-    try:
-        yield
-    except (typer.Exit, typer.Abort):
-        raise
-    except (UserError, A.AudioError, CheckpointError, CodecUnavailableError, ValueError) as e:
-        _fail(str(e))
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130)
-    except MemoryError:
-        _fail("out of memory (try a smaller --batch-size or --window)")
-    except Exception as e:  # noqa: BLE001 - last line of defence: never a traceback
-        if os.environ.get("SPEECHX_DEBUG"):
-            raise
-        _fail(f"internal error: {type(e).__name__}: {e} (set SPEECHX_DEBUG=1 for details)")
-
-
-def _fail(message: str) -> None:
-    err.print(f"error: {message.splitlines()[0] if message else 'failed'}", markup=False)
-    raise typer.Exit(2)
-
-
-def _load_model(c: Common):
-    from . import checkpoint as ckpt
-
-    path = c.checkpoint or ckpt.default_path()
-    if path is None:
-        raise UserError("no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT")
-    with err.status(f"loading {path.name}"):
-        return ckpt.load(path, device=resolve_device(c.device))
-
-
-def resolve_device(device: Device) -> str:
-    import torch
-
-    if device is Device.auto:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device is Device.cuda and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here")
-    return device.value
-
-
-def _check_output(path: Path, force: bool) -> None:
-    if path.exists() and path.is_dir():
-        raise UserError(f"{path}: is a folder (give a file name, or a folder as IN too)")
-    if path.exists() and not force:
-        raise UserError(f"{path}: exists (use --force to overwrite)")
-    A.check_writable(path)  # before the work, not after it
-
-
-def _check_input(path: Path) -> None:
-    if not path.exists():
-        raise UserError(f"{path}: no such file or folder")
-
-
-def _save(path: Path, wav, codec_rate: int, out_rate: int, force: bool, bitrate: int | None = None) -> None:
-    from .jobs import write_output
-
-    _warn_clipped(path, write_output(path, wav, codec_rate, out_rate, force, bitrate))
-
-
-def _job_options(c: Common, task: Task, shard: str | None = None, fmt: OutputFormat | None = None) -> "JobOptions":
-    from .jobs import JobOptions
-    from .pipeline import WindowOptions
-
-    mask = mask_settings(task, c.mask)
-    try:
-        window = WindowOptions(c.window, min(1.0, c.window / 4), c.batch_size, c.resynth, mask).validate()
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard), fmt and fmt.value, c.bitrate)
-
-
-def parse_shard(shard: str | None) -> tuple[int, int]:
-    if shard is None:
-        return (0, 1)
-    try:
-        i, n = (int(v) for v in shard.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {shard!r}: expected I/N, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise UserError(f"--shard {shard!r}: need 0 <= I < N")
-    return i, n
-
-
-def _progress() -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=err, transient=True)
-
-
-def _warn_clipped(path: Path, clipped: int) -> None:
-    if clipped:
-        err.print(f"warning: {path}: {clipped} samples clipped", markup=False)
-
-
 def _run_files(c: Common, task: Task, inp: Path, outp: Path, text: str | None = None,
                enroll: Path | None = None, shard: str | None = None, fmt: OutputFormat | None = None) -> None:
     """One file or a whole folder through a known-length task (denoise, remove-speech, extract-speaker)."""
-    from . import jobs
-
-    _check_input(inp)
+    check_input(inp)
     if enroll is not None:
-        _check_input(enroll)
-    opts = _job_options(c, task, shard, fmt)
+        check_input(enroll)
+    opts = job_options(c, task, shard, fmt)
     if inp.is_dir():
         return _run_folder(c, task, inp, outp, opts, text, enroll)
     if shard is not None:
         raise UserError("--shard applies to folder runs only")
     if fmt is not None:
         raise UserError("--format applies to folder runs only (OUT's extension sets a file's format)")
-    _check_output(outp, c.force)
+    check_output(outp, c.force)
     duration = A.info(inp).duration_s
-    sx = _load_model(c)
-    ref = A.load(enroll, sx.codec.sample_rate, allow_silence=False)[0] if enroll is not None else None
-    with _progress() as bar:
+    model = load_model(c.checkpoint, c.device)
+    ref = A.load(enroll, model.sample_rate, allow_silence=False)[0] if enroll is not None else None
+    with progress() as bar:
         job = bar.add_task(f"{task.value} {inp.name}", total=round(duration))
-        clipped = jobs.run_file(sx, task, inp, outp, opts, text, ref,
+        clipped = jobs.run_file(model.sx, task, inp, outp, opts, text, ref,
                                 progress=lambda s: bar.advance(job, s))
-    _warn_clipped(outp, clipped)
+    warn_clipped(outp, clipped)
     err.print(f"wrote {outp}", markup=False)
 
 
 def _run_folder(c: Common, task: Task, inp: Path, outp: Path, opts, text: str | None,
                 enroll: Path | None) -> None:
-    from . import jobs
-
     if outp.exists() and not outp.is_dir():
         raise UserError(f"{outp}: IN is a folder, so OUT must be a folder too")
     todo, skipped = jobs.plan_folder(inp, outp, opts)
     if not todo and not skipped:
         raise UserError(f"{inp}: no audio files found")
-    sx = _load_model(c)
-    ref = A.load(enroll, sx.codec.sample_rate, allow_silence=False)[0] if enroll is not None else None
-    with _progress() as bar:
+    model = load_model(c.checkpoint, c.device)
+    ref = A.load(enroll, model.sample_rate, allow_silence=False)[0] if enroll is not None else None
+    with progress() as bar:
         job = bar.add_task(task.value, total=len(todo))
-        summary = jobs.run_folder(sx, task, todo, opts, text, ref, advance=lambda n: bar.advance(job, n))
+        summary = jobs.run_folder(model.sx, task, todo, opts, text, ref, advance=lambda n: bar.advance(job, n))
     for path, clipped in summary.clipped.items():
-        _warn_clipped(path, clipped)
+        warn_clipped(path, clipped)
     for line in jobs.format_notes(todo, summary.written):
         err.print(f"note: {line}", markup=False)
     _summary(len(summary.written), len(skipped), summary.failed)
@@ -304,9 +139,9 @@ def denoise(
     shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
-    with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth, mask, bitrate)
+    with guard():
+        c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
+                   resynth, mask, bitrate)
         _run_files(c, Task.NS, inp, outp, text, shard=shard, fmt=fmt)
 
 
@@ -319,9 +154,9 @@ def remove_speech(
     fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
-    with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth, mask, bitrate)
+    with guard():
+        c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
+                   resynth, mask, bitrate)
         _run_files(c, Task.SR, inp, outp, text, shard=shard, fmt=fmt)
 
 
@@ -336,9 +171,9 @@ def extract_speaker(
     fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
-    with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                    resynth, mask, bitrate)
+    with guard():
+        c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
+                   resynth, mask, bitrate)
         _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard, fmt=fmt)
 
 
@@ -354,57 +189,23 @@ def tts(
     bitrate: BitrateOpt = None,
 ) -> None:
     """Speak TEXT in the voice of the --prompt recording (zero-shot TTS)."""
-    from dataclasses import replace
-
-    from . import pipeline as PL
-
-    with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, bitrate=bitrate)
+    with guard():
+        c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, bitrate=bitrate)
         if not text.strip():
             raise UserError("TEXT is empty")
-        _check_input(prompt)
-        _check_output(outp, force)
+        check_input(prompt)
+        check_output(outp, force)
         opts = replace(c.decoding, max_seconds=max_seconds).validate()
-        sx = _load_model(c)
-        sr = sx.codec.sample_rate
-        voice, in_rate = A.load(prompt, sr, allow_silence=False)
+        model = load_model(c.checkpoint, c.device)
         with err.status("tts"):
-            y = PL.run(sx, [PL.Request(Task.TTS, enrollment=voice, text=text)], opts)[0]
-        _save(outp, y, sr, c.sample_rate or in_rate, force, c.bitrate)
-        err.print(f"wrote {outp}", markup=False)
+            speech = model.tts(text, prompt, out_rate=c.sample_rate, options=opts)
+        save(outp, speech, force, c.bitrate)
 
 
-def parse_span(span: str) -> tuple[float, float]:
-    try:
-        a, b = (float(x) for x in span.split(":"))
-    except ValueError:
-        raise UserError(f"--span {span!r}: expected START:END in seconds, e.g. 1.2:1.9") from None
-    if not 0 <= a < b:
-        raise UserError(f"--span {span!r}: need 0 <= START < END")
-    return a, b
-
-
-@dataclass(frozen=True)
-class _EditStep:
-    span: tuple[float, float]  # s of the audio as it stands when this step runs
-    text: str  # the full transcript after this step
-    label: str  # what the step changes, for the user
-
-
-def _check_span(span: str, duration: float) -> tuple[float, float]:
-    start, end = parse_span(span)
-    if start >= duration or end > duration + 0.01:
-        raise UserError(f"--span {span}: goes beyond the audio ({duration:.2f} s long)")
-    return start, min(end, duration)
-
-
-def _edit_steps(wav, sr: int, new_text: str, transcript: str | None, span: str | None) -> list[_EditStep]:
+def _edit_steps(wav, sr: int, new_text: str, transcript: str | None, span: str | None) -> list[E.EditStep]:
     """The edits to run, left to right: one --span step, or one per changed group of words."""
-    from . import editplan as E
-    from .align import transcribe
-
     if span is not None:
-        return [_EditStep(_check_span(span, len(wav) / sr), new_text, "replace the span")]
+        return [E.span_step(parse_span(span), len(wav) / sr, new_text)]
     if transcript is None:
         with err.status("transcribing (pocketsphinx)"):
             transcript = transcribe(wav, sr)
@@ -413,13 +214,7 @@ def _edit_steps(wav, sr: int, new_text: str, transcript: str | None, span: str |
         err.print(f'warning: no --transcript given; pocketsphinx heard: "{transcript}" '
                   "(speech recognition can be wrong: pass the correct words with --transcript)", markup=False)
     with err.status("aligning the transcript (pocketsphinx)"):
-        plan = E.plan(wav, sr, transcript, new_text)
-    return [_EditStep(e.span, e.text, e.edit.describe()) for e in plan.edits]
-
-
-def _describe_steps(steps: list[_EditStep]) -> list[str]:
-    width = max(len(s.label) for s in steps)
-    return [f"{k}. {s.label:{width}}  {s.span[0]:.2f}-{s.span[1]:.2f} s" for k, s in enumerate(steps, 1)]
+        return E.word_steps(wav, sr, transcript, new_text)
 
 
 @app.command()
@@ -445,52 +240,39 @@ def edit(
     located in time and regenerated: speechx edit in.wav out.wav --transcript "the cat sat down"
     --text "the dog sat down". Use --dry-run to see the plan first.
     """
-    from . import pipeline as PL
-    from .align import ALIGN_SAMPLE_RATE
-
-    with _guard():
-        c = _common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, bitrate=bitrate)
+    with guard():
+        c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, bitrate=bitrate)
         if not new_text.strip():
             raise UserError("--text is empty")
         if span is not None:
             parse_span(span)
             if transcript is not None:
                 raise UserError("give --span or --transcript, not both (with --span, --text is the full edited transcript)")
-        _check_input(inp)
+        check_input(inp)
         if dry_run:
             wav, _ = A.load(inp, ALIGN_SAMPLE_RATE, allow_silence=False)
-            for line in _describe_steps(_edit_steps(wav, ALIGN_SAMPLE_RATE, new_text, transcript, span)):
+            for line in E.describe_steps(_edit_steps(wav, ALIGN_SAMPLE_RATE, new_text, transcript, span)):
                 out.print(line, markup=False)
             err.print("dry run: nothing generated", markup=False)
             return
-        _check_output(outp, force)
-        sx = _load_model(c)
-        sr = sx.codec.sample_rate
-        wav, in_rate = A.load(inp, sr, allow_silence=False)
-        steps = _edit_steps(wav, sr, new_text, transcript, span)
-        for line in _describe_steps(steps):
+        check_output(outp, force)
+        model = load_model(c.checkpoint, c.device)
+        wav, in_rate = A.load(inp, model.sample_rate, allow_silence=False)
+        steps = _edit_steps(wav, model.sample_rate, new_text, transcript, span)
+        for line in E.describe_steps(steps):
             err.print(line, markup=False)
-        task = Task.EDIT_NOISY if background is Background.keep else Task.EDIT_CLEAN
-        # right to left: an edit changes audio only from its span on, so spans to its left stay valid
-        for k, step in reversed(list(enumerate(steps, 1))):
-            with err.status(f"edit {k}/{len(steps)}"):
-                req = PL.Request(task, audio=wav, text=step.text, span=step.span)
-                wav = PL.run(sx, [req], c.decoding)[0]
-        _save(outp, wav, sr, c.sample_rate or in_rate, force, c.bitrate)
-        err.print(f"wrote {outp}", markup=False)
+        with err.status("edit") as status:
+            edited = model.edit_steps(wav, steps, model.sample_rate, background=background.value,
+                                      out_rate=c.sample_rate or in_rate, options=c.decoding,
+                                      on_step=lambda k, n: status.update(f"edit {k}/{n}"))
+        save(outp, edited, force, c.bitrate)
 
 
 @app.command()
 def info(checkpoint: CheckpointOpt = None) -> None:
     """Describe a checkpoint: model size, codec, training facts."""
-    import json
-
-    from . import checkpoint as ckpt, codecs
-
-    with _guard():
-        path = checkpoint or ckpt.default_path()
-        if path is None:
-            raise UserError("no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT")
+    with guard():
+        path = checkpoint_path(checkpoint)
         meta = ckpt.read_header(path)
         table = Table(show_header=False, show_edge=False)
         table.add_row("file", str(path))
@@ -503,15 +285,8 @@ def info(checkpoint: CheckpointOpt = None) -> None:
         out.print(table)
 
 
-# `speechx eval ...` (eval/cli.py); imported last because its commands use the helpers above.
-from .eval.cli import eval_app  # noqa: E402
-
-app.add_typer(eval_app, name="eval")
-
-# `speechx train ...` (train/cli.py): from a corpus on disk to a checkpoint.
-from .train.cli import app as train_app  # noqa: E402
-
-app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")  # `speechx eval ...`: metrics beside peers (eval/cli.py)
+app.add_typer(train_app, name="train")  # `speechx train ...`: from a corpus on disk to a checkpoint (train/cli.py)
 
 
 @app.command()
@@ -529,14 +304,9 @@ def bench(
     force: ForceOpt = False,
 ) -> None:
     """Measure speed and memory: AR tokens/s with and without the KV cache, NAR, codec, real-time factor."""
-    import json
-
-    from .eval import bench as B
-    from .files import atomic_path
-
-    with _guard():
+    with guard():
         if json_path is not None:
-            _check_output(json_path, force)
+            check_output(json_path, force)
         names = tuple(c.strip() for c in configs.split(",") if c.strip())
         opts = B.BenchOptions(names, quick, checkpoint, files, threads, long_minutes).validate()
         result = B.run(opts, log=lambda msg: err.print(msg, markup=False))

