@@ -21,7 +21,7 @@ SPEC_FLOOR_DB = -90.0
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # the eval extra's; only when plots are drawn
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -36,10 +36,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def metric_bars(report, summary: dict, metric: str, path: Path) -> Path:
-    """Grouped bars: x = subsets, one bar per system, error bars = the 95% interval (none for n < 2)."""
-    from .report import METRICS
-
+def metric_bars(report, summary: dict, metric: str, info, path: Path) -> Path:
+    """Grouped bars: x = subsets, one bar per system, error bars = the 95% interval (none for n < 2).
+    info: the metric's report.Metric (its label and direction)."""
     plt = _pyplot()
     subsets, systems = report.subsets, report.systems
     width = 0.8 / max(len(systems), 1)
@@ -52,7 +51,6 @@ def metric_bars(report, summary: dict, metric: str, path: Path) -> Path:
         high = np.array([c["ci95_high"] - c["mean"] if math.isfinite(c["ci95_high"]) else 0.0 for c in cells])
         ax.bar(x + (k - (len(systems) - 1) / 2) * width, np.nan_to_num(means), width, label=system,
                yerr=[np.nan_to_num(low), np.nan_to_num(high)], capsize=3)
-    info = METRICS[metric]
     ax.set_xticks(x, subsets)
     ax.set_ylabel(info.label + (" (higher is better)" if info.higher_is_better else " (lower is better)"))
     ax.set_title(f"{report.task}: {metric}", fontsize=10)
@@ -62,7 +60,7 @@ def metric_bars(report, summary: dict, metric: str, path: Path) -> Path:
 
 
 def _log_spectrogram(x: np.ndarray) -> np.ndarray:
-    import librosa
+    import librosa  # seconds to import; only when spectrograms are drawn
 
     s = np.abs(librosa.stft(x, n_fft=SPEC_N_FFT, hop_length=SPEC_HOP)) ** 2  # (freq, frames)
     return np.maximum(10 * np.log10(s + 1e-12), SPEC_FLOOR_DB)

@@ -29,13 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+from rich.table import Table
 
 from speechx_cli import audio as A
+from speechx_cli import pipeline as PL
 from speechx_cli.files import atomic_path
 
 from . import metrics as M
 from .devset import SAMPLE_RATE, TASK_OF, Benchmark, Item
 from .peers import Peer
+from .plots import metric_bars, spectrograms
 
 FORMAT = "speechx-eval-report"
 FORMAT_VERSION = 1
@@ -125,8 +129,6 @@ def peer_system(peer: Peer) -> SystemFn:
 
 def speechx_system(sx, opts, window=None, with_text: bool = False) -> SystemFn:
     """SpeechX through pipeline.run at the codec's rate; ns/sr/tse get the transcript if with_text."""
-    from speechx_cli import pipeline as PL
-
     sr = sx.codec.sample_rate
     window = window or PL.WindowOptions()
 
@@ -148,8 +150,6 @@ def speechx_system(sx, opts, window=None, with_text: bool = False) -> SystemFn:
 
 def codec_system(codec) -> SystemFn:
     """Encode and decode each input with a codec (no language model)."""
-    import torch
-
     sr = codec.sample_rate
 
     def run(bench: Benchmark, items: list[Item]) -> list[Output]:
@@ -407,8 +407,6 @@ def _fmt(cell: dict) -> str:
 
 def table(report: Report):
     """A rich Table: one row per (subset, system), mean ±95% CI half-width; best mean in bold."""
-    from rich.table import Table
-
     summary = report.summary()
     n_items = len({r["id"] for r in report.rows})
     t = Table(title=f"{report.task}: {n_items} items, mean ±95% CI", title_justify="left")
@@ -490,9 +488,7 @@ def write_report(report: Report, out: Path, plots: bool = True) -> list[Path]:
             tmp.write_text(text)
         written.append(out / name)
     if plots:
-        from .plots import metric_bars, spectrograms
-
-        written += [metric_bars(report, summary, m, out / "plots" / f"{m}.png") for m in report.metrics]
+        written += [metric_bars(report, summary, m, METRICS[m], out / "plots" / f"{m}.png") for m in report.metrics]
         if report.example:
             first = report.rows[0]["id"].replace("/", "_")
             written.append(spectrograms(report.example, out / "plots" / f"spectrograms-{first}.png"))
