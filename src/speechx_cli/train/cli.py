@@ -31,7 +31,7 @@ from . import codec_train, lm_train
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   help="Train on your own data: prepare a corpus, add noise, train the codec, tokenize, train "
                        "the language model (TTS stage, then all tasks), export; status says where a run stands.")
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 ONE_PROCESS = ("prepare", "noise", "codec", "status", "bench")
 SYNTH = "Synthetic corpus (--format synthetic)"
 
@@ -58,7 +58,8 @@ class Format(str, Enum):
 
 def _bar(label: str) -> Progress:
     return Progress(SpinnerColumn(), TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[what]}"), TimeRemainingColumn(), console=Console(stderr=True))
+                    TextColumn("{task.fields[what]}"), TimeRemainingColumn(), console=Console(stderr=True),
+                    transient=True)
 
 
 @app.command()

@@ -32,6 +32,7 @@ from .items import Item, audio_files, read_transcript, sorted_walk, split_of_par
 LAYOUTS = ("libritts", "librispeech", "vctk", "ljspeech", "commonvoice", "folder", "jsonl")
 _LIBRITTS_RE = re.compile(r"^\d+_\d+_\d+_\d+\.wav$")
 _LIBRISPEECH_RE = re.compile(r"^\d+-\d+\.trans\.txt$")
+_VCTK_WAV_RE = re.compile(r"^wav\d+")  # wav48, wav48_silence_trimmed, resampled copies (wav16, ...)
 _DETECT_FILES = 5000  # file names looked at by detect() before it settles on "folder"
 _SIDECARS = (".txt", ".lab", ".normalized.txt")
 
@@ -104,11 +105,15 @@ def librispeech(src: Path, textgrids: Path | None = None) -> Iterator[Item]:
             yield _item(stem, "librispeech", speaker, folder / audio[stem], text, why, textgrids, split)
 
 
+def _vctk_wav_roots(src: Path) -> list[Path]:
+    return sorted(p for p in src.iterdir() if p.is_dir() and _VCTK_WAV_RE.match(p.name))
+
+
 def vctk(src: Path, textgrids: Path | None = None) -> Iterator[Item]:
     txt = src / "txt"
-    wav_roots = sorted(p for p in src.iterdir() if p.is_dir() and p.name.startswith("wav"))
-    if not wav_roots:
-        raise LayoutError(f"{src}: no wav48* folder (VCTK layout)")
+    wav_roots = _vctk_wav_roots(src)
+    if not wav_roots or not txt.is_dir():
+        raise LayoutError(f"{src}: no txt and wav48* folders (VCTK layout)")
     root = next((p for p in wav_roots if p.name == "wav48_silence_trimmed"), wav_roots[0])
     for path in audio_files(root):
         stem = path.name.rsplit(".", 1)[0]
@@ -243,7 +248,7 @@ def detect(src: Path) -> str:
         return "commonvoice"
     except LayoutError:
         pass
-    if (src / "txt").is_dir() and any(p.is_dir() and p.name.startswith("wav") for p in src.iterdir()):
+    if (src / "txt").is_dir() and _vctk_wav_roots(src):
         return "vctk"
     seen, audio = 0, False
     for _, files in sorted_walk(src):
@@ -261,11 +266,24 @@ def detect(src: Path) -> str:
     raise LayoutError(f"{src}: no audio files found")
 
 
-def read(src: Path, layout: str, textgrids: Path | None = None) -> Iterator[Item]:
+def check(src: Path, layout: str) -> None:
+    """LayoutError unless `src` has the files `layout` reads (before anything is written)."""
     if layout not in READERS:
         raise LayoutError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
-    if layout == "jsonl" and not src.is_file():
-        raise LayoutError(f"{src}: the jsonl layout reads a .jsonl file")
-    if layout != "jsonl" and not src.is_dir():
+    if layout == "jsonl":
+        if not src.is_file():
+            raise LayoutError(f"{src}: the jsonl layout reads a .jsonl file")
+        return
+    if not src.is_dir():
         raise LayoutError(f"{src} is not a folder")
+    if layout == "vctk" and not ((src / "txt").is_dir() and _vctk_wav_roots(src)):
+        raise LayoutError(f"{src}: no txt and wav48* folders (VCTK layout)")
+    if layout == "ljspeech" and not (src / "metadata.csv").is_file():
+        raise LayoutError(f"{src}: no metadata.csv (LJSpeech layout)")
+    if layout == "commonvoice":
+        _commonvoice_root(src)
+
+
+def read(src: Path, layout: str, textgrids: Path | None = None) -> Iterator[Item]:
+    check(src, layout)
     yield from READERS[layout](src, textgrids)

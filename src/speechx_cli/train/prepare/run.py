@@ -232,6 +232,7 @@ def prepare(src: Path, out_dir: Path, opts: PrepareOptions = PrepareOptions(), *
     opts.validate()
     src, out_dir = Path(src).resolve(), Path(out_dir)
     layout = layouts.detect(src) if opts.layout == "auto" else opts.layout
+    layouts.check(src, layout)
     settings = {"format": FORMAT, "version": FORMAT_VERSION, "source": str(src),
                 **opts.settings(), "layout": layout}
     check_settings(out_dir, settings, force)
