@@ -51,13 +51,13 @@ def test_a_larger_lm_corpus_is_built_tokenized_and_trained_on_only_by_its_phase(
     recipe.corpus(r)
     recipe.shards(r)
     recipe.lm(r)
-    built = [(c[2], c[c.index("--n-per-speaker") + 1]) for c in calls if c[0] == "speechx_cli.train.corpus"]
+    built = [(c[4], c[c.index("--n-per-speaker") + 1]) for c in calls if c[:3] == ("speechx_cli", "train", "prepare")]
     assert built == [(str(r.corpus), "50"), (str(tmp_path / "data" / "corpus150"), "150")]
-    sharded = {c[2]: c[1] for c in calls if c[0] == "speechx_cli.train.shards"}
+    tokenized = [c for c in calls if c[:3] == ("speechx_cli", "train", "tokenize")]
+    sharded = {c[4]: c[3] for c in tokenized}
     assert sharded[str(r.lm_shards(150))] == str(tmp_path / "data" / "corpus150")
     assert sharded[str(r.data / "shards-dev")] == str(r.corpus)  # dev losses stay comparable across phases
-    assert all(c[c.index("--codec-checkpoint") + 1] == str(r.tokenizer_ckpt)
-               for c in calls if c[0] == "speechx_cli.train.shards")
-    trained = [(c[c.index("--data") + 1], c[c.index("--out") + 1]) for c in calls if c[0] == "speechx_cli.train.lm_train"]
+    assert all(c[c.index("--codec-checkpoint") + 1] == str(r.tokenizer_ckpt) for c in tokenized)
+    trained = [(c[c.index("--data") + 1], c[c.index("--out") + 1]) for c in calls if c[:3] == ("speechx_cli", "train", "lm")]
     assert trained[2:] == [(str(r.data / "shards-train-full"), str(r.runs / "lm-all-full")),
                            (str(r.data / "shards-train-150"), str(r.runs / "lm-all-full2"))]

@@ -12,8 +12,10 @@ six times as large: more sentences per speaker for the LM alone (the codec and i
     python -m speechx_cli.train.recipe all          # what `make demo-checkpoint` runs
     python -m speechx_cli.train.recipe examples     # examples/ from dev speakers only
 
-Every stage is resumable: rerunning the recipe after a kill continues each stage where its
-last checkpoint left it, and a stage whose output is complete is skipped. Stages run as child
+Each stage is a `speechx train` command (prepare synthetic, codec, tokenize, lm, export) run as a child
+process, the same commands a user runs on their own data. Every stage is resumable: rerunning the
+recipe after a kill continues each stage where its last checkpoint left it, and a stage whose output
+is complete is skipped. Stages run as child
 processes with one torch thread each: on 2 busy cores, one thread was 10-25x faster per step
 than two fighting for the same cores. LM runs use both cores as two DDP ranks (gloo) of one
 thread each (1.8x the tokens/s of one process; the same updates: see lm_train's batching), in bf16
@@ -30,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import torch
 import typer
 
@@ -133,39 +134,32 @@ def run_module(*args: str, threads: int, processes: int = 1) -> None:
     subprocess.run(cmd, check=True, env=env)
 
 
+def train(*args: str, threads: int, processes: int = 1) -> None:
+    """`speechx train ARGS` (`python -m speechx_cli train ARGS`), as run_module runs it."""
+    run_module("speechx_cli", "train", *args, threads=threads, processes=processes)
+
+
 def _resume_flag(ckpt: Path) -> list[str]:
     return ["--resume"] if ckpt.exists() else []
 
 
 def corpus(r: Recipe) -> None:
     for n in (r.n_per_speaker, *r.lm_only_corpora):
-        run_module("speechx_cli.train.corpus", "build", str(r.lm_corpus(n)), "--n-per-speaker", str(n),
-             "--seed", str(r.seed), "--workers", "2", threads=1)
+        train("prepare", "synthetic", str(r.lm_corpus(n)), "--format", "synthetic", "--n-per-speaker", str(n),
+              "--seed", str(r.seed), "--workers", "2", threads=1)
 
 
 def codec_lists(r: Recipe) -> tuple[Path, Path]:
     """Training speech + training noises (the codec must code mixtures and noise too), dev speech."""
-    train, dev = [], []
-    for line in (r.corpus / "manifest.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        (train if rec["split"] == "train" else dev).append(str(r.corpus / rec["path"]))
-    for line in (r.corpus / "noise.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if rec["split"] == "train":
-            train.append(str(r.corpus / rec["path"]))
-    rng = np.random.default_rng(r.seed)
-    dev = [dev[i] for i in rng.permutation(len(dev))[:12]]
-    paths = r.data / "codec-train.txt", r.data / "codec-dev.txt"
-    paths[0].write_text("\n".join(train) + "\n")
-    paths[1].write_text("\n".join(dev) + "\n")
-    return paths
+    from .prepare.lists import write_codec_lists
+
+    return write_codec_lists(r.corpus, r.data / "codec-train.txt", r.data / "codec-dev.txt", seed=r.seed)
 
 
 def _codec_run(r: Recipe, lists: tuple[Path, Path], ckpt: Path, steps: int, *extra: str) -> None:
-    train, dev = lists
-    run_module("speechx_cli.train.codec_train", "--data", str(train), "--dev", str(dev), "--out", str(ckpt.parent),
-         "--preset", "demo", "--steps", str(steps), "--threads", str(r.threads), *extra, *_resume_flag(ckpt),
-         threads=r.threads)
+    data, dev = lists
+    train("codec", "--data", str(data), "--dev", str(dev), "--out", str(ckpt.parent), "--preset", "demo",
+          "--steps", str(steps), "--threads", str(r.threads), *extra, *_resume_flag(ckpt), threads=r.threads)
 
 
 def codec(r: Recipe) -> None:
@@ -191,22 +185,20 @@ def shards(r: Recipe) -> None:
     for corpus_dir, out, split, variants, cap, reuse in jobs:
         limit = [] if cap is None else ["--max-examples", str(cap)]
         link = [] if reuse is None else ["--reuse", str(reuse)]
-        run_module("speechx_cli.train.shards", str(corpus_dir), str(out), "--codec-checkpoint",
-             str(r.tokenizer_ckpt), "--variants", str(variants), "--split", split, "--seed", str(r.seed),
-             "--examples-per-shard", "300", "--threads", str(r.shard_threads), *limit, *link,
-             threads=r.shard_threads)
+        train("tokenize", str(corpus_dir), str(out), "--codec-checkpoint", str(r.tokenizer_ckpt), "--variants",
+              str(variants), "--split", split, "--seed", str(r.seed), "--examples-per-shard", "300", "--threads",
+              str(r.shard_threads), *limit, *link, threads=r.shard_threads)
 
 
 def _lm(r: Recipe, name: str, stage: str, data: Path, steps: int, init: Path | None, lr: float = 5e-4,
         warmup: int | None = None) -> Path:
     ckpt = r.lm_ckpt(name)
     extra = ["--init-from", str(init)] if init is not None and not ckpt.exists() else []
-    run_module("speechx_cli.train.lm_train", "train", "--data", str(data), "--dev",
-         str(r.data / "shards-dev"), "--out", str(ckpt.parent), "--preset", "demo", "--stage", stage,
-         "--max-steps", str(steps), "--batch-frames", str(r.batch_frames), "--dropout", str(r.dropout),
-         "--lr", str(lr), "--warmup", str(warmup or max(20, steps // 20)),
-         "--eval-every", str(max(100, steps // 4)), "--ckpt-every", "100", "--threads", str(r.threads),
-         *extra, *_resume_flag(ckpt), threads=r.threads, processes=r.lm_processes)
+    train("lm", "--data", str(data), "--dev", str(r.data / "shards-dev"), "--out", str(ckpt.parent), "--preset",
+          "demo", "--stage", stage, "--max-steps", str(steps), "--batch-frames", str(r.batch_frames), "--dropout",
+          str(r.dropout), "--lr", str(lr), "--warmup", str(warmup or max(20, steps // 20)),
+          "--eval-every", str(max(100, steps // 4)), "--ckpt-every", "100", "--threads", str(r.threads),
+          *extra, *_resume_flag(ckpt), threads=r.threads, processes=r.lm_processes)
     return ckpt
 
 
@@ -220,8 +212,8 @@ def lm(r: Recipe) -> Path:
 
 
 def export(r: Recipe, ckpt: Path) -> None:
-    run_module("speechx_cli.train.lm_train", "export", str(ckpt), str(r.out), "--codec-checkpoint",
-         str(r.decoder_ckpt), "--force", "--half", "--info", json.dumps(_training_facts(r)), threads=r.threads)
+    train("export", str(ckpt), str(r.out), "--codec-checkpoint", str(r.decoder_ckpt), "--force", "--half",
+          "--info", json.dumps(_training_facts(r)), threads=r.threads)
 
 
 def _training_facts(r: Recipe) -> dict:
