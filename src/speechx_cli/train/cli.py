@@ -28,7 +28,7 @@ from rich.table import Table
 
 from . import codec_train, lm_train
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Train on your own data: prepare a corpus, add noise, train the codec, tokenize, train "
                        "the language model (TTS stage, then all tasks), export; status says where a run stands.")
 out = Console(highlight=False, soft_wrap=True)
@@ -85,8 +85,8 @@ def prepare(
                                                                              "kokoro extra).")] = 0,
     kokoro_per_speaker: Annotated[int, typer.Option(rich_help_panel=SYNTH, help="Utterances per Kokoro voice.")] = 24,
 ) -> None:
-    """Read a corpus in its own layout into a manifest: transcripts, speakers, word timings (TextGrids or the \
-    offline aligner), long recordings cut at pauses; bad files skipped and listed in OUT/report.jsonl. \
+    """Read a corpus in its own layout into a manifest: transcripts, speakers, word timings (TextGrids or the
+    offline aligner), long recordings cut at pauses; bad files skipped and listed in OUT/report.jsonl.
     Resumes an interrupted run; the same source gives the same manifest."""
     from .prepare import PrepareOptions, prepare as run
     from .prepare.lists import write_codec_lists
@@ -200,7 +200,7 @@ def tokenize(
                                                   "stream: its whole shards are linked, not encoded again.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace shards made with other settings.")] = False,
 ) -> None:
-    """Simulate the tasks from the corpus and its noise bank and encode them with the codec into shards; \
+    """Simulate the tasks from the corpus and its noise bank and encode them with the codec into shards;
     resumes an interrupted run. Under torchrun each rank makes every world-th shard, rank 0 merges the index."""
     import torch
 

@@ -17,8 +17,9 @@ stored pieces never depend on the sequence layout.
 Batched encoding pads segments of similar length to a common length; with a non-causal codec the
 padding can change the last ~2 frames of a segment (its look-ahead), never the others.
 
-    python -m speechx_cli.train.shards data/corpus data/shards/train --codec-checkpoint ckpt \
-        --variants 6 --split train --seed 0
+    speechx train tokenize data/corpus data/shards/train --codec-checkpoint ckpt \
+        --variants 6 --split train --seed 0          (or python -m speechx_cli.train.shards ...; tokenize.py
+                                                      shares the shards out over torchrun's ranks)
 
 OUT_DIR holds shard-NNNNN.safetensors (flat tensors + offsets, no pickle) and index.json (settings,
 codec config and fingerprint, task counts, frames). A killed run resumes: finished shards are kept.
@@ -37,7 +38,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -46,7 +47,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..checkpoint import load_codec
 from ..codecs import fingerprint as codec_fingerprint
 from ..files import atomic_path
 from ..prompts import Task
@@ -364,67 +364,7 @@ def write_index(out_dir: Path) -> dict:
     return index
 
 
-# ---- command line -------------------------------------------------------------------------------
+if __name__ == "__main__":  # `python -m speechx_cli.train.shards ARGS` is `speechx train tokenize ARGS`
+    from .cli import tokenize
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def prepare_cli(
-    corpus_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="corpus.py output")],
-    out_dir: Annotated[Path, typer.Argument(help="shard folder (created)")],
-    codec_checkpoint: Annotated[str, typer.Option(help="checkpoint file, encodec_24khz, random-tiny|demo")],
-    variants: Annotated[int, typer.Option(help="examples per utterance")] = 6,
-    max_examples: Annotated[Optional[int], typer.Option(help="cap on the number of examples")] = None,
-    split: Annotated[str, typer.Option(help="train or dev")] = "train",
-    seed: Annotated[int, typer.Option()] = 0,
-    tasks: Annotated[str, typer.Option(help="comma-separated tasks to cycle through")] = ",".join(TASKS),
-    examples_per_shard: Annotated[int, typer.Option()] = 2000,
-    batch_seconds: Annotated[float, typer.Option(help="audio per codec call")] = DEFAULT_BATCH_SECONDS,
-    workers: Annotated[int, typer.Option(help="simulation processes")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    threads: Annotated[Optional[int], typer.Option()] = None,
-    reuse: Annotated[Optional[Path], typer.Option(
-        exists=True, file_okay=False, help="a bigger shard set of the same stream: link its shards")] = None,
-    force: Annotated[bool, typer.Option(help="replace shards prepared with other settings")] = False,
-) -> None:
-    """Simulate and encode training examples into shards (resumes an interrupted run)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    if threads:
-        torch.set_num_threads(threads)
-    if split not in ("train", "dev"):
-        raise typer.BadParameter("split must be train or dev", param_hint="--split")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    codec = load_codec(codec_checkpoint, device)
-    opts = ShardOptions(variants=variants, max_examples=max_examples, split=split, seed=seed, examples_per_shard=examples_per_shard,
-                        batch_seconds=batch_seconds, tasks=tuple(Task(t.strip()).value for t in tasks.split(",")),
-                        workers=workers)
-    from .simulate import Corpus
-
-    total = n_examples(len(Corpus.load(corpus_dir, split, sample_rate=codec.sample_rate).utterances), opts)
-    columns = (TextColumn("[bold]shards"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[eps]:.1f} ex/s  {task.fields[aps]:.0f} audio s/s"), TimeRemainingColumn())
-    with Progress(*columns) as bar:
-        task = bar.add_task("shards", total=total, eps=0.0, aps=0.0)
-
-        def update(r: dict) -> None:
-            wall = max(r["wall_seconds"], 1e-9)
-            bar.update(task, advance=r["done"], eps=r["examples"] / wall, aps=r["audio_seconds"] / wall)
-
-        try:
-            summary = prepare_shards(corpus_dir, out_dir, codec, opts, force=force, on_progress=update, reuse=reuse)
-        except (FileExistsError, ValueError) as err:
-            raise typer.BadParameter(str(err), param_hint="OUT_DIR") from err
-    index = summary["index"]
-    Console().print(
-        f"{index['examples']} examples ({index['target_hours']:.2f} h of targets) in {len(index['shards'])} "
-        f"shards; tasks {index['task_counts']}\nthis run: {summary['examples']} examples, "
-        f"{summary['examples_per_s']:.1f} examples/s, {summary['audio_seconds_per_s']:.1f} audio s/s "
-        f"(codec {summary['encode_seconds']:.1f} s of {summary['wall_seconds']:.1f} s), "
-        f"{summary['skipped']} skipped, {summary['reused']} reused")
-
-
-if __name__ == "__main__":
-    app()
+    typer.run(tokenize)
