@@ -20,6 +20,7 @@ import types
 from pathlib import Path
 from typing import Callable
 
+import soundfile as sf
 import torch
 from torch import Tensor, nn
 
@@ -33,7 +34,7 @@ def ensure_encodec_importable() -> bool:
     if "real" in _state:
         return _state["real"]
     try:
-        import torchaudio  # noqa: F401
+        import torchaudio  # noqa: F401  - the import is the test: a broken build fails right here
 
         real = getattr(torchaudio, "__version__", "") != STANDIN_VERSION
     except Exception:  # a broken build raises OSError, ImportError or RuntimeError
@@ -210,8 +211,6 @@ class Spectrogram(nn.Module):
 def load(uri: str | Path, frame_offset: int = 0, num_frames: int = -1, normalize: bool = True,
          channels_first: bool = True, **_: object) -> tuple[Tensor, int]:
     """Read an audio file -> (float32 (channels, time), sample rate)."""
-    import soundfile as sf
-
     stop = None if num_frames < 0 else frame_offset + num_frames
     data, sr = sf.read(str(uri), start=frame_offset, stop=stop, dtype="float32", always_2d=True)
     wav = torch.from_numpy(data)  # (time, channels)
@@ -222,8 +221,6 @@ def save(uri: str | Path, src: Tensor, sample_rate: int, channels_first: bool = 
          format: str | None = None, encoding: str | None = None,
          bits_per_sample: int | None = None, **_: object) -> None:
     """Write (channels, time) audio; 16-bit PCM unless told otherwise (as encodec asks)."""
-    import soundfile as sf
-
     data = src.detach().cpu().float()
     if data.dim() == 1:
         data = data[None]

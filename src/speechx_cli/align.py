@@ -23,6 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import text as T
+from .audio import resample
+
 ALIGN_SAMPLE_RATE = 16_000  # Hz, the rate of pocketsphinx's bundled acoustic model
 ALIGN_FRAME_RATE = 100  # pocketsphinx frames per second (10 ms shift)
 ALIGN_DITHER = 1e-3  # noise sigma added before alignment: without it espeak audio fails to align
@@ -48,7 +51,7 @@ class AlignedWord:
 
 def _pocketsphinx():
     try:
-        import pocketsphinx
+        import pocketsphinx  # here, not at the top: without it only word edits and WER fail, in one line
     except ImportError:
         raise ValueError(
             "this needs pocketsphinx (offline speech recognition): pip install pocketsphinx==5.1.1"
@@ -63,8 +66,6 @@ def _decoder(purpose: str):
 
 
 def _as_16k(audio: np.ndarray, sr: int) -> np.ndarray:
-    from .audio import resample
-
     x = np.asarray(audio, dtype=np.float32)
     if x.ndim != 1:
         raise ValueError(f"expected a mono waveform (T,), got shape {x.shape}")
@@ -102,8 +103,6 @@ def transcribe(audio: np.ndarray, sr: int) -> str:
 
 def guess_pronunciations(words: Sequence[str]) -> dict[str, str]:
     """pocketsphinx phone strings (CMU phones, no stress) from the project's text front end."""
-    from . import text as T
-
     out = {}
     for word in dict.fromkeys(words):
         found = T.words(word)

@@ -306,7 +306,7 @@ def bench(
     """Measure speed and memory: AR tokens/s with and without the KV cache, NAR, codec, real-time factor."""
     with guard():
         if json_path is not None:
-            check_output(json_path, force)
+            check_output(json_path, force, audio=False)
         names = tuple(c.strip() for c in configs.split(",") if c.strip())
         opts = B.BenchOptions(names, quick, checkpoint, files, threads, long_minutes).validate()
         result = B.run(opts, log=lambda msg: err.print(msg, markup=False))

@@ -176,12 +176,14 @@ def resolve_device(device: Device) -> str:
         raise UserError(f"--device {device.value}: no CUDA device is available here") from None
 
 
-def check_output(path: Path, force: bool) -> None:
+def check_output(path: Path, force: bool, audio: bool = True) -> None:
+    """OUT is not a folder, nor a file already there unless --force; audio: its format is one speechx writes."""
     if path.exists() and path.is_dir():
         raise UserError(f"{path}: is a folder (give a file name, or a folder as IN too)")
     if path.exists() and not force:
         raise UserError(f"{path}: exists (use --force to overwrite)")
-    A.check_writable(path)  # before the work, not after it
+    if audio:
+        A.check_writable(path)  # before the work, not after it
 
 
 def check_input(path: Path) -> None:

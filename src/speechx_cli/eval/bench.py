@@ -26,13 +26,19 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from encodec import EncodecModel
+from rich.table import Table
 
+from .. import checkpoint as ckpt
+from .. import pipeline as PL
 from .. import prompts as P
+from ..checkpoint import SpeechX
 from ..codec import Codec, PretrainedEncodec, SmallCodec, SmallCodecConfig, quiet_weight_norm
 from ..engine import (DecodingOptions, decode_step, escape_rows, generate_ar, generate_nar, make_caches, prefill,
                       sample)
 from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch, Task, eos_class
+from ..text import PHONEME_TABLE
 from .bench_process import Log, bench_folder, bench_long
 from .measure import MB, Phase, achieved, machine_bounds, max_rss_bytes, measure, measure_alternating
 
@@ -126,8 +132,6 @@ def build(name: str, seed: int = 0) -> Setup:
     """The AR/NAR models and codec of a named config, random weights, eval mode, CPU."""
     torch.manual_seed(seed)
     if name == "paper":
-        from encodec import EncodecModel
-
         with quiet_weight_norm():
             state = EncodecModel.encodec_model_24khz(pretrained=False).state_dict()
         codec: Codec = PretrainedEncodec(state_dict=state)
@@ -332,10 +336,6 @@ def bench_codec(s: Setup, plan: Plan, memory: dict, log: Log) -> dict:
 
 def bench_pipeline(s: Setup, plan: Plan, memory: dict, log: Log) -> dict:
     """pipeline.run on one denoise request of `audio_seconds` (default window and decoding)."""
-    from .. import pipeline as PL
-    from ..checkpoint import SpeechX
-    from ..text import PHONEME_TABLE
-
     sx = SpeechX(s.ar, s.nar, s.codec, s.cfg, list(PHONEME_TABLE), {"note": "random weights"})
     rng = np.random.default_rng(3)
     audio = (0.1 * rng.standard_normal(int(plan.audio_seconds * s.codec.sample_rate))).astype(np.float32)
@@ -371,8 +371,6 @@ def bench_config(name: str, plan: Plan, bounds: dict, log: Log) -> dict:
 
 def _bench_long(minutes: int, log: Log, threads: int) -> dict:
     """bench_long on a tiny random-weight checkpoint written for it."""
-    from .. import checkpoint as ckpt
-
     with tempfile.TemporaryDirectory(prefix="speechx-long-") as tmp:
         s = build("tiny")
         return bench_long(ckpt.save(Path(tmp) / "tiny.safetensors", s.ar, s.nar, s.codec), minutes, log, threads)
@@ -411,10 +409,8 @@ def targets(result: dict) -> list[dict]:
 
 def run(opts: BenchOptions, log: Log = lambda msg: None) -> dict:
     """Every measurement `opts` asks for, as one JSON-ready dict."""
-    from ..checkpoint import default_path
-
     opts.validate()
-    checkpoint = opts.checkpoint or default_path()
+    checkpoint = opts.checkpoint or ckpt.default_path()
     if opts.n_files and checkpoint is None:
         raise ValueError("folder benchmark: no checkpoint (pass --checkpoint or set SPEECHX_CHECKPOINT)")
     default_threads = torch.get_num_threads()
@@ -474,8 +470,6 @@ def _config_rows(name: str, res: dict) -> Iterator[tuple[str, str, str]]:
 
 def table(result: dict):
     """The result as a rich Table (measure, value, note), one section per config."""
-    from rich.table import Table
-
     b, m = result["bounds"], result["machine"]
     t = Table(title="speechx bench: random weights; compare ratios within one run", title_justify="left",
               caption=f"machine: {_fmt(b['bandwidth_gb_s'])} GB/s copy, {_fmt(b['matmul_gflop_s'])} GFLOP/s matmul, "

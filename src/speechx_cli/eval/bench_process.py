@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from .. import audio as A
+
 FOLDER_SAMPLE_RATE = 16_000  # Hz of the generated input files; speechx resamples to its codec
 
 Log = Callable[[str], None]
@@ -27,8 +29,6 @@ def _speechx_command() -> list[str]:
 
 
 def _write_inputs(folder: Path, n_files: int) -> None:
-    from .. import audio as A
-
     rng = np.random.default_rng(4)
     for i in range(n_files):
         seconds = 1.0 + i / max(1, n_files - 1)  # 1 to 2 s
@@ -72,8 +72,6 @@ def bench_folder(checkpoint: Path, n_files: int, log: Log, threads: int = 0) -> 
 
 def _write_tone_file(path: Path, minutes: int) -> None:
     """A long synthetic input written minute by minute (bounded memory here too)."""
-    from .. import audio as A
-
     rng = np.random.default_rng(5)
     t = np.arange(60 * FOLDER_SAMPLE_RATE) / FOLDER_SAMPLE_RATE
     with A.BlockWriter(path, FOLDER_SAMPLE_RATE) as w:

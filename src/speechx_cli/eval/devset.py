@@ -183,6 +183,7 @@ class _Writer:
 
 def _simulators(corpus_dir: Path, snr_db: tuple[float, float]):
     """(all dev voices, WER voices only or None) simulators of the corpus's dev split."""
+    # the corpus tools (train/) add seconds to every `speechx` start: only building a benchmark needs them
     from speechx_cli.train.simulate import Corpus, SimulationOptions, Simulator
 
     rows = [[json.loads(line) for line in (corpus_dir / name).read_text().splitlines() if line.strip()]
@@ -278,7 +279,7 @@ def _corpus_edit_pairs(corpus_dir: Path, count: int, seed: int) -> list[_EditPai
 
 def synthesized_edit_pairs(count: int, seed: int) -> list[_EditPair]:
     """Edit pairs read by the flite/festival dev voices (never the reserved slt/awb ones)."""
-    from speechx_cli.train import corpus as C
+    from speechx_cli.train import corpus as C  # imported here: see _simulators
     from speechx_cli.train import synth as S
     from speechx_cli.train.sentences import load_sentences
 
@@ -313,7 +314,7 @@ def synthesized_edit_pairs(count: int, seed: int) -> list[_EditPair]:
 
 def _edits(writer: _Writer, corpus_dir: Path, per_task: int, seed: int) -> str:
     """Write the edit items; returns where the pairs came from ("corpus" or "synthesis")."""
-    from speechx_cli.train.simulate import span_bounds
+    from speechx_cli.train.simulate import span_bounds  # imported here: see _simulators
 
     pairs = _corpus_edit_pairs(corpus_dir, per_task, seed)
     origin = "corpus"
@@ -332,7 +333,7 @@ def _edits(writer: _Writer, corpus_dir: Path, per_task: int, seed: int) -> str:
 
 def _speaker_bank(out: Path, corpus_dir: Path) -> dict[str, str]:
     """One utterance per dev speaker: the first of its records in corpus order."""
-    from speechx_cli.train.corpus import read_manifest
+    from speechx_cli.train.corpus import read_manifest  # imported here: see _simulators
 
     bank = {}
     for r in read_manifest(corpus_dir / "manifest.jsonl"):

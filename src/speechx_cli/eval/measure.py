@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from ..model import ARModel
 
@@ -82,8 +83,6 @@ def torch_peak_bytes(fn: Callable[[], object]) -> int | None:
     Tensors that existed before fn (the weights) are not included. None if the profiler's event
     tree is unavailable in this torch.
     """
-    from torch.profiler import ProfilerActivity, profile
-
     with _quiet_stderr_fd(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     try:

