@@ -1,4 +1,4 @@
-"""Golden tests: each task's condition layout is pinned exactly (SPEC.md section 1)."""
+"""Golden tests: each task's condition layout is pinned exactly (docs/prompts.md)."""
 
 import pytest
 import torch

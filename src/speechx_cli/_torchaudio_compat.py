@@ -3,7 +3,7 @@
 encodec 0.1.1 imports torchaudio at module level but only uses `transforms.Resample`
 (encodec/utils.py), `save` (encodec/utils.py) and `transforms.Spectrogram` (encodec/msstftd.py).
 pip resolves encodec's unpinned torchaudio to a CUDA build that fails to load beside CPU torch
-(OFFLINE.md, "torchaudio trap"), so `import encodec` breaks. `ensure_encodec_importable()` tries
+(docs/offline-tools.md, "The torchaudio trap"), so `import encodec` breaks. `ensure_encodec_importable()` tries
 the real torchaudio first and registers this stand-in only when that import fails: anyone with a
 working torchaudio keeps using it.
 

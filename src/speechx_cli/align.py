@@ -5,7 +5,7 @@ audio (any rate) -> 16 kHz -> pocketsphinx forced alignment (`align_words`) or A
 Used by `speechx edit` to find where each transcript word is spoken, and by eval/metrics.py for WER
 and alignment checks. pocketsphinx is imported lazily: a missing package ends in one clear message.
 
-Known quirks this module handles (OFFLINE.md, "Evaluation tools"):
+Known quirks this module handles (docs/offline-tools.md, "pocketsphinx"):
 - espeak audio fails to align without a little dither, so tiny seeded noise is added first;
 - the aligner sometimes drops words (often the last): the word list is checked, ValueError if short;
 - words may carry a variant suffix like `to(3)`: stripped;

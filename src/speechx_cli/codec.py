@@ -5,7 +5,7 @@ Two codecs share one interface (`Codec`):
   the codec of the SpeechX paper. Its weights come from the torch hub cache, a local file or
   encodec's own download; checkpoints never store them.
 - `SmallCodec`: the same architecture (encodec's SEANet encoder/decoder + residual VQ) at a size
-  this project can train on CPU, with the fixes OFFLINE.md reports (zero conv biases, x10 input
+  this project can train on CPU, with the fixes of docs/offline-tools.md (zero conv biases, x10 input
   scale, dead-code revival that sticks, 10 k-means iterations). Checkpoints store its weights.
 
 Each describes itself with `Codec.config()` (a JSON dict with a "kind"); `speechx_cli.codecs` holds the

@@ -20,9 +20,8 @@ from .prompts import Batch, Prompt, collate, eos_class
 
 
 # Greedy decoding locks into silence: a silence code, then the same code or a few silence codes for good.
-# Sampling one code after a run of identical ones lets it out. Greedy denoise, demo checkpoint, devbench3
-# (120 items), items whose second half fell >= 8 dB below the input's: 28 without, 12 after runs of 10,
-# 6 after runs of 4 (temperature 1: 4).
+# Sampling one code after a run of identical ones lets it out; after runs of 4, fewest items fell silent
+# (checkpoints/README.md, "Greedy with an escape").
 ESCAPE_AFTER = 4
 
 
@@ -30,9 +29,8 @@ ESCAPE_AFTER = 4
 class DecodingOptions:
     """Knobs of AR sampling. temperature 0 means greedy."""
 
-    # every command samples by default: greedy decoding falls into runs of silence codes (greedy denoise with
-    # the demo checkpoint: 28 of devbench3's 120 items fell silent for their second half, 4 at temperature 1;
-    # greedy remove-speech and extract-speaker did so on devbench from the first demo on)
+    # every command samples by default: greedy decoding falls into runs of silence codes, and a file then
+    # drops 10 dB halfway (checkpoints/README.md, "Greedy denoise falls silent")
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off

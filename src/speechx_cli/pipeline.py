@@ -61,8 +61,8 @@ class WindowOptions:
 # as loud as the target, so extract-speaker takes the full ratio down to -20 dB, in coarser bands (a
 # voice's harmonics do not stay in one mel band). remove-speech keeps the noise, which the codec
 # renders quieter than it is: its estimate is compared with the codec's rendering of the input,
-# in finer bands, down to -15 dB (SI-SDR to the true noise +1.25 dB over the input-referenced mask on
-# a benchmark built after the choice). Chosen on devbench to devbench4; see the model card.
+# in finer bands, down to -15 dB. Chosen on dev benchmarks and confirmed on a fresh one (checkpoints/README.md,
+# "remove-speech against the codec's rendering").
 TASK_MASKS = {
     Task.NS: MaskOptions(),
     Task.SR: MaskOptions(bands=64, floor=0.18, codec_reference=True),

@@ -18,7 +18,7 @@ Tasks and what their items hold:
                      sentence, transcript the original one, reference the edited sentence read by the
                      same voice (reference_span: where the new words lie in it)
 Half of each task's items (WER_VOICE_SHARE) come from flite/festival dev voices, the only ones
-pocketsphinx reads well enough for WER (SPEC section 7); `wer_ok` marks them.
+pocketsphinx reads well enough for WER (docs/architecture.md, "Evaluation"); `wer_ok` marks them.
 
 Edit items come from the corpus's edit pairs (the simulator's edit examples start from the edited
 recording and keep no original input); a corpus without dev edit pairs gets pairs synthesized here

@@ -1,4 +1,4 @@
-"""The paper's objective metrics over waveforms, computed offline (SPEC section 7).
+"""The paper's objective metrics over waveforms, computed offline (docs/architecture.md, "Evaluation").
 
 Every metric takes float32 mono numpy waveforms. Functions with an ``sr`` argument resample to
 ``SR`` (16 kHz) first, because every scorer here (pocketsphinx, Resemblyzer, DNSMOS, PESQ-wb,

@@ -1,4 +1,4 @@
-"""Baseline systems measured beside SpeechX (SPEC section 7), each waveform in, waveform out.
+"""Baseline systems measured beside SpeechX (docs/architecture.md, "Evaluation"): waveform in, waveform out.
 
 Every peer takes a float32 mono waveform at any rate ``sr`` and returns one of the same length at
 the same rate:

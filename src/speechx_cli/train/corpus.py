@@ -62,7 +62,7 @@ ESPEAK_VARIANTS = (
 )
 OTHER_VOICES = ("flite:kal16", "flite:rms", "festival:kal_diphone", "festival:ked_diphone")
 # Held-out speakers: never in train. flite and festival ones are there because pocketsphinx WER
-# is only meaningful on them (SPEC.md section 7).
+# is only meaningful on them (docs/architecture.md, "Evaluation").
 DEV_VARIANTS = frozenset({"f3", "zac", "m8", "Marco", "david", "travis"})
 DEV_OTHER_VOICES = frozenset({"flite:rms", "festival:ked_diphone"})
 CHUNK_SIZE = 50  # utterances per work unit

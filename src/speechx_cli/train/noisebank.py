@@ -37,7 +37,8 @@ SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
 SONIC_PI_COPYRIGHT = Path("/usr/share/doc/sonic-pi-samples/copyright")
 FREE_LICENCES = frozenset({"CC0", "CC0-1.0", "MIT", "Zlib"})  # shippable without attribution duties
 # The licences of the three Debian sound packages (their copyright files): GPL-2+ / LGPL / CC-BY-SA
-# for some oxygen and minetest sounds; noises are not shipped, only trained on, as SPEC allows.
+# for some oxygen and minetest sounds; noises are not shipped, only trained on (docs/data-formats.md,
+# "Sources and licences").
 PACKAGE_LICENCE = "see the package's copyright file"
 MIN_FILE_SECONDS = 0.1
 

@@ -2,7 +2,7 @@
 
 `Simulator(corpus, options).example(index, seed)` draws everything from a random stream seeded by
 (seed, index), so one example is the same on any worker and after a resume: data position is just an
-index. Per task (SPEC.md section 5):
+index. Per task (docs/prompts.md, "Training examples"):
 
     tts         enrollment = other utterance(s) of the speaker (3-10 s), target = the utterance
     ns          source = s + n at a random SNR, target = s

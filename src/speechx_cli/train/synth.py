@@ -30,7 +30,7 @@ ESPEAK_SAMPLE_RATE = 22_050  # Hz, libespeak-ng's fixed output rate
 ENGINES = ("espeak", "flite", "festival", "kokoro")
 _TIMING_TOLERANCE = 0.02  # s; synthesizers round segment times
 
-# Evaluation voices: never train on them (SPEC.md section 6).
+# Evaluation voices: never train on them (docs/data-formats.md, "Sources and licences").
 RESERVED_VOICES = frozenset({"flite:slt", "flite:awb", "flite:awb_time",
                              "festival:cmu_us_slt_arctic_hts", "festival:cmu_us_slt_cg"})
 
