@@ -1,11 +1,19 @@
-# speechx: `make install` then `make test`. Everything installs into $(VENV).
+# speechx on a fresh machine: `make test` or `make demo`. Each first sets up what it lacks: the Debian
+# packages of ci/apt-packages.txt when run as root (else one line naming the missing ones) and the
+# environment in $(VENV) (`make install`, which leaves $(STAMP) behind when it succeeds).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH := torch==2.13.0
 APT_PACKAGES := $(shell cat ci/apt-packages.txt 2>/dev/null)
+STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test demo bench demo-checkpoint examples
+.PHONY: install system-deps system-check test demo bench demo-checkpoint examples
+
+# The environment, from scratch or again; targets that need it depend on $(STAMP) instead, so they
+# install only when it is missing or pyproject.toml changed since.
+$(STAMP): pyproject.toml
+	$(MAKE) --no-print-directory install
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,16 +27,26 @@ install:
 	  rm -f $$($(PY) -c "import importlib.util,os;print(os.path.dirname(importlib.util.find_spec('torchaudio').origin))")/lib/*.so; \
 	  echo "removed torchaudio's unloadable compiled libraries (CUDA build beside CPU torch)"; }
 	$(PY) -c "import encodec, speechx_cli.cli; print('speechx installed')"
+	touch $(STAMP)
 
 # Synthesizers and sounds the corpus builder and tests use (Debian; needs root).
 system-deps:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES)
 
-test:
+# Installs the missing ones as root; otherwise says which are missing (the tests that need them skip).
+system-check:
+	@command -v dpkg-query >/dev/null || { echo "note: not Debian; the synthesizer tests need: $(APT_PACKAGES)"; exit 0; }; \
+	missing=$$(for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done | xargs); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory system-deps; \
+	else echo "note: missing system packages: $$missing (sudo make system-deps installs them)"; fi
+
+test: system-check $(STAMP)
 	$(PY) -m pytest
 
-demo:
+demo: system-check $(STAMP)
 	mkdir -p demo-out
 	$(VENV)/bin/speechx denoise examples/noisy.wav demo-out/denoised.wav --force
 	$(VENV)/bin/speechx remove-speech examples/noisy.wav demo-out/background.wav --force
@@ -41,7 +59,7 @@ demo:
 # stdout and bench-out/bench.json. A few minutes on 2 idle cores; compare ratios within one run.
 # On a busy machine 2-thread torch stalls (up to 10x on small ops): BENCH_FLAGS="--threads 1".
 BENCH_FLAGS ?=
-bench:
+bench: $(STAMP)
 	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force $(BENCH_FLAGS)
 
 # The shipped demo model from nothing (corpus, codec, codec continued, decoder fine-tuning, shards,
@@ -51,8 +69,8 @@ bench:
 #   make demo-checkpoint RECIPE_FLAGS="--codec-steps 6000 --continued-steps 8000,4000"
 # (python -m speechx_cli.train.recipe all --help lists every flag).
 RECIPE_FLAGS ?=
-demo-checkpoint:
+demo-checkpoint: system-check $(STAMP)
 	$(PY) -m speechx_cli.train.recipe all $(RECIPE_FLAGS)
 
-examples:
+examples: system-check $(STAMP)
 	$(PY) -m speechx_cli.train.recipe examples
