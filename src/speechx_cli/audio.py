@@ -17,12 +17,12 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from .audioinfo import AudioError, AudioInfo
 from .files import atomic_path
 
 MAX_INPUT_SECONDS = 4 * 60 * 60.0  # refuse longer inputs unless the caller lifts the limit
@@ -53,18 +53,6 @@ AUDIO_EXTENSIONS: frozenset[str] = WRITE_EXTENSIONS | frozenset(
 VIDEO_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 VIDEO_OUTPUT_SUFFIX = ".m4a"  # a folder run's output for a video input: its sound, as AAC
 OTHER_OUTPUT_SUFFIX = ".flac"  # ... and for audio in a format speechx cannot write (wma, ape, ...)
-
-
-class AudioError(Exception):
-    """A problem with an audio file, worded for the user: '<file>: <what is wrong>'."""
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    sample_rate: int  # Hz
-    channels: int
-    frames: int  # samples per channel
-    duration_s: float
 
 
 def is_audio_path(p: str | os.PathLike) -> bool:

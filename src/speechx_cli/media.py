@@ -17,7 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .audio import AudioError, AudioInfo
+from .audioinfo import AudioError, AudioInfo
 
 # Demuxers whose stream durations come from sample tables (exact, priming already removed):
 # their decoded audio is cut back to that length (the encoder pads the last frame).
