@@ -108,26 +108,23 @@ def job_options(c: Common, task: Task, shard: str | None = None, fmt: OutputForm
     return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard), fmt and fmt.value, c.bitrate)
 
 
-def parse_shard(shard: str | None) -> tuple[int, int]:
-    if shard is None:
-        return (0, 1)
+def _pair(flag: str, value: str, sep: str, cast, form: str, low: str, high: str):
+    """Two numbers `value` separated by `sep`, the first >= 0 and below the second."""
     try:
-        i, n = (int(v) for v in shard.split("/"))
+        a, b = (cast(v) for v in value.split(sep))
     except ValueError:
-        raise UserError(f"--shard {shard!r}: expected I/N, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise UserError(f"--shard {shard!r}: need 0 <= I < N")
-    return i, n
+        raise UserError(f"{flag} {value!r}: expected {form}") from None
+    if not 0 <= a < b:
+        raise UserError(f"{flag} {value!r}: need 0 <= {low} < {high}")
+    return a, b
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    return (0, 1) if shard is None else _pair("--shard", shard, "/", int, "I/N, e.g. 0/4", "I", "N")
 
 
 def parse_span(span: str) -> tuple[float, float]:
-    try:
-        a, b = (float(x) for x in span.split(":"))
-    except ValueError:
-        raise UserError(f"--span {span!r}: expected START:END in seconds, e.g. 1.2:1.9") from None
-    if not 0 <= a < b:
-        raise UserError(f"--span {span!r}: need 0 <= START < END")
-    return a, b
+    return _pair("--span", span, ":", float, "START:END in seconds, e.g. 1.2:1.9", "START", "END")
 
 
 @contextmanager
