@@ -59,8 +59,12 @@ demo: system-check $(STAMP)
 # stdout and bench-out/bench.json. A few minutes on 2 idle cores; compare ratios within one run.
 # On a busy machine 2-thread torch stalls (up to 10x on small ops): BENCH_FLAGS="--threads 1".
 BENCH_FLAGS ?=
+# Then prepare and tokenize: audio hours per CPU-hour and peak memory on corpora of these sizes (memory
+# should stay flat; ~8 min on 2 idle cores): bench-out/train-bench.json.
+TRAIN_BENCH_SIZES ?= 40,400
 bench: $(STAMP)
 	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force $(BENCH_FLAGS)
+	$(VENV)/bin/speechx train bench --sizes $(TRAIN_BENCH_SIZES) --json bench-out/train-bench.json --force
 
 # The shipped demo model from nothing (corpus, codec, codec continued, decoder fine-tuning, shards,
 # LM stages 1, 2 and 2 continued, the last two continued phases on 3x and 6x larger corpora, export, examples).

@@ -277,21 +277,26 @@ def bench(
                                                             "checkpoint's, else random-demo")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the results here.")] = None,
     keep: Annotated[Optional[Path], typer.Option(help="Work in this folder and keep it.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --json file.")] = False,
 ) -> None:
     """prepare and tokenize throughput (hours of audio per CPU-hour) and peak memory, per corpus size."""
     import json
 
     from .throughput import run_bench
 
+    if json_path is not None and json_path.exists() and not force:
+        raise typer.BadParameter(f"{json_path} exists (use --force)", param_hint="--json")
     try:
         counts = [int(v) for v in sizes.split(",") if v.strip()]
     except ValueError:
         raise typer.BadParameter(f"{sizes!r}: expected comma-separated counts", param_hint="--sizes") from None
     rows = run_bench(counts, codec_checkpoint, keep, log=lambda msg: Console(stderr=True).print(msg))
-    table = Table("step", "utterances", "audio h", "CPU s", "audio h per CPU-hour", "peak memory MB")
+    table = Table("step", "utterances", "audio h", "CPU s", "audio h per CPU-hour", "marginal", "peak memory MB")
     for r in rows:
+        marginal = r["marginal_audio_hours_per_cpu_hour"]
         table.add_row(r["step"], str(r["utterances"]), f"{r['audio_hours']:.3f}", f"{r['cpu_seconds']:.1f}",
-                      f"{r['audio_hours_per_cpu_hour']:.1f}", f"{r['peak_mb']:.0f}")
+                      f"{r['audio_hours_per_cpu_hour']:.1f}", "" if marginal is None else f"{marginal:.1f}",
+                      f"{r['peak_mb']:.0f}")
     out.print(table)
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,8 @@
 """`speechx train bench`: what preparing and tokenizing cost per hour of audio, and their peak memory,
 on corpora of growing size (memory must stay flat: nothing holds the corpus).
 
+Throughput counts the child's whole CPU time, start-up (imports, model load) included; from the second
+size on, the marginal rate (extra hours over extra CPU time against the size before) leaves it out.
 Each size is a folder-layout corpus of that many utterances (the project's voices, synthesized once,
 hard-linked under new names and speakers) with a small noise bank. `train prepare` and `train tokenize`
 each run as a child process on one thread; their CPU time (user + system) and peak resident memory
@@ -115,6 +117,12 @@ def run_bench(sizes: list[int], codec: str | None = None, keep: Path | None = No
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)
+    previous: dict[str, dict] = {}
     for r in rows:
         r["audio_hours_per_cpu_hour"] = r["audio_hours"] / max(r["cpu_seconds"] / 3600, 1e-9)
+        before = previous.get(r["step"])  # the next size's extra hours over its extra CPU time: no start-up cost
+        extra_cpu = r["cpu_seconds"] - before["cpu_seconds"] if before else 0.0
+        r["marginal_audio_hours_per_cpu_hour"] = (r["audio_hours"] - before["audio_hours"]) / (extra_cpu / 3600) \
+            if before and extra_cpu > 0 else None
+        previous[r["step"]] = r
     return rows
