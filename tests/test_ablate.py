@@ -53,8 +53,11 @@ class _Children:
         else:  # speechx eval tts
             out = Path(flag("--out"))
             out.mkdir(parents=True, exist_ok=True)
-            cell = {"mean": self.wer[out.parent.name], "ci95_low": 0.5, "ci95_high": 0.7, "n": 12}
-            (out / "report.json").write_text(json.dumps({"subsets": ["flite", "all"],
+            wer = self.wer[out.parent.name]
+            cell = {"mean": wer, "ci95_low": wer - 0.1, "ci95_high": wer + 0.1, "n": 2}
+            items = [{"id": f"tts-{k}", "metrics": {"wer": wer + d}} for k, d in enumerate((-0.1, 0.1))]
+            items.append({"id": "tts-espeak", "metrics": {}})  # no WER on an espeak voice
+            (out / "report.json").write_text(json.dumps({"subsets": ["flite", "all"], "items": items,
                                                          "summary": {"speechx": {"all": {"wer": cell}}}}))
 
 
@@ -85,4 +88,9 @@ def test_a_rerun_skips_finished_arms_and_the_table_names_the_best(tmp_path, monk
     console = Console(record=True, width=200)
     console.print(ablate.table(ablate.summarize(a.out)))
     text = console.export_text()
-    assert "* ctc" in text and "0.600 ±0.100 (12)" in text and "* plain" not in text
+    assert "* ctc" in text and "0.600 ±0.100 (2)" in text and "* plain" not in text
+    assert "-0.300 ±0.000 (2)" in text  # ctc - plain on the same items
+    rows = ablate.summarize(a.out)
+    assert rows[0]["wer_vs_plain"] is None and rows[2]["wer_vs_plain"]["mean"] == pytest.approx(-0.1)
+    tie = [{"arm": "ctc", "wer": {"mean": 0.9}}, {"arm": "plain", "wer": {"mean": 0.9}}]
+    assert ablate.best_arm(tie) == "plain"  # an aid that does not help is not kept

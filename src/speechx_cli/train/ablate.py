@@ -149,8 +149,30 @@ def arm_row(run: Path) -> dict:
     return row
 
 
+def _item_wers(run: Path) -> dict[str, float]:
+    report = run / REPORT
+    if not report.exists():
+        return {}
+    items = json.loads(report.read_text())["items"]
+    return {r["id"]: r["metrics"]["wer"] for r in items if r["metrics"].get("wer") is not None}
+
+
+def paired_wer(run: Path, plain: Path) -> dict | None:
+    """WER minus plain's on the same items (same benchmark, same sampling seed): mean and 95% interval."""
+    from ..eval.metrics import summarize as mean_ci
+
+    mine, base = _item_wers(run), _item_wers(plain)
+    diffs = [mine[i] - base[i] for i in mine.keys() & base.keys() if math.isfinite(mine[i] + base[i])]
+    if not diffs:
+        return None
+    mean, low, high = mean_ci(diffs)
+    return {"mean": mean, "ci95_low": low, "ci95_high": high, "n": len(diffs)}
+
+
 def summarize(out: Path, arms: tuple[str, ...] = ARMS) -> list[dict]:
     rows = [arm_row(out / arm) for arm in arms if (out / arm).exists()]
+    for row in rows:
+        row["wer_vs_plain"] = paired_wer(out / row["arm"], out / "plain") if row["arm"] != "plain" else None
     (out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
     return rows
 
@@ -163,23 +185,27 @@ def _cell(c: dict | None) -> str:
 
 
 def best_arm(rows: list[dict]) -> str | None:
-    """The arm with the lowest mean dev TTS WER (None before any is measured)."""
-    scored = [(r["wer"]["mean"], r["arm"]) for r in rows if (r.get("wer") or {}).get("mean") is not None]
-    return min(scored)[1] if scored else None
+    """The arm with the lowest mean dev TTS WER (None before any is measured); plain wins a tie, since an
+    aid that does not help is not worth keeping."""
+    scored = [(r["wer"]["mean"], r["arm"] != "plain", r["arm"]) for r in rows
+              if (r.get("wer") or {}).get("mean") is not None]
+    return min(scored)[2] if scored else None
 
 
 def table(rows: list[dict]):
     from rich.table import Table
 
     t = Table(title="alignment aids: dev TTS, same steps and data (WER: mean ±95% CI (items))", title_justify="left")
-    for name in ("arm", "steps", "tokens", "dev AR / NAR", "train CTC", "WER ↓", "sim prompt ↑", "sim others"):
+    for name in ("arm", "steps", "tokens", "dev AR / NAR", "train CTC", "WER ↓", "WER - plain (paired)",
+                 "sim prompt ↑", "sim others"):
         t.add_column(name, justify="left" if name == "arm" else "right")
     best = best_arm(rows)
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     for r in rows:
         t.add_row(("* " if r["arm"] == best else "") + r["arm"], str(r["steps"]), fmt(r["tokens"], ","),
                   f"{fmt(r['dev_ar'], '.3f')} / {fmt(r['dev_nar'], '.3f')}", fmt(r["train_ctc"], ".3f"),
-                  _cell(r.get("wer")), _cell(r.get("sim_prompt")), _cell(r.get("sim_others")))
+                  _cell(r.get("wer")), _cell(r.get("wer_vs_plain")), _cell(r.get("sim_prompt")),
+                  _cell(r.get("sim_others")))
     return t
 
 
