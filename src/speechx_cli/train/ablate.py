@@ -240,7 +240,8 @@ def run_cli(
 ) -> None:
     """Train, export and measure every arm (skipping what is done), then print the table."""
     try:
-        a = Ablation(out, data, dev, bench, codec_checkpoint, steps, tuple(s.strip() for s in arms.split(",") if s.strip()),
+        chosen = tuple(s.strip() for s in arms.split(",") if s.strip())
+        a = Ablation(out, data, dev, bench, codec_checkpoint, steps, chosen,
                      ctc_weight, curriculum_fraction, stage, preset, str(init_from) if init_from else None,
                      batch_frames, lr, warmup, processes, threads, seed, limit)
     except ValueError as err:

@@ -9,8 +9,9 @@ updates (LMTrainer.train_step: AR + NAR, AdamW, the recipe's batch of <= 2,400 p
 size sees the same batches. Tokens are lm_train's: condition + output positions of the examples trained
 on. Tokens/s is wall-clock; tokens per CPU second is what an update costs when other processes share
 the cores (the CPU share says how much of a core it got). One process of --threads threads: the
-recipe's runs are 2 DDP ranks of 1 thread, ~1.8x one rank here (recipe.py). Without --data the examples are synthetic, of the corpus's sizes: targets of
-2-6 s and prompts of 3-5 s at the demo codec's 50 frames/s, 30-80 phonemes, all six tasks.
+recipe's runs are 2 DDP ranks of 1 thread, ~1.8x one rank here (recipe.py). Without --data the
+examples are synthetic, of the corpus's sizes: targets of 2-6 s and prompts of 3-5 s at the demo
+codec's 50 frames/s, 30-80 phonemes, all six tasks.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def measure_size(size: str, data, steps: int = 3, batch_frames: int = 2400, prec
         seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         params = sum(p.numel() for m in (trainer.ar, trainer.nar) for p in m.parameters())
     return {"size": size, "d_model": model.d_model, "layers": model.n_layers, "params_m": params / 1e6,
-            "fp16_mb": params * 2 / 2**20, "s_per_step": seconds / steps, "tokens_per_s": (trainer.tokens - tokens0) / seconds,
+            "fp16_mb": params * 2 / 2**20, "s_per_step": seconds / steps,
+            "tokens_per_s": (trainer.tokens - tokens0) / seconds,
             "tokens_per_cpu_s": (trainer.tokens - tokens0) / cpu, "cpu_share": cpu / seconds,
             "tokens_per_step": (trainer.tokens - tokens0) / steps, "rss_peak_mb": rss.peak / 2**20,
             "bf16": uses_bf16(precision, torch.device("cpu")), "threads": torch.get_num_threads(), "steps": steps}

@@ -406,8 +406,9 @@ def train_cli(
     eval_every: Annotated[int, typer.Option()] = 500,
     ckpt_every: Annotated[int, typer.Option()] = 500,
     seed: Annotated[int, typer.Option()] = 0,
-    aux_ctc_weight: Annotated[float, typer.Option(help="alignment aid: auxiliary CTC loss on the target's phonemes "
-                                                       "from the AR's states, this weight (0: off; try 0.1-0.3)")] = 0.0,
+    aux_ctc_weight: Annotated[float, typer.Option(help="alignment aid: auxiliary CTC loss on the target's "
+                                                       "phonemes from the AR's states, this weight (0: off; "
+                                                       "try 0.1-0.3)")] = 0.0,
     curriculum_steps: Annotated[int, typer.Option(help="alignment aid: the first N steps draw short targets first, "
                                                        "the length cap growing linearly to all (0: off)")] = 0,
     precision: Annotated[str, typer.Option(help="auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs), fp32 or bf16")] = "auto",
