@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from speechx_cli import checkpoint
@@ -142,6 +143,7 @@ def test_factorized_codebook_usage_report_and_dead_code_revival():
     book = FactorizedCodebook(dim=4, size=8, codebook_dim=2)
     z_e = torch.randn(2, 2, 50)
     codes = book.nearest(z_e)
+    book.seeded.fill_(True)
     book.usage.fill_(1.0)
     book.usage[3] = 0.0  # entry 3 is dead
     before = book.codebook.weight.detach().clone()
@@ -151,9 +153,27 @@ def test_factorized_codebook_usage_report_and_dead_code_revival():
     assert (pool - book.codebook.weight[3]).abs().sum(1).min() < 1e-6  # taken from the batch's encodings
     assert book.usage[3] > 0.5  # a fair chance before it is judged again
     vq = ResidualFactorizedVQ(4, 3, 8, 2, dead_threshold=0.05)
+    assert [(r["level"], r["alive"], r["perplexity"]) for r in vq.usage_report()] == [(0, 0, 0.0), (1, 0, 0.0), (2, 0, 0.0)]
+    vq.levels[0].usage.fill_(1.0)
+    vq.levels[1].usage[:2] = 1.0
     report = vq.usage_report()
-    assert [r["level"] for r in report] == [0, 1, 2]
-    assert all(r["alive"] == 8 and r["perplexity"] == pytest.approx(8.0) for r in report)
+    assert (report[0]["alive"], report[1]["alive"], report[2]["alive"]) == (8, 2, 0)
+    assert report[0]["perplexity"] == pytest.approx(8.0) and report[1]["perplexity"] == pytest.approx(2.0)
+
+
+def test_the_first_training_batch_seeds_every_codebook_from_its_encodings():
+    torch.manual_seed(0)
+    vq = ResidualFactorizedVQ(dim=6, n_codebooks=2, codebook_size=16, codebook_dim=3, dead_threshold=0.01).train()
+    z = torch.randn(4, 6, 25)
+    vq(z)
+    first = vq.levels[0]
+    pool = F.normalize(first.in_proj(z).transpose(1, 2).reshape(-1, 3), dim=-1)
+    entries = F.normalize(first.codebook.weight, dim=-1)
+    assert ((entries @ pool.t()).max(dim=1).values > 1 - 1e-5).all()  # every entry taken from the batch
+    assert bool(first.seeded) and all(r["alive"] == 16 for r in vq.usage_report())
+    before = first.codebook.weight.detach().clone()
+    vq(z)
+    assert torch.equal(first.codebook.weight, before)  # once: later batches only revive dead entries
 
 
 def test_dac_serves_fewer_levels_at_a_lower_bitrate():

@@ -43,7 +43,10 @@ class FactorizedCodebook(nn.Module):
         self.out_proj = wn_conv1d(codebook_dim, dim, 1)
         self.codebook = nn.Embedding(size, codebook_dim)
         # EMA of how many frames picked each entry per batch: a dead entry is revived from the batch
-        self.register_buffer("usage", torch.ones(size))
+        self.register_buffer("usage", torch.zeros(size))
+        # whether a training batch has seeded the codebook with its own encodings (a data-dependent start,
+        # as EnCodec's k-means: random entries would leave most codes unused while the encoder settles)
+        self.register_buffer("seeded", torch.zeros((), dtype=torch.bool))
 
     def nearest(self, z_e: Tensor) -> Tensor:
         """(B, d, F) projected encodings -> (B, F) indices of the nearest entries by cosine."""
@@ -77,14 +80,22 @@ class FactorizedCodebook(nn.Module):
     @torch.no_grad()
     def revive(self, z_e: Tensor, codes: Tensor, used: Tensor, decay: float, threshold: float) -> int:
         """Update the usage EMA with this batch's `codes` (only frames in `used`, (B, F) bool) and
-        re-initialise entries whose usage fell below `threshold` from random encodings of the batch;
-        the number revived. Draws from the global RNG, so a resumed run revives the same entries."""
+        re-initialise entries whose usage fell below `threshold` x the mean usage from random encodings
+        of the batch (on the first batch, every entry); the number re-initialised. Draws from the global RNG, so a resumed
+        run revives the same entries."""
+        pool = z_e.transpose(1, 2)[used]  # (N, d)
+        if len(pool) == 0:
+            return 0
+        if not self.seeded:  # the first batch: every entry from its encodings, each given average use
+            self.codebook.weight.data.copy_(pool[torch.randint(len(pool), (self.size,), device=pool.device)])
+            self.usage.fill_(len(pool) / self.size)
+            self.seeded.fill_(True)
+            return self.size
         counts = torch.bincount(codes[used], minlength=self.size).to(self.usage)
         self.usage.mul_(decay).add_(counts, alpha=1 - decay)
-        dead = self.usage < threshold
+        dead = self.usage < threshold * self.usage.mean()
         n_dead = int(dead.sum())
-        pool = z_e.transpose(1, 2)[used]  # (N, d)
-        if n_dead == 0 or len(pool) == 0:
+        if n_dead == 0:
             return 0
         picks = pool[torch.randint(len(pool), (n_dead,), device=pool.device)]
         self.codebook.weight.data[dead] = picks
@@ -151,13 +162,14 @@ class ResidualFactorizedVQ(nn.Module):
         return QuantizerOutput(quantized, torch.stack(codes, 1), commitment.mean(), codebook.mean(), levels)
 
     def usage_report(self) -> list[dict[str, float]]:
-        """Per level: entries alive by the usage EMA (at or above the revival threshold, or any use when
-        revival is off) and the perplexity of the usage distribution (codebook_size = all used equally)."""
+        """Per level: entries alive by the usage EMA (at or above the revival threshold x the mean usage,
+        or any use when revival is off) and the perplexity of the usage distribution (codebook_size = all used equally;
+        0 before any training batch)."""
         report = []
         for k, level in enumerate(self.levels):
             p = level.usage / level.usage.sum().clamp_min(1e-12)
-            perplexity = float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))
-            alive = int((level.usage >= max(self.dead_threshold, 1e-6)).sum())
+            perplexity = float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum())) if level.usage.any() else 0.0
+            alive = int((level.usage >= max(self.dead_threshold * float(level.usage.mean()), 1e-6)).sum())
             report.append({"level": k, "alive": alive, "perplexity": perplexity})
         return report
 

@@ -406,7 +406,7 @@ def _cli(
         "--lr-decay-start", help="from this step a cosine decay to 0.1 x the learning rate at --steps")] = None,
     dead_code_threshold: Annotated[Optional[float], typer.Option(
         "--dead-code-threshold", help="small: EMA usage below which a code is replaced; at most batch frames / "
-        "this many codes stay alive (8 x 1 s = 400 frames); dac: usage per batch", show_default="the preset's")] = None,
+        "this many codes stay alive (8 x 1 s = 400 frames); dac: share of the mean use", show_default="the preset's")] = None,
     quantizer_dropout: Annotated[Optional[float], typer.Option(
         "--quantizer-dropout", min=0, max=1, help="dac: share of items trained with a random number of levels",
         show_default="the preset's")] = None,
