@@ -438,6 +438,8 @@ def report_command(
     speakers: Annotated[int, typer.Option(help="Speakers per source whose distinctness is measured.")] = 40,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here.")] = None,
     partial: Annotated[bool, typer.Option(help="Report the finished chunks of an unfinished build.")] = False,
+    source: Annotated[list[str] | None, typer.Option(help="Measure WER and distinctness of these sources only "
+                                                          "(espeak, flite, festival, kokoro).")] = None,
 ) -> None:
     """Hours, speakers and filtered utterances per source; recognizer WER; speaker distinctness."""
     from rich.console import Console
@@ -445,7 +447,7 @@ def report_command(
 
     from speechx_cli.train.corpus_report import report
 
-    result = report(corpus_dir, sample=sample, speakers=speakers, partial=partial)
+    result = report(corpus_dir, sample=sample, speakers=speakers, partial=partial, only=tuple(source or ()))
     table = Table("source", "hours", "speakers (dev)", "utterances", "timing failures", "rejected (WER)",
                   "WER median", "cosine same", "cosine other", "confusable")
     for source, facts in sorted(result["sources"].items()):

@@ -99,8 +99,10 @@ def distinctness(root: Path, records: list[dict], source: str, speakers: int, rn
             "confusable": float(np.mean([o > threshold for o in other]))}
 
 
-def report(root: Path, sample: int = 60, speakers: int = 40, seed: int = 0, partial: bool = False) -> dict:
-    """The whole report; `partial` reads the finished chunks of a build still running (or stopped)."""
+def report(root: Path, sample: int = 60, speakers: int = 40, seed: int = 0, partial: bool = False,
+           only: tuple[str, ...] = ()) -> dict:
+    """The whole report; `partial` reads the finished chunks of a build still running (or stopped);
+    `only` limits the recognizer and speaker measurements to these sources."""
     root = Path(root)
     files = sorted((root / "parts").glob("*.jsonl")) if partial else [root / "manifest.jsonl"]
     records = [json.loads(line) for path in files for line in path.read_text().splitlines() if line.strip()]
@@ -108,7 +110,7 @@ def report(root: Path, sample: int = 60, speakers: int = 40, seed: int = 0, part
     out = {"sources": sources(records, stats), "wer": {}, "distinctness": {}}
     for source in sorted(out["sources"]):
         rng = np.random.default_rng([seed, len(source)])
-        if any(_source(r) == source for r in records):
+        if (not only or source in only) and any(_source(r) == source for r in records):
             out["wer"][source] = recognizer_wer(root, records, stats, source, sample, rng)
             out["distinctness"][source] = distinctness(root, records, source, speakers, rng)
     return out
