@@ -11,7 +11,7 @@
 
 tokenize and lm run under torchrun as well (`torchrun --nproc_per_node=N -m speechx_cli train lm ...`).
 codec, lm and export are the trainers' own commands (codec_train.py, lm_train.py), so every flag they
-have comes through; `python -m speechx_cli.train.<module>` still runs each step alone.
+have comes through; `python -m speechx_cli.train.corpus` / `.codec_train` / `.lm_train` still run alone.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ Batched encoding pads segments of similar length to a common length; with a non-
 padding can change the last ~2 frames of a segment (its look-ahead), never the others.
 
     speechx train tokenize data/corpus data/shards/train --codec-checkpoint ckpt \
-        --variants 6 --split train --seed 0          (or python -m speechx_cli.train.shards ...; tokenize.py
-                                                      shares the shards out over torchrun's ranks)
+        --variants 6 --split train --seed 0          (train/cli.py; tokenize.py shares the shards out over
+                                                      torchrun's ranks)
 
 OUT_DIR holds shard-NNNNN.safetensors (flat tensors + offsets, no pickle) and index.json (settings,
 codec config and fingerprint, task counts, frames). A killed run resumes: finished shards are kept.
@@ -42,7 +42,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-import typer
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -362,9 +361,3 @@ def write_index(out_dir: Path) -> dict:
     with atomic_path(out_dir / INDEX_NAME) as tmp:
         tmp.write_text(json.dumps(index, indent=1) + "\n")
     return index
-
-
-if __name__ == "__main__":  # `python -m speechx_cli.train.shards ARGS` is `speechx train tokenize ARGS`
-    from .cli import tokenize
-
-    typer.run(tokenize)

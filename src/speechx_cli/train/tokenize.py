@@ -14,6 +14,7 @@ hours apart, past a process group's timeout).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import time
 from pathlib import Path
@@ -28,6 +29,18 @@ from .shards import (SETTINGS_NAME, ShardOptions, encode_shards, missing_shards,
 
 MARKER = ".rank-{rank}-of-{world}.done"
 POLL_SECONDS = 2.0
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def _codec_batches_in_own_mappings() -> None:
+    """Every allocation from 128 KiB up gets its own mapping, handed back whole when freed. In glibc's
+    heap the codec's ~100 MB batch buffers fragmented it, and the peak memory grew with the corpus
+    (tokenize on 40 and 400 utterances: 1.3 and 2.4 GB; with this 1.3 and 1.6 GB, for ~5% more CPU)."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):  # not glibc: its own allocator's behaviour
+        pass
 
 
 def _markers(out_dir: Path, world: int) -> list[Path]:
@@ -40,6 +53,7 @@ def tokenize(corpus_dir: Path, out_dir: Path, codec, opts: ShardOptions = ShardO
     """Write this rank's share of the shards; rank 0 returns the summary with the merged index (the
     other ranks None). codec: a codec, or a name or file for checkpoint.load_codec (on this rank's
     device). on_plan(n): the examples of the whole set, before any is encoded."""
+    _codec_batches_in_own_mappings()
     d, owned = init_distributed(device)
     try:
         if isinstance(codec, (str, Path)):
