@@ -61,10 +61,16 @@ def _corpus(path: Path, synthetic: bool) -> Stage:
     source = "the synthetic corpus" if synthetic else f"{settings.get('layout', '?')} corpus from {settings.get('source', '?')}"
     has_noise = (path / "noise.jsonl").is_file()
     if not (path / "manifest.jsonl").is_file():
-        done = len(list((path / "parts").glob("*.jsonl"))) if (path / "parts").is_dir() else 0
+        parts = sorted((path / "parts").glob("*.jsonl"), key=lambda p: p.stat().st_mtime) \
+            if (path / "parts").is_dir() else []
+        total = f" of {_synthetic_chunks(path, settings)}" if synthetic else ""
+        age = time.time() - parts[-1].stat().st_mtime if parts else None
+        running = age is not None and age < RUNNING_SECONDS
         again = f"speechx train prepare {settings.get('source', 'SRC')} {path}" if not synthetic else \
             f"speechx train prepare synthetic {path} --format synthetic (same flags)"
-        return Stage("corpus", path, f"{source}: {done} chunks done, not merged", f"{again}  (resumes)")
+        return Stage("corpus", path, f"{source}: {len(parts)}{total} chunks done" +
+                     (f"; running (last chunk {age:.0f} s ago)" if running else ", not merged"),
+                     "running: wait for it" if running else f"{again}  (resumes)")
     summary = _json(path / "summary.json")
     facts = (f"{summary['utterances']} utterances, {summary['hours']:.2f} h, speakers {summary['speakers']['train']} "
              f"train / {summary['speakers']['dev']} dev, {summary['problems']} problems") if summary else \
@@ -73,6 +79,15 @@ def _corpus(path: Path, synthetic: bool) -> Stage:
     nxt = (f"speechx train tokenize {path} SHARDS --codec-checkpoint CODEC" if has_noise else
            f"speechx train noise NOISE_FOLDER {path}  (or: speechx train noise builtin {path})")
     return Stage("corpus", path, state, nxt)
+
+
+def _synthetic_chunks(path: Path, settings: dict) -> int | str:
+    from .corpus import CorpusConfig, plan_jobs
+
+    try:
+        return len(plan_jobs(path, CorpusConfig(**{k: v for k, v in settings.items() if k != "format"})))
+    except (TypeError, ValueError):
+        return "?"
 
 
 def _shards(path: Path, settings: dict) -> Stage:
