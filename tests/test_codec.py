@@ -14,18 +14,10 @@ import pytest
 import torch
 
 from speechx_cli import _torchaudio_compat as compat
-from speechx_cli.codec import (
-    ENCODEC_CHECKPOINT_NAME,
-    ENCODEC_WEIGHTS_ENV,
-    CodecUnavailableError,
-    PretrainedEncodec,
-    SmallCodec,
-    SmallCodecConfig,
-    _RevivingCodebook,
-    encodec_hub_path,
-    kmeans,
-)
+from speechx_cli.codec import CodecUnavailableError, SmallCodec, SmallCodecConfig, _RevivingCodebook, kmeans
 from speechx_cli.codecs import KINDS, CodecConfigError, check_config, codec_by_name, codec_from_config
+from speechx_cli.codecs.encodec24 import (ENCODEC_CHECKPOINT_NAME, ENCODEC_WEIGHTS_ENV, PretrainedEncodec,
+                                          encodec_hub_path)
 
 # ---- torchaudio stand-in ---------------------------------------------------------------------
 

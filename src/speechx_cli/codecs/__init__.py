@@ -6,7 +6,7 @@ from it through `KINDS`. `NAMED` holds the codecs built from a name alone (no fi
 EnCodec and the random-weight codecs used for speed measurements. Files (checkpoints) are read by
 `checkpoint.load_codec`, which comes here for the building.
 
-Kinds: the official EnCodec and the small EnCodec-architecture codec (codec.py), a DAC-style codec
+Kinds: the official EnCodec (encodec24.py), the small EnCodec-architecture codec (codec.py), a DAC-style codec
 (dac.py) and a Vocos decoder on the frozen tokens of another kind (vocos.py).
 
 Adding a kind: subclass `codec.Codec` in a module of this package with a unique `kind`, `config()`,
@@ -30,8 +30,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..codec import Codec, CodecUnavailableError, PretrainedEncodec, SmallCodec, SmallCodecConfig
+from ..codec import Codec, CodecUnavailableError, SmallCodec, SmallCodecConfig
 from .dac import DacCodec, DacConfig
+from .encodec24 import PretrainedEncodec
 from .vocos import VocosCodec, VocosConfig
 
 KINDS: dict[str, type[Codec]] = {cls.kind: cls for cls in (PretrainedEncodec, SmallCodec, DacCodec, VocosCodec)}

@@ -33,7 +33,8 @@ from .. import checkpoint as ckpt
 from .. import pipeline as PL
 from .. import prompts as P
 from ..checkpoint import SpeechX
-from ..codec import Codec, PretrainedEncodec, SmallCodec, SmallCodecConfig, quiet_weight_norm
+from ..codec import Codec, SmallCodec, SmallCodecConfig, quiet_weight_norm
+from ..codecs.encodec24 import PretrainedEncodec
 from ..engine import (DecodingOptions, decode_step, escape_rows, generate_ar, generate_nar, make_caches, prefill,
                       sample)
 from ..model import ARModel, ModelConfig, NARModel
