@@ -273,3 +273,18 @@ def test_an_lm_trained_on_the_base_tokens_exports_with_its_vocos_decoder(tmp_pat
     assert torch.equal(new.ar.head.weight, ar.head.weight)
     with pytest.raises(checkpoint.CheckpointError, match="tokens differ"):
         checkpoint.replace_codec(shipped, make("dac"), tmp_path / "y.safetensors")
+
+
+def test_codec_cost_counts_parameters_bitrate_work_and_speed(codec):
+    from speechx_cli.eval.codec_cost import codec_cost, count_macs
+
+    cost = codec_cost(codec, seconds=0.5, reps=1)
+    assert cost["params_m"] * 1e6 == pytest.approx(codec.n_params())
+    assert cost["kbps"] == pytest.approx(codec.frame_rate * codec.n_codebooks * math.log2(codec.codebook_size) / 1000)
+    assert cost["encode_gmac_per_s"] > 0 and cost["decode_gmac_per_s"] > 0
+    assert 0 < cost["encode_rtf"] < 50 and 0 < cost["decode_rtf"] < 50
+    conv = torch.nn.Conv1d(2, 3, 5)
+    x = torch.zeros(1, 2, 100)
+    assert count_macs(conv, lambda: conv(x)) == 96 * 3 * 2 * 5  # outputs x inputs per output
+    lstm = torch.nn.LSTM(4, 8, num_layers=2)
+    assert count_macs(lstm, lambda: lstm(torch.zeros(10, 1, 4))) == 10 * 4 * 8 * ((4 + 8) + (8 + 8))
