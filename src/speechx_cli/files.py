@@ -1,9 +1,12 @@
-"""Atomic file writing shared by every writer (audio, checkpoints, training state)."""
+"""Atomic file writing shared by every writer (audio, checkpoints, training state), and the settings
+file that ties a resumable output folder (corpus, prepared corpus, shard set) to how it was made."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -39,3 +42,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def claim_folder(out_dir: Path, settings_name: str, settings: dict, force: bool, refusal: str,
+                 clear: Callable[[], None]) -> None:
+    """Make `out_dir` a folder made with `settings`: a folder made with others is refused
+    (FileExistsError: `refusal`) unless `force`, which `clear`s its old contents first."""
+    path = Path(out_dir) / settings_name
+    if path.exists() and json.loads(path.read_text()) != settings:
+        if not force:
+            raise FileExistsError(refusal)
+        clear()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(settings, indent=1) + "\n")

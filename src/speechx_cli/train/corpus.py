@@ -41,6 +41,7 @@ import numpy as np
 import soundfile as sf
 import typer
 
+from speechx_cli.files import claim_folder
 from speechx_cli.train import kokoro, noisebank
 from speechx_cli.train.corpus_report import summarize
 from speechx_cli.train.sentences import Sentence, load_sentences
@@ -309,16 +310,10 @@ def plan_jobs(out_dir: Path, config: CorpusConfig) -> list[ChunkJob]:
 
 def _check_settings(out_dir: Path, config: CorpusConfig, force: bool) -> None:
     settings = out_dir / "corpus.json"
-    wanted = config.settings()
-    previous = json.loads(settings.read_text()) if settings.exists() else wanted
-    if previous != wanted:
-        if not force:
-            raise FileExistsError(f"{out_dir} holds a corpus built with other settings "
-                                  f"({settings.read_text().strip()}); use --force to rebuild it")
-        for stale in ("parts", "wav", "noise"):
-            shutil.rmtree(out_dir / stale, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings.write_text(json.dumps(wanted) + "\n")
+    old = settings.read_text().strip() if settings.exists() else ""
+    claim_folder(out_dir, settings.name, config.settings(), force,
+                 f"{out_dir} holds a corpus built with other settings ({old}); use --force to rebuild it",
+                 lambda: [shutil.rmtree(out_dir / stale, ignore_errors=True) for stale in ("parts", "wav", "noise")])
 
 
 def build_corpus(out_dir: Path, config: CorpusConfig, workers: int = 1, force: bool = False,

@@ -47,7 +47,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..codecs import fingerprint as codec_fingerprint
-from ..files import atomic_path
+from ..files import atomic_path, claim_folder
 from ..prompts import Task
 from .dataset import FORMAT, FORMAT_VERSION, INDEX_NAME, TASKS, EncodedExample, pack
 
@@ -204,16 +204,14 @@ def _settings(codec, opts: ShardOptions, n_examples: int, cycle: tuple[Task, ...
 
 
 def _check_settings(out_dir: Path, settings: dict, force: bool) -> None:
-    path = out_dir / SETTINGS_NAME
-    if path.exists() and json.loads(path.read_text()) != settings:
-        if not force:
-            raise FileExistsError(f"{out_dir} holds shards prepared with other settings or another codec; "
-                                  f"use --force to replace them")
+    def clear() -> None:
         for old in out_dir.glob("shard-*.safetensors"):
             old.unlink()
         (out_dir / INDEX_NAME).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=1) + "\n")
+
+    claim_folder(out_dir, SETTINGS_NAME, settings, force,
+                 f"{out_dir} holds shards prepared with other settings or another codec; use --force to replace them",
+                 clear)
 
 
 def link_shared_shards(src_dir: Path, out_dir: Path, settings: dict) -> int:

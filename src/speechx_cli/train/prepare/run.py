@@ -24,7 +24,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from ...files import atomic_path
+from ...files import atomic_path, claim_folder
 from . import layouts
 from .items import Item, read_lines, write_lines
 from .process import SKIPPED, PrepareOptions, process_item
@@ -213,16 +213,10 @@ def merge(out_dir: Path, n_chunks: int, opts: PrepareOptions) -> dict:
 # ---- the whole run ------------------------------------------------------------------------------
 
 def check_settings(out_dir: Path, settings: dict, force: bool) -> None:
-    path = out_dir / SETTINGS_NAME
-    if path.exists() and json.loads(path.read_text()) != settings:
-        if not force:
-            raise FileExistsError(f"{out_dir} holds a corpus prepared from another source or with other settings; "
-                                  f"use --force to replace it")
-        for stale in ("parts", "audio"):
-            shutil.rmtree(out_dir / stale, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(settings, indent=1) + "\n")
+    claim_folder(out_dir, SETTINGS_NAME, settings, force,
+                 f"{out_dir} holds a corpus prepared from another source or with other settings; "
+                 f"use --force to replace it",
+                 lambda: [shutil.rmtree(out_dir / stale, ignore_errors=True) for stale in ("parts", "audio")])
 
 
 def prepare(src: Path, out_dir: Path, opts: PrepareOptions = PrepareOptions(), *, workers: int = 1,
