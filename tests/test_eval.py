@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from speechx_cli.checkpoint import load_codec
 from speechx_cli.cli import app
 from speechx_cli.eval import devset as B
 from speechx_cli.eval import metrics as M
@@ -241,7 +242,12 @@ def test_codec_eval_on_benchmark_and_folder(bench, tiny_checkpoint, tmp_path):
     assert report["systems"] == ["passthrough", "tiny"]
     engines = {i.speaker.partition(":")[0] for i in bench.items if i.task in ("denoise", "extract-speaker", "tts")}
     assert set(report["subsets"]) - {"all"} == engines
-    assert list(report["metrics"]) == ["pesq", "stoi", "mcd", "sim_input", "wer"]
+    assert list(report["metrics"]) == ["pesq", "stoi", "mcd", "sim_input", "wer", "dnsmos_ovrl"]
+    cost = report["costs"]["tiny"]
+    assert "passthrough" not in report["costs"] and cost["kbps"] > 0 and cost["decode_rtf"] > 0
+    assert cost["params_m"] == pytest.approx(sum(p.numel() for p in load_codec(str(tiny_checkpoint)).parameters()) / 1e6)
+    header = next(line for line in r.output.splitlines() if "params M" in line)
+    assert "kbps" in header and "dec xRT" in header
     for row in report["items"]:
         m = row["metrics"]
         if row["system"] == "passthrough":

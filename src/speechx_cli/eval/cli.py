@@ -30,6 +30,7 @@ from ..mask import Resynth
 from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, MaskOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
 from . import devset as B
 from . import report as R
+from .codec_cost import codec_cost
 from .devset import TASK_OF, TASKS
 from .peers import PEERS, peers_for
 
@@ -221,9 +222,12 @@ def codec(
         show_default="the bundled demo checkpoint")] = None,
     limit: LimitOpt = None, out: OutOpt = None,
     device: DeviceOpt = Device.auto,
+    cost: Annotated[bool, typer.Option(help="Add each codec's parameters, bitrate and encode/decode speed "
+                                       "(times real time on one thread, best of 3 on a 5 s clip).")] = True,
     plots: PlotsOpt = True, force: ForceOpt = False,
 ) -> None:
-    """Codec reconstruction (encode + decode): PESQ, STOI, mel cepstral distance, similarity, WER."""
+    """Codec reconstruction (encode + decode): PESQ, STOI, mel cepstral distance, similarity, WER, DNSMOS
+    OVRL; and what each codec costs."""
     with guard():
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
@@ -239,11 +243,15 @@ def codec(
                 raise UserError(f"{path}: no audio files found")
             bench = B.Benchmark(root, [B.Item(str(p.relative_to(root)), "codec", input=str(p.relative_to(root)))
                                        for p in files])
-        runners, names = {"passthrough": R.peer_system(PEERS["passthrough"])}, []
+        runners, names, costs = {"passthrough": R.peer_system(PEERS["passthrough"])}, [], {}
         for p in checkpoints or [checkpoint_path(None)]:
             name = p.stem if p.stem not in runners else f"{p.stem}-{len(runners)}"
-            runners[name] = R.codec_system(_codec(p, device))
+            c = _codec(p, device)
+            runners[name] = R.codec_system(c)
             names.append(f"{name}={p}")
+            if cost:
+                with err.status(f"timing {name} on one thread"):
+                    costs[name] = codec_cost(c, seconds=5.0, reps=3)
         items = bench.items_for("codec", limit)
         if not items:
             raise UserError(f"{path}: no clean speech found (a benchmark with denoise, extract-speaker "
@@ -251,4 +259,4 @@ def codec(
         out_dir = _report_dir(out, path if path.is_dir() and (path / B.MANIFEST_NAME).is_file() else None,
                               "codec", force)
         _run("codec", bench, items, runners, out_dir, {"benchmark": str(path), "limit": limit,
-                                                        "checkpoints": names}, plots)
+                                                        "checkpoints": names, "costs": costs}, plots)

@@ -11,7 +11,8 @@ the prompt). Scores per task (`TASK_METRICS`; definitions in `METRICS`):
     extract-speaker  similarity to the target and to the interferer, SI-SDR vs the target, WER
     tts              similarity to the prompt and (mean) to the other dev speakers, WER, DNSMOS OVRL
     edit             WER of the edited sentence, max |output - input| outside the span, similarity
-    codec            PESQ-wb, STOI, mel cepstral distance, similarity, WER after an encode/decode
+    codec            PESQ-wb, STOI, mel cepstral distance, similarity, WER, DNSMOS OVRL after an encode/decode;
+                     the table adds what each codec costs when `info["costs"]` has it (`COST_COLUMNS`)
 WER only on items whose voice pocketsphinx reads (`Item.wer_ok`: flite/festival) and that have a
 text. A metric that fails on an item (e.g. PESQ finds no speech) is NaN there, its reason kept in
 the item's "errors"; summaries count only finite values (their n says how many).
@@ -79,7 +80,15 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "extract-speaker": ("sim_target", "sim_interferer", "si_sdr", "wer"),
     "tts": ("sim_prompt", "sim_others", "wer", "dnsmos_ovrl"),
     "edit": ("wer", "preserve_max_abs", "sim_input"),
-    "codec": ("pesq", "stoi", "mcd", "sim_input", "wer"),
+    "codec": ("pesq", "stoi", "mcd", "sim_input", "wer", "dnsmos_ovrl"),
+}
+
+# per-system columns of the codec table, from eval.codec_cost.codec_cost: (label, format of the value)
+COST_COLUMNS: dict[str, tuple[str, Callable[[float], str]]] = {
+    "params_m": ("params M", lambda v: f"{v:.2f}"),
+    "kbps": ("kbps", lambda v: f"{v:.1f}"),
+    "encode_rtf": ("enc xRT", lambda v: f"{1 / v:.0f}"),  # times faster than real time, one thread
+    "decode_rtf": ("dec xRT", lambda v: f"{1 / v:.0f}"),
 }
 
 
@@ -294,6 +303,7 @@ def _codec(c: _Case, s: _Scores) -> None:
     s.add("mcd", lambda: M.mel_cepstral_distance(x, c.y, SAMPLE_RATE))
     s.add("sim_input", lambda: c.sim(c.item.input))
     _wer(s, c.item, c.y)
+    _dnsmos(s, c.y, ("ovrl",))
 
 
 SCORERS: dict[str, Callable[[_Case, _Scores], None]] = {
@@ -406,7 +416,8 @@ def _fmt(cell: dict) -> str:
 
 
 def table(report: Report):
-    """A rich Table: one row per (subset, system), mean ±95% CI half-width; best mean in bold."""
+    """A rich Table: one row per (subset, system), mean ±95% CI half-width; best mean in bold; then what
+    each system costs where `report.info["costs"]` says (codecs)."""
     summary = report.summary()
     n_items = len({r["id"] for r in report.rows})
     t = Table(title=f"{report.task}: {n_items} items, mean ±95% CI", title_justify="left")
@@ -416,6 +427,10 @@ def table(report: Report):
     for m in report.metrics:
         t.add_column(METRICS[m].label + (" ↑" if METRICS[m].higher_is_better else " ↓"), justify="right",
                      overflow="fold")
+    costs = report.info.get("costs") or {}
+    cost_keys = [k for k in COST_COLUMNS if any(k in c for c in costs.values())]
+    for k in cost_keys:
+        t.add_column(COST_COLUMNS[k][0], justify="right")
     partial = {}  # metrics scored on fewer items than the table has (WER voices only, failures)
     for m in report.metrics:
         n = min(summary[s][report.subsets[-1]][m]["n"] for s in report.systems)
@@ -437,6 +452,8 @@ def table(report: Report):
             cells = [summary[system][subset][m] for m in report.metrics]
             texts = [f"[bold]{_fmt(c)}[/]" if best.get(m) == c["mean"] else _fmt(c)
                      for m, c in zip(report.metrics, cells)]
+            cost = costs.get(system, {})
+            texts += [COST_COLUMNS[c][1](cost[c]) if c in cost else "-" for c in cost_keys]
             t.add_row(subset if k == 0 else "", system, str(n), *texts,
                       end_section=k == len(report.systems) - 1)
     return t
