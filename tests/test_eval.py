@@ -269,12 +269,12 @@ def test_codec_eval_takes_a_codec_training_checkpoint(bench, tmp_path):
                               codec=SmallCodecConfig.tiny(), steps=1, batch_size=1, segment_s=0.2)
     trained = ct.train_codec(cfg, progress=False)
     out = tmp_path / "codec"
-    r = runner.invoke(app, ["eval", "codec", str(bench.root), "--checkpoint", str(trained.checkpoint), "--limit", "1",
-                            "--out", str(out), "--no-plots"])
+    r = runner.invoke(app, ["eval", "codec", str(bench.root), "--checkpoint", f"one-step={trained.checkpoint}",
+                            "--limit", "1", "--out", str(out), "--no-plots", "--no-cost"])
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
-    assert report["systems"] == ["passthrough", "codec_train"]
-    rows = [row for row in report["items"] if row["system"] == "codec_train"]
+    assert report["systems"] == ["passthrough", "one-step"] and report["costs"] == {}
+    rows = [row for row in report["items"] if row["system"] == "one-step"]
     assert rows and all(row["metrics"]["mcd"] > 1.0 for row in rows)  # a 1-step codec is far from its input
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -99,6 +99,14 @@ def _run(report_task: str, bench, items, systems: dict, out_dir: Path, info: dic
     err.print(f"wrote {out_dir}/report.json, report.csv, items.csv, {n_png} plots, outputs/", markup=False)
 
 
+def _named(path: Path) -> tuple[str, Path]:
+    """NAME=PATH names a codec's row; a plain path is named by its file's stem."""
+    name, eq, rest = str(path).partition("=")
+    if eq and name and "/" not in name and not path.exists():
+        return name, Path(rest)
+    return path.stem, path
+
+
 def _codec(path: Path, device: Device):
     """The codec of an inference checkpoint, or of a codec training checkpoint (.pt, e.g. a run's
     codec_train.pt: to compare codecs before any LM is trained on their tokens)."""
@@ -218,7 +226,7 @@ def codec(
                                          show_default=False)],
     checkpoints: Annotated[Optional[list[Path]], typer.Option(
         "--checkpoint", "-c", help="Checkpoint whose codec to measure (repeat to compare): an inference "
-        "checkpoint or a codec training checkpoint (codec_train.pt).",
+        "checkpoint or a codec training checkpoint (codec_train.pt); NAME=PATH names its row.",
         show_default="the bundled demo checkpoint")] = None,
     limit: LimitOpt = None, out: OutOpt = None,
     device: DeviceOpt = Device.auto,
@@ -245,7 +253,8 @@ def codec(
                                        for p in files])
         runners, names, costs = {"passthrough": R.peer_system(PEERS["passthrough"])}, [], {}
         for p in checkpoints or [checkpoint_path(None)]:
-            name = p.stem if p.stem not in runners else f"{p.stem}-{len(runners)}"
+            name, p = _named(p)
+            name = name if name not in runners else f"{name}-{len(runners)}"
             c = _codec(p, device)
             runners[name] = R.codec_system(c)
             names.append(f"{name}={p}")

@@ -17,8 +17,8 @@ Tasks and what their items hold:
     edit             input the original utterance, span (s) of the words to replace, text the edited
                      sentence, transcript the original one, reference the edited sentence read by the
                      same voice (reference_span: where the new words lie in it)
-Half of each task's items (WER_VOICE_SHARE) come from flite/festival dev voices, the only ones
-pocketsphinx reads well enough for WER (docs/architecture.md, "Evaluation"); `wer_ok` marks them.
+Half of each task's items (WER_VOICE_SHARE) come from flite, festival and Kokoro dev voices, the only
+ones pocketsphinx reads well enough for WER (docs/architecture.md, "Evaluation"); `wer_ok` marks them.
 
 Edit items come from the corpus's edit pairs (the simulator's edit examples start from the edited
 recording and keep no original input); a corpus without dev edit pairs gets pairs synthesized here
@@ -47,7 +47,7 @@ TASK_OF = {"denoise": Task.NS, "remove-speech": Task.SR, "extract-speaker": Task
            "edit": Task.EDIT_CLEAN}
 DENOISE_SNRS_DB = (0.0, 5.0, 10.0)
 REMOVE_SPEECH_SNR_DB = (0.0, 10.0)  # uniform range
-WER_ENGINES = ("flite", "festival")  # pocketsphinx WER is meaningful on these voices only
+WER_ENGINES = ("flite", "festival", "kokoro")  # pocketsphinx WER is meaningful on these voices only
 WER_VOICE_SHARE = 0.5  # every other item is drawn from the WER voices
 EDIT_MARGIN_SECONDS = 0.02  # the replaced span reaches this far past the changed words (as in training)
 EDIT_RMS_DBFS = -23.0  # level of synthesized edit pairs (the corpus's own speech level)

@@ -13,7 +13,7 @@ the prompt). Scores per task (`TASK_METRICS`; definitions in `METRICS`):
     edit             WER of the edited sentence, max |output - input| outside the span, similarity
     codec            PESQ-wb, STOI, mel cepstral distance, similarity, WER, DNSMOS OVRL after an encode/decode;
                      the table adds what each codec costs when `info["costs"]` has it (`COST_COLUMNS`)
-WER only on items whose voice pocketsphinx reads (`Item.wer_ok`: flite/festival) and that have a
+WER only on items whose voice pocketsphinx reads (`Item.wer_ok`: flite/festival/Kokoro) and that have a
 text. A metric that fails on an item (e.g. PESQ finds no speech) is NaN there, its reason kept in
 the item's "errors"; summaries count only finite values (their n says how many).
 """
@@ -61,7 +61,7 @@ METRICS: dict[str, Metric] = {
     "pesq": Metric("PESQ", True, "wide-band PESQ vs the reference (-0.5-4.64)"),
     "stoi": Metric("STOI", True, "short-time objective intelligibility vs the reference (0-1)"),
     "si_sdr": Metric("SI-SDR", True, "scale-invariant SDR vs the reference, dB"),
-    "wer": Metric("WER", False, "pocketsphinx word error rate vs the text (flite/festival voices only)"),
+    "wer": Metric("WER", False, "pocketsphinx word error rate vs the text (flite/festival/Kokoro voices only)"),
     "speech_left_db": Metric("speech dB", False, "speech-to-noise ratio of the output, dB: least-squares "
                              "weights of the true speech and noise in it (passthrough: the input SNR)"),
     "sim_speech": Metric("sim spk", False, "speaker similarity of the output to the removed speech"),
@@ -437,7 +437,7 @@ def table(report: Report):
         if n < n_items:
             partial[m] = f"{METRICS[m].label}: {n} of {n_items} items"
     if partial:
-        why = "WER scores flite/festival voices only; " if "wer" in partial else ""
+        why = "WER scores flite/festival/Kokoro voices only; " if "wer" in partial else ""
         t.caption = "; ".join(partial.values()) + f" ({why}failed metrics are left out, see report.json)"
         t.caption_justify = "left"
     for subset in report.subsets:

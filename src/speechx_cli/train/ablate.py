@@ -11,7 +11,7 @@ is done, so the command is safe to rerun after a kill. Arms: plain (no aid), ctc
 curriculum (--curriculum-steps, a fraction of the steps: sequence length warmup's 30% by default),
 ctc+curriculum. Every arm has the same seed, so plain and ctc train on the very same batches.
 
-WER counts only the benchmark's flite/festival items (pocketsphinx fails on espeak voices): build the
+WER counts only the benchmark's flite/festival/Kokoro items (pocketsphinx fails on espeak voices): build the
 benchmark with enough tts items, e.g. `speechx eval build-benchmark devbench-tts --corpus data/corpus
 --tasks tts --per-task 40`.
 """
