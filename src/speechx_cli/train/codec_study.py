@@ -33,6 +33,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import checkpoint
 from .loop import LOG_NAME
 from .recipe import run_module
 
@@ -135,10 +136,8 @@ def train_arm(s: Study, arm: str) -> None:
                  "--eval-every", str(max(250, plan["steps"] // 8)))
 
 
-def _checkpoint_step(path: Path) -> int:
-    import torch
-
-    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["step"])
+def _checkpoint_step(path: Path, kind: str = checkpoint.CODEC_TRAINING) -> int:
+    return int(checkpoint.read_training(path, kind)["step"])
 
 
 def _stale(target: Path, *sources: Path) -> bool:
@@ -173,7 +172,7 @@ def train_lm(s: Study, token_set: str) -> Path:
     data, dev = tokenize(s, token_set)
     run = s.out / f"lm-{token_set}"
     ckpt = run / "lm_train.pt"
-    if ckpt.exists() and _checkpoint_step(ckpt) >= s.lm_steps:
+    if ckpt.exists() and _checkpoint_step(ckpt, checkpoint.LM_TRAINING) >= s.lm_steps:
         return ckpt
     resume = ["--resume"] if ckpt.exists() else []
     run_module("speechx_cli.train.lm_train", "train", "--data", str(data), "--dev", str(dev), "--out", str(run),
