@@ -233,3 +233,8 @@ def read_training(path: str | Path, kind: str) -> dict:
         raise CheckpointError(f"{path}: {TRAINING_NAMES[kind]} of version {ckpt.get('version')} "
                               f"(this speechx reads version {TRAINING_VERSION})")
     return ckpt
+
+
+def training_step(path: str | Path, kind: str) -> int:
+    """The step a training checkpoint of `kind` was saved at; 0 when there is none yet."""
+    return int(read_training(path, kind)["step"]) if Path(path).exists() else 0

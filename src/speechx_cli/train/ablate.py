@@ -27,7 +27,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .lm_train import CHECKPOINT_NAME, load_training_checkpoint
+from .. import checkpoint
+from .lm_train import CHECKPOINT_NAME
 from .loop import LOG_NAME
 from .recipe import run_module
 
@@ -78,15 +79,9 @@ class Ablation:
         return flags
 
 
-def trained_steps(run: Path) -> int:
-    """The step of the run's checkpoint (0 when there is none)."""
-    path = run / CHECKPOINT_NAME
-    return int(load_training_checkpoint(path)["step"]) if path.exists() else 0
-
-
 def train_arm(a: Ablation, arm: str) -> None:
     run = a.out / arm
-    done = trained_steps(run)
+    done = checkpoint.training_step(run / CHECKPOINT_NAME, checkpoint.LM_TRAINING)
     if done >= a.steps:
         return
     start = ["--resume"] if done else (["--init-from", a.init_from] if a.init_from else [])

@@ -130,14 +130,10 @@ def calibrate(s: Study, arm: str) -> dict:
 def train_arm(s: Study, arm: str) -> None:
     plan = calibrate(s, arm)
     ckpt = s.codec(arm)
-    if ckpt.exists() and _checkpoint_step(ckpt) >= plan["steps"]:
+    if checkpoint.training_step(ckpt, checkpoint.CODEC_TRAINING) >= plan["steps"]:
         return
     _codec_train(s, arm, ckpt.parent, plan["steps"], plan["adv_start"], "--dev", str(s.out / "codec-dev.txt"),
                  "--eval-every", str(max(250, plan["steps"] // 8)))
-
-
-def _checkpoint_step(path: Path, kind: str = checkpoint.CODEC_TRAINING) -> int:
-    return int(checkpoint.read_training(path, kind)["step"])
 
 
 def _stale(target: Path, *sources: Path) -> bool:
@@ -172,7 +168,7 @@ def train_lm(s: Study, token_set: str) -> Path:
     data, dev = tokenize(s, token_set)
     run = s.out / f"lm-{token_set}"
     ckpt = run / "lm_train.pt"
-    if ckpt.exists() and _checkpoint_step(ckpt, checkpoint.LM_TRAINING) >= s.lm_steps:
+    if checkpoint.training_step(ckpt, checkpoint.LM_TRAINING) >= s.lm_steps:
         return ckpt
     resume = ["--resume"] if ckpt.exists() else []
     run_module("speechx_cli.train.lm_train", "train", "--data", str(data), "--dev", str(dev), "--out", str(run),

@@ -1,0 +1,97 @@
+import json
+
+import pytest
+import torch
+
+from speechx_cli import checkpoint
+from speechx_cli.train import recipe, recipe_v2
+from speechx_cli.train.recipe_v2 import RecipeV2
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    made = []
+    record = lambda *args, **kw: made.append(args)  # noqa: E731
+    monkeypatch.setattr(recipe, "run_module", record)  # `train` runs through it
+    monkeypatch.setattr(recipe_v2, "run_module", record)
+    return made
+
+
+def _recipe(tmp_path, **changes) -> RecipeV2:
+    r = RecipeV2(base=tmp_path / "v1.safetensors", data=tmp_path / "data", runs=tmp_path / "runs",
+                 out=tmp_path / "v2.safetensors", stage1_steps=30, stage2_steps=50, decoder_steps=40, **changes)
+    r.corpus.mkdir(parents=True)
+    rows = [{"id": f"u{i}", "split": split, "path": f"wav/u{i}.wav"} for i, split in enumerate(("train", "dev"))]
+    (r.corpus / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return r
+
+
+def _ckpt(path, kind, step, **fields):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"kind": kind, "version": checkpoint.TRAINING_VERSION, "step": step, **fields}, path)
+
+
+def _arg(call, flag):
+    return call[call.index(flag) + 1]
+
+
+def test_every_stage_reads_v1s_tokens_and_stage_2_starts_from_stage_1(tmp_path, calls):
+    r = _recipe(tmp_path)
+    recipe_v2.corpus(r)  # built already (its manifest exists): skipped
+    recipe_v2.decoder(r)
+    recipe_v2.shards(r)
+    recipe_v2.lm(r)
+    codec, *tokenized, stage1, stage2 = calls
+    assert codec[:2] == ("speechx_cli.train.codec_train", "--data")
+    assert (_arg(codec, "--kind"), _arg(codec, "--base")) == ("vocos", str(r.base))
+    assert (r.data / "codec-v2-train.txt").read_text() == f"{r.corpus / 'wav/u0.wav'}\n"
+    assert [c[4] for c in tokenized] == [str(r.shards("tts")), str(r.shards("train")), str(r.shards("dev"))]
+    assert all(_arg(c, "--codec-checkpoint") == str(r.base) for c in tokenized)
+    assert _arg(tokenized[0], "--tasks") == "tts" and "--tasks" not in tokenized[1]  # stage 2: all six tasks
+    assert (_arg(stage1, "--stage"), _arg(stage1, "--init-from")) == ("tts", str(r.base))
+    assert (_arg(stage2, "--stage"), _arg(stage2, "--init-from")) == ("all", str(r.lm_ckpt("tts")))
+    assert _arg(stage2, "--data") == str(r.shards("train")) and _arg(stage2, "--dev") == str(r.shards("dev"))
+    assert all(_arg(c, "--aux-ctc-weight") == "0.2" for c in (stage1, stage2))  # the default aid
+
+
+def test_a_rerun_resumes_an_unfinished_stage_and_skips_finished_ones(tmp_path, calls):
+    r = _recipe(tmp_path, aid="plain")
+    _ckpt(r.decoder_ckpt, checkpoint.CODEC_TRAINING, 40)
+    _ckpt(r.lm_ckpt("tts"), checkpoint.LM_TRAINING, 30)
+    _ckpt(r.lm_ckpt("all"), checkpoint.LM_TRAINING, 20)
+    for name in ("tts", "train", "dev"):
+        r.shards(name).mkdir(parents=True)
+        (r.shards(name) / "index.json").write_text("{}")
+    recipe_v2.decoder(r)
+    recipe_v2.shards(r)
+    assert calls == []
+    assert recipe_v2.lm(r) == r.lm_ckpt("all")
+    (stage2,) = calls
+    assert "--resume" in stage2 and "--init-from" not in stage2 and "--aux-ctc-weight" not in stage2
+
+
+def test_the_corpus_is_built_when_its_manifest_is_missing(tmp_path, calls):
+    r = _recipe(tmp_path)
+    (r.corpus / "manifest.jsonl").unlink()
+    recipe_v2.corpus(r)
+    (build,) = calls
+    assert build[:3] == ("speechx_cli.train.corpus", "build", str(r.corpus))
+    assert _arg(build, "--kokoro-speakers") == "150"
+
+
+def test_export_names_every_stage_with_its_steps_and_tokens(tmp_path, calls):
+    r = _recipe(tmp_path)
+    _ckpt(r.decoder_ckpt, checkpoint.CODEC_TRAINING, 40)
+    _ckpt(r.lm_ckpt("tts"), checkpoint.LM_TRAINING, 30, tokens=1_000)
+    _ckpt(r.lm_ckpt("all"), checkpoint.LM_TRAINING, 50, tokens=4_000)
+    recipe_v2.export(r, r.lm_ckpt("all"))
+    (export,) = calls
+    assert _arg(export, "--codec-checkpoint") == str(r.decoder_ckpt) and export[4] == str(r.out)
+    facts = json.loads(_arg(export, "--info"))
+    assert facts["decoder_steps"] == 40 and facts["lm_stage2_steps"] == 50
+    assert (facts["lm_stage1_tokens"], facts["lm_stage2_tokens"], facts["aid"]) == (1_000, 4_000, "ctc")
+
+
+def test_an_unknown_aid_is_refused():
+    with pytest.raises(ValueError, match="alignment aid"):
+        RecipeV2(aid="attention")
