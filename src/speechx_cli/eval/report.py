@@ -407,12 +407,16 @@ def codec_items(bench: Benchmark) -> list[Item]:
 
 # --- writing ---------------------------------------------------------------------------------------
 
-def _fmt(cell: dict) -> str:
-    if not math.isfinite(cell["mean"]):
+def ci_text(cell: dict | None, digits: int | None = None, with_n: bool = False) -> str:
+    """A summary cell ({mean, ci95_low, ci95_high, n}) as "mean ±half-width" of its 95% interval, with
+    `digits` decimals (default: 2, none from 100 up), "(n)" after it on request; "-" when it has no mean."""
+    if not cell or cell.get("mean") is None or not math.isfinite(cell["mean"]):
         return "-"
-    half = (cell["ci95_high"] - cell["ci95_low"]) / 2
-    digits = 2 if abs(cell["mean"]) < 100 else 0
-    return f"{cell['mean']:.{digits}f}" + (f" ±{half:.{digits}f}" if math.isfinite(half) else "")
+    if digits is None:
+        digits = 2 if abs(cell["mean"]) < 100 else 0
+    half = (cell["ci95_high"] - cell["ci95_low"]) / 2 if cell.get("ci95_high") is not None else math.nan
+    text = f"{cell['mean']:.{digits}f}" + (f" ±{half:.{digits}f}" if math.isfinite(half) else "")
+    return text + (f" ({cell['n']})" if with_n else "")
 
 
 def table(report: Report):
@@ -450,7 +454,7 @@ def table(report: Report):
         for k, system in enumerate(report.systems):
             n = sum(r["system"] == system and subset in ("all", r["subset"]) for r in report.rows)
             cells = [summary[system][subset][m] for m in report.metrics]
-            texts = [f"[bold]{_fmt(c)}[/]" if best.get(m) == c["mean"] else _fmt(c)
+            texts = [f"[bold]{ci_text(c)}[/]" if best.get(m) == c["mean"] else ci_text(c)
                      for m, c in zip(report.metrics, cells)]
             cost = costs.get(system, {})
             texts += [COST_COLUMNS[c][1](cost[c]) if c in cost else "-" for c in cost_keys]

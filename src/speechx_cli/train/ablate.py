@@ -30,6 +30,7 @@ import typer
 from .. import checkpoint
 from .lm_train import CHECKPOINT_NAME
 from .loop import LOG_NAME
+from ..eval.report import ci_text
 from .recipe import run_module
 
 MODEL_NAME = "model.safetensors"
@@ -172,13 +173,6 @@ def summarize(out: Path, arms: tuple[str, ...] = ARMS) -> list[dict]:
     return rows
 
 
-def _cell(c: dict | None) -> str:
-    if not c or c.get("mean") is None or not math.isfinite(c["mean"]):
-        return "-"
-    half = (c["ci95_high"] - c["ci95_low"]) / 2 if c.get("ci95_high") is not None else math.nan
-    return f"{c['mean']:.3f}" + (f" ±{half:.3f}" if math.isfinite(half) else "") + f" ({c['n']})"
-
-
 def best_arm(rows: list[dict]) -> str | None:
     """The arm with the lowest mean dev TTS WER (None before any is measured); plain wins a tie, since an
     aid that does not help is not worth keeping."""
@@ -199,8 +193,7 @@ def table(rows: list[dict]):
     for r in rows:
         t.add_row(("* " if r["arm"] == best else "") + r["arm"], str(r["steps"]), fmt(r["tokens"], ","),
                   f"{fmt(r['dev_ar'], '.3f')} / {fmt(r['dev_nar'], '.3f')}", fmt(r["train_ctc"], ".3f"),
-                  _cell(r.get("wer")), _cell(r.get("wer_vs_plain")), _cell(r.get("sim_prompt")),
-                  _cell(r.get("sim_others")))
+                  *(ci_text(r.get(k), 3, with_n=True) for k in ("wer", "wer_vs_plain", "sim_prompt", "sim_others")))
     return t
 
 

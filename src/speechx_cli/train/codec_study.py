@@ -26,7 +26,6 @@ kill, in a later session too.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -35,6 +34,7 @@ import typer
 
 from .. import checkpoint
 from .loop import LOG_NAME
+from ..eval.report import ci_text
 from .recipe import run_module
 
 
@@ -222,13 +222,6 @@ CODEC_COLUMNS = (("pesq", "PESQ-wb", 2), ("stoi", "STOI", 3), ("mcd", "MCD dB", 
                  ("wer", "WER", 3), ("dnsmos_ovrl", "OVRL", 2))
 
 
-def _mean(cell: dict | None, digits: int) -> str:
-    if not cell or cell.get("mean") is None or not math.isfinite(cell["mean"]):
-        return "-"
-    half = (cell["ci95_high"] - cell["ci95_low"]) / 2 if cell.get("ci95_high") is not None else math.nan
-    return f"{cell['mean']:.{digits}f}" + (f" ±{half:.{digits}f}" if math.isfinite(half) else "")
-
-
 def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
@@ -250,7 +243,7 @@ def codec_table(out: Path) -> list[str]:
         if plan:
             steps += f" (GAN from {plan['adv_start']})"
         row = [system, steps, f"{plan['core_hours']:.1f}" if plan else "-",
-               *(_mean(cells.get(m), d) for m, _, d in CODEC_COLUMNS),
+               *(ci_text(cells.get(m), d) for m, _, d in CODEC_COLUMNS),
                *(f"{cost[k]:.2f}" if k in cost else "-" for k in ("params_m",)),
                *(f"{cost[k]:.1f}" if k in cost else "-" for k in ("kbps",)),
                *(f"{1 / cost[k]:.0f}" if k in cost else "-" for k in ("encode_rtf", "decode_rtf"))]
@@ -268,8 +261,8 @@ def lm_table(out: Path) -> list[str]:
         lines = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
         dev = next((r["dev"].get("tts", {}) for r in reversed(lines) if "dev" in r), {})
         rows.append([name, token_set, str(lines[-1]["step"]) if lines else "-",
-                     f"{dev['ar']:.3f} / {dev['nar']:.3f}" if dev else "-", _mean(cells.get("wer"), 3),
-                     _mean(cells.get("sim_prompt"), 3), _mean(cells.get("sim_others"), 3)])
+                     f"{dev['ar']:.3f} / {dev['nar']:.3f}" if dev else "-", ci_text(cells.get("wer"), 3),
+                     ci_text(cells.get("sim_prompt"), 3), ci_text(cells.get("sim_others"), 3)])
     if not rows:
         return []
     head = ["decoder", "tokens of", "LM steps", "dev AR / NAR loss", "TTS WER", "sim prompt", "sim others"]
