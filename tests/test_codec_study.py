@@ -68,7 +68,8 @@ class _Children:
                 systems = ["passthrough", *(c.partition("=")[0] for c in args if "=" in c)]
                 report = {"systems": systems, "subsets": ["all"], "items": [{"id": "a"}, {"id": "b"}],
                           "summary": {s: {"all": {"pesq": cell}} for s in systems},
-                          "costs": {s: {"params_m": 3.0, "kbps": 4.0, "encode_rtf": 0.02, "decode_rtf": 0.01}
+                          "costs": {s: {"params_m": 3.0, "kbps": 4.0, "encode_rtf": 0.02, "decode_rtf": 0.01,
+                                              "codes_used": [1000, 1024, 870]}
                                     for s in systems[1:]}}
             else:
                 report = {"subsets": ["all"], "summary": {"speechx": {"all": {"wer": cell}}}}
@@ -107,6 +108,7 @@ def test_the_budget_sets_each_arms_steps_and_a_rerun_skips_what_is_done(study):
     evals = [c for c in children.calls if c[1] == "eval"]
     assert [c[2] for c in evals] == ["codec"] + ["tts"] * 4
     assert "| dac | 4090 (GAN from 2454) | 1.0 | 0.50 ±0.10 |" in text and "| shipped | - | - |" in text
+    assert "| - | 870-1024 | 3.00 | 4.0 | 50 | 100 |" in text  # dead codes: the least-used level's count
     assert "| vocos-adv0 | shipped | 50 | 3.000 / 4.000 | 0.500 ±0.100 |" in text
     assert (s.out / "study.md").read_text() == text
 

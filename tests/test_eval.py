@@ -15,6 +15,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from typer.testing import CliRunner
 
 from speechx_cli.checkpoint import load_codec
@@ -246,8 +247,11 @@ def test_codec_eval_on_benchmark_and_folder(bench, tiny_checkpoint, tmp_path):
     cost = report["costs"]["tiny"]
     assert "passthrough" not in report["costs"] and cost["kbps"] > 0 and cost["decode_rtf"] > 0
     assert cost["params_m"] == pytest.approx(sum(p.numel() for p in load_codec(str(tiny_checkpoint)).parameters()) / 1e6)
+    codec = load_codec(str(tiny_checkpoint))
+    assert len(cost["codes_used"]) == codec.n_codebooks
+    assert all(1 <= n <= codec.codebook_size for n in cost["codes_used"])
     header = next(line for line in r.output.splitlines() if "params M" in line)
-    assert "kbps" in header and "dec xRT" in header
+    assert "kbps" in header and "dec xRT" in header and "codes used" in header
     for row in report["items"]:
         m = row["metrics"]
         if row["system"] == "passthrough":
@@ -273,7 +277,8 @@ def test_codec_eval_takes_a_codec_training_checkpoint(bench, tmp_path):
                             "--limit", "1", "--out", str(out), "--no-plots", "--no-cost"])
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
-    assert report["systems"] == ["passthrough", "one-step"] and report["costs"] == {}
+    assert report["systems"] == ["passthrough", "one-step"]
+    assert list(report["costs"]) == ["one-step"] and list(report["costs"]["one-step"]) == ["codes_used"]  # no timing
     rows = [row for row in report["items"] if row["system"] == "one-step"]
     assert rows and all(row["metrics"]["mcd"] > 1.0 for row in rows)  # a 1-step codec is far from its input
     bad = tmp_path / "bad.pt"
@@ -301,3 +306,26 @@ def test_missing_eval_packages_are_one_line_errors(bench, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pesq" else real(name, *a))
     r = runner.invoke(app, ["eval", "denoise", str(bench.root), "--systems", "passthrough"])
     assert "missing evaluation packages (pesq)" in _one_line_error(r)
+
+
+def test_codec_system_counts_the_distinct_codes_of_every_level_over_all_items(bench):
+    from speechx_cli.eval import devset as B
+    from speechx_cli.eval.report import codec_items, codec_system
+
+    bench = B.Benchmark(bench.root, codec_items(bench), bench.settings)
+
+    class Fake:  # level 0 speaks codes 0-3 on the first item, 2-5 on the second; level 1 only code 7
+        sample_rate, codebook_size, calls = 16000, 16, 0
+
+        def encode(self, wav):
+            first = 2 * self.calls
+            self.calls += 1
+            return torch.stack([torch.arange(first, first + 4), torch.full((4,), 7)])
+
+        def decode(self, codes):
+            return torch.zeros(codes.shape[1] * 320)
+
+    usage = {}
+    items = bench.items_for("codec", None)[:2]
+    outs = codec_system(Fake(), usage=usage)(bench, items)
+    assert len(outs) == 2 and usage["codes_used"] == [6, 1]

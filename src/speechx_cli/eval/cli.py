@@ -256,11 +256,12 @@ def codec(
             name, p = _named(p)
             name = name if name not in runners else f"{name}-{len(runners)}"
             c = _codec(p, device)
-            runners[name] = R.codec_system(c)
+            costs[name] = {}
+            runners[name] = R.codec_system(c, usage=costs[name])  # codes used per level, filled as it runs
             names.append(f"{name}={p}")
             if cost:
                 with err.status(f"timing {name} on one thread"):
-                    costs[name] = codec_cost(c, seconds=5.0, reps=3)
+                    costs[name].update(codec_cost(c, seconds=5.0, reps=3))
         items = bench.items_for("codec", limit)
         if not items:
             raise UserError(f"{path}: no clean speech found (a benchmark with denoise, extract-speaker "

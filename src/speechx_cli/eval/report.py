@@ -27,6 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,8 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 
 # per-system columns of the codec table, from eval.codec_cost.codec_cost: (label, format of the value)
-COST_COLUMNS: dict[str, tuple[str, Callable[[float], str]]] = {
+COST_COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "codes_used": ("codes used per level", lambda v: f"{min(v)}-{max(v)}" if v else "-"),  # of codebook_size
     "params_m": ("params M", lambda v: f"{v:.2f}"),
     "kbps": ("kbps", lambda v: f"{v:.1f}"),
     "encode_rtf": ("enc xRT", lambda v: f"{1 / v:.0f}"),  # times faster than real time, one thread
@@ -157,16 +159,25 @@ def speechx_system(sx, opts, window=None, with_text: bool = False) -> SystemFn:
     return run
 
 
-def codec_system(codec) -> SystemFn:
-    """Encode and decode each input with a codec (no language model)."""
+def codec_system(codec, usage: dict | None = None) -> SystemFn:
+    """Encode and decode each input with a codec (no language model). With `usage`, a run also sets
+    usage["codes_used"]: per codebook level, how many of its entries the items' codes used (dead codes
+    are the rest)."""
     sr = codec.sample_rate
 
     def run(bench: Benchmark, items: list[Item]) -> list[Output]:
         load, outs = Loader(bench), []
+        used = torch.zeros(0, codec.codebook_size, dtype=torch.bool)
         for item in items:
             x = load(item.input, sr)
-            wav = codec.decode(codec.encode(torch.from_numpy(np.ascontiguousarray(x))))  # (F * hop,)
+            codes = codec.encode(torch.from_numpy(np.ascontiguousarray(x)))  # (K, F)
+            if used.shape[0] != codes.shape[0]:
+                used = torch.zeros(codes.shape[0], codec.codebook_size, dtype=torch.bool)
+            used.scatter_(1, codes.cpu(), True)
+            wav = codec.decode(codes)  # (F * hop,)
             outs.append(Output(wav.float().cpu().numpy()[: len(x)], sr))
+        if usage is not None:
+            usage["codes_used"] = used.sum(1).tolist()
         return outs
 
     return run

@@ -230,8 +230,8 @@ def codec_table(out: Path) -> list[str]:
     rep = _json(out / "eval-codec" / "report.json")
     if rep is None:
         return []
-    head = ["codec", "steps", "core-h", *(label for _, label, _ in CODEC_COLUMNS), "params M", "kbps", "enc xRT",
-            "dec xRT"]
+    head = ["codec", "steps", "core-h", *(label for _, label, _ in CODEC_COLUMNS), "codes used per level", "params M",
+            "kbps", "enc xRT", "dec xRT"]
     lines = [f"Reconstruction of {len({r['id'] for r in rep['items']})} clean dev utterances "
              f"(`speechx eval codec`; mean ±95% CI):", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
@@ -244,6 +244,7 @@ def codec_table(out: Path) -> list[str]:
             steps += f" (GAN from {plan['adv_start']})"
         row = [system, steps, f"{plan['core_hours']:.1f}" if plan else "-",
                *(ci_text(cells.get(m), d) for m, _, d in CODEC_COLUMNS),
+               "{}-{}".format(min(cost["codes_used"]), max(cost["codes_used"])) if cost.get("codes_used") else "-",
                *(f"{cost[k]:.2f}" if k in cost else "-" for k in ("params_m",)),
                *(f"{cost[k]:.1f}" if k in cost else "-" for k in ("kbps",)),
                *(f"{1 / cost[k]:.0f}" if k in cost else "-" for k in ("encode_rtf", "decode_rtf"))]
