@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from speechx_cli.cli import app
 from speechx_cli.engine import DecodingOptions
 from speechx_cli.eval import bench as B
+from speechx_cli.eval import bench_ar as BA
 from speechx_cli.model import ARModel, ModelConfig
 
 CFG = ModelConfig.tiny()
@@ -21,8 +22,8 @@ def test_uncached_baseline_matches_cached_engine_greedy(batch):
     ar = ARModel(CFG).eval()
     prompts = B.ar_batch(CFG, batch, prompt_frames=12, seed=5)
     opts = DecodingOptions(temperature=0)
-    cached = B.run_cached(ar, prompts, 6, opts)
-    uncached = B.generate_uncached(ar, prompts, 6, opts)
+    cached = BA.run_cached(ar, prompts, 6, opts)
+    uncached = BA.generate_uncached(ar, prompts, 6, opts)
     assert cached.shape == (batch, 6)
     assert torch.equal(cached, uncached)
 
@@ -32,13 +33,13 @@ def test_uncached_baseline_matches_cached_engine_seeded_sampling():
     ar = ARModel(CFG).eval()
     prompts = B.ar_batch(CFG, 2, prompt_frames=9, seed=6)
     opts = DecodingOptions(temperature=1.0, seed=3)
-    assert torch.equal(B.run_cached(ar, prompts, 5, opts), B.generate_uncached(ar, prompts, 5, opts))
+    assert torch.equal(BA.run_cached(ar, prompts, 5, opts), BA.generate_uncached(ar, prompts, 5, opts))
 
 
 @pytest.mark.parametrize("steps", [375, 24, 2, 1])
 def test_quadratic_total_is_exact_for_quadratic_step_costs(steps):
     cost = lambda t: 2.0 + 0.5 * t + 0.01 * t * t  # noqa: E731
-    assert B.quadratic_total(cost, steps) == pytest.approx(sum(cost(t) for t in range(steps)), rel=1e-9)
+    assert BA.quadratic_total(cost, steps) == pytest.approx(sum(cost(t) for t in range(steps)), rel=1e-9)
 
 
 def test_unknown_config_is_one_line_error():
@@ -93,6 +94,6 @@ def test_uncached_baseline_matches_cached_engine_when_greedy_escapes_runs():
         ar.head.bias[3] = 2.0
     prompts = B.ar_batch(CFG, 2, prompt_frames=9, seed=7)
     opts = DecodingOptions(temperature=0, escape_after=2)
-    cached = B.run_cached(ar, prompts, 12, opts)
+    cached = BA.run_cached(ar, prompts, 12, opts)
     assert (cached != 3).any()  # escapes happened
-    assert torch.equal(cached, B.generate_uncached(ar, prompts, 12, opts))
+    assert torch.equal(cached, BA.generate_uncached(ar, prompts, 12, opts))

@@ -24,7 +24,6 @@ an exported one, whose AR and NAR are unchanged.
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
