@@ -228,3 +228,12 @@ def test_rooms_keep_time_alignment_length_and_energy():
     measured = np.concatenate([np.zeros(40), [0.3, -1.0, 0.5], 0.1 * rng.standard_normal(3000)])
     prepared = rooms.prepare_response(measured, SR)
     assert abs(prepared[0]) >= 0.5 * np.abs(prepared).max()  # starts at the direct path
+
+
+def test_a_corpus_loads_only_the_speakers_named_by_a_prefix(tiny):
+    first = tiny.utterances[0].speaker
+    some = Corpus.load(tiny.root, speakers=first)
+    assert set(some.by_speaker) == {first} and len(some.utterances) == len(tiny.by_speaker[first])
+    assert len(Corpus.load(tiny.root, speakers="").utterances) == len(tiny.utterances)
+    with pytest.raises(ValueError, match="no train utterances"):
+        Corpus.load(tiny.root, speakers="nobody:")

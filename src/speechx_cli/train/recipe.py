@@ -241,23 +241,24 @@ def _training_facts(r: Recipe) -> dict:
     return facts
 
 
-def examples(r: Recipe, out: Path = Path("examples")) -> None:
-    """Inputs for `make demo`, made from dev speakers only (never seen in training)."""
+def examples(corpus_dir: Path, out: Path = Path("examples"), seed: int = 0, speakers: str = "") -> None:
+    """Inputs for `make demo`, made from the corpus's dev speakers only (never seen in training); with
+    `speakers`, only those whose name starts with it (e.g. "kokoro:", the natural voices)."""
     from .simulate import Corpus, SimulationOptions, Simulator
 
-    dev = Corpus.load(r.corpus, "dev")
+    dev = Corpus.load(corpus_dir, "dev", speakers)
     sr = dev.sample_rate
     sim = lambda **kw: Simulator(dev, SimulationOptions(text_probability=1.0, max_seconds=6.0, **kw))  # noqa: E731
     out.mkdir(parents=True, exist_ok=True)
-    ns = sim(snr_db=(5.0, 5.0)).example(0, r.seed, Task.NS)
+    ns = sim(snr_db=(5.0, 5.0)).example(0, seed, Task.NS)
     save(out / "noisy.wav", ns.source, sr, force=True)
     save(out / "noisy-reference.wav", ns.target, sr, force=True)
     (out / "noisy.txt").write_text(ns.text + "\n")
-    tse = sim(sir_db=(0.0, 0.0)).example(1, r.seed, Task.TSE)
+    tse = sim(sir_db=(0.0, 0.0)).example(1, seed, Task.TSE)
     save(out / "mixture.wav", tse.source, sr, force=True)
     save(out / "enrollment.wav", tse.enrollment, sr, force=True)
     save(out / "mixture-reference.wav", tse.target, sr, force=True)
-    tts = sim().example(2, r.seed, Task.TTS)
+    tts = sim().example(2, seed, Task.TTS)
     save(out / "prompt.wav", tts.enrollment, sr, force=True)
     (out / "tts.txt").write_text(tts.text + "\n")
     _edit_example(dev, out)
@@ -305,13 +306,13 @@ def run_all(
     codec(r)
     shards(r)
     export(r, lm(r))
-    examples(r)
+    examples(r.corpus, seed=r.seed)
 
 
 @app.command("examples")
 def run_examples(out: Annotated[Path, typer.Argument()] = Path("examples")) -> None:
     """Only the demo inputs (needs the corpus)."""
-    examples(Recipe(), out)
+    examples(Recipe().corpus, out)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ tokenizer would need an LM from scratch, which two CPU cores cannot afford at a 
    variants of every training utterance) for stage 2, dev examples of its dev speakers;
 4. LM stage 1 (TTS) from v1's weights, then stage 2 (all tasks), both with the alignment aid that won
    the ablation (`train/ablate.py`);
-5. export: v2's LM with the Vocos decoder.
+5. export: v2's LM with the Vocos decoder;
+6. examples: `make demo`'s inputs from the corpus's natural dev voices (Kokoro blends no stage trained on).
 
     python -m speechx_cli.train.recipe_v2 all --base runs/speechx-v1.safetensors   # after recipe.py all
     python -m speechx_cli.train.recipe_v2 all --base checkpoints/speechx-demo.safetensors  # from a v1 you hold
@@ -31,10 +32,11 @@ from typing import Annotated
 import typer
 
 from .. import checkpoint
-from .recipe import _resume_flag, run_module, train
+from .recipe import _resume_flag, examples, run_module, train
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 
+NATURAL = "kokoro:"  # the corpus's natural voices, by speaker name
 AIDS = {"plain": (), "ctc": ("--aux-ctc-weight", "0.2")}
 
 
@@ -170,6 +172,13 @@ def run_all(
     decoder(r)
     shards(r)
     export(r, lm(r))
+    examples(r.corpus, seed=r.seed, speakers=NATURAL)
+
+
+@app.command("examples")
+def run_examples(out: Annotated[Path, typer.Argument()] = Path("examples")) -> None:
+    """Only the demo inputs (needs the corpus)."""
+    examples(RecipeV2().corpus, out, speakers=NATURAL)
 
 
 if __name__ == "__main__":

@@ -121,12 +121,13 @@ class Corpus:
         self.transcribed = [i for i, u in enumerate(self.utterances) if u.text]
 
     @classmethod
-    def load(cls, root: Path, split: str = "train", **kwargs) -> "Corpus":
+    def load(cls, root: Path, split: str = "train", speakers: str = "", **kwargs) -> "Corpus":
+        """The corpus folder's `split`; with `speakers`, only speakers whose name starts with it."""
         root = Path(root)
         rows = [[json.loads(line) for line in (root / name).read_text().splitlines() if line.strip()]
                 if (root / name).exists() or name == "manifest.jsonl" else []
                 for name in ("manifest.jsonl", "noise.jsonl")]  # no noise bank: no NS/SR/noisy edits
-        return cls(rows[0], rows[1], root, split, **kwargs)
+        return cls([r for r in rows[0] if r["speaker"].startswith(speakers)], rows[1], root, split, **kwargs)
 
     def audio(self, rel_path: str) -> np.ndarray:
         """(N,) float32 at sample_rate; read-only (it is cached): copy before changing it."""
