@@ -66,15 +66,19 @@ bench: $(STAMP)
 	$(VENV)/bin/speechx bench --configs demo,paper --json bench-out/bench.json --force $(BENCH_FLAGS)
 	$(VENV)/bin/speechx train bench --sizes $(TRAIN_BENCH_SIZES) --json bench-out/train-bench.json --force
 
-# The shipped demo model from nothing (corpus, codec, codec continued, decoder fine-tuning, shards,
-# LM stages 1, 2 and 2 continued, the last two continued phases on 3x and 6x larger corpora, export, examples).
-# Resumable: rerun after an interruption (an LM run loses at most the 100 steps since its last checkpoint).
-# Step counts are Recipe's (src/speechx_cli/train/recipe.py); to change them, e.g.
+# The shipped demo model from nothing. v1 (recipe.py: synthesizer corpus, codec, codec continued,
+# decoder fine-tuning, shards, LM stages 1, 2 and 2 continued) into runs/speechx-v1.safetensors, then
+# v2 (recipe_v2.py: the natural-voice corpus, a Vocos decoder on v1's tokens, export, examples from
+# natural dev voices). RECIPE_V2_FLAGS="--lm-stages 2" also trains v2's LM stages (issue 23; not yet
+# shipped). Resumable: rerun after an interruption (an LM run loses at most the 100 steps since its
+# last checkpoint). Step counts are Recipe's and RecipeV2's; to change them, e.g.
 #   make demo-checkpoint RECIPE_FLAGS="--codec-steps 6000 --continued-steps 8000,4000"
-# (python -m speechx_cli.train.recipe all --help lists every flag).
+# (python -m speechx_cli.train.recipe all --help, recipe_v2 all --help list every flag).
 RECIPE_FLAGS ?=
+RECIPE_V2_FLAGS ?= --lm-stages 0
 demo-checkpoint: system-check $(STAMP)
-	$(PY) -m speechx_cli.train.recipe all $(RECIPE_FLAGS)
+	$(PY) -m speechx_cli.train.recipe all --out runs/speechx-v1.safetensors $(RECIPE_FLAGS)
+	$(PY) -m speechx_cli.train.recipe_v2 all --base runs/speechx-v1.safetensors $(RECIPE_V2_FLAGS)
 
 examples: system-check $(STAMP)
-	$(PY) -m speechx_cli.train.recipe examples
+	$(PY) -m speechx_cli.train.recipe_v2 examples

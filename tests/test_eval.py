@@ -329,3 +329,9 @@ def test_codec_system_counts_the_distinct_codes_of_every_level_over_all_items(be
     items = bench.items_for("codec", None)[:2]
     outs = codec_system(Fake(), usage=usage)(bench, items)
     assert len(outs) == 2 and usage["codes_used"] == [6, 1]
+    # a report runs each subset in a call of its own: the count covers every call, not the last one
+    usage = {}
+    run = codec_system(Fake(), usage=usage)
+    run(bench, items[:1])
+    run(bench, items[1:2])
+    assert usage["codes_used"] == [6, 1]

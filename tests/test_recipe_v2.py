@@ -95,3 +95,27 @@ def test_export_names_every_stage_with_its_steps_and_tokens(tmp_path, calls):
 def test_an_unknown_aid_is_refused():
     with pytest.raises(ValueError, match="alignment aid"):
         RecipeV2(aid="attention")
+
+
+def test_no_lm_stage_ships_v1s_lm_with_the_new_decoder(tmp_path, calls):
+    r = _recipe(tmp_path, lm_stages=0)
+    _ckpt(r.decoder_ckpt, checkpoint.CODEC_TRAINING, 40)
+    recipe_v2.shards(r)
+    assert calls == [] and recipe_v2.lm(r) == r.base  # nothing tokenized, nothing trained
+    recipe_v2.export(r, recipe_v2.lm(r))
+    (export,) = calls
+    assert export[3] == str(r.base) and _arg(export, "--codec-checkpoint") == str(r.decoder_ckpt)
+    facts = json.loads(_arg(export, "--info"))
+    assert facts["decoder_steps"] == 40 and facts["lm_stages"] == 0
+    assert "aid" not in facts and not any(k.startswith("lm_stage") and k != "lm_stages" for k in facts)
+
+
+def test_one_lm_stage_ships_stage_1(tmp_path, calls):
+    r = _recipe(tmp_path, lm_stages=1)
+    for name in ("tts", "train", "dev"):
+        r.shards(name).mkdir(parents=True)
+        (r.shards(name) / "index.json").write_text("{}")
+    _ckpt(r.lm_ckpt("tts"), checkpoint.LM_TRAINING, 30)
+    assert recipe_v2.lm(r) == r.lm_ckpt("tts") and calls == []
+    with pytest.raises(ValueError, match="LM stages"):
+        RecipeV2(lm_stages=3)

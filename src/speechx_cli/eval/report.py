@@ -161,13 +161,14 @@ def speechx_system(sx, opts, window=None, with_text: bool = False) -> SystemFn:
 
 def codec_system(codec, usage: dict | None = None) -> SystemFn:
     """Encode and decode each input with a codec (no language model). With `usage`, a run also sets
-    usage["codes_used"]: per codebook level, how many of its entries the items' codes used (dead codes
-    are the rest)."""
+    usage["codes_used"]: per codebook level, how many of its entries the codes of every item run so far
+    used, over all calls (a report runs each subset in a call of its own); dead codes are the rest."""
     sr = codec.sample_rate
+    used = torch.zeros(0, codec.codebook_size, dtype=torch.bool)
 
     def run(bench: Benchmark, items: list[Item]) -> list[Output]:
+        nonlocal used
         load, outs = Loader(bench), []
-        used = torch.zeros(0, codec.codebook_size, dtype=torch.bool)
         for item in items:
             x = load(item.input, sr)
             codes = codec.encode(torch.from_numpy(np.ascontiguousarray(x)))  # (K, F)

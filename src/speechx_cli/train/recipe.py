@@ -290,6 +290,7 @@ def run_all(
         str(steps) for steps, *_ in Recipe.continued),
     n_per_speaker: Annotated[int, Opt(help="utterances per speaker of the codec's corpus (also the LM's but for the "
                                            "continued phases on larger corpora)")] = Recipe.n_per_speaker,
+    out: Annotated[Path, Opt(help="the inference checkpoint (v2's recipe starts from it)")] = Recipe.out,
 ) -> None:
     """Every stage, resuming whatever a previous run left."""
     try:
@@ -301,7 +302,7 @@ def run_all(
     continued = tuple((n, lr, per_speaker) for n, (_, lr, per_speaker) in zip(steps, Recipe.continued))
     r = Recipe(codec_steps=codec_steps, codec_more_steps=codec_more_steps, codec_decay_start=codec_decay_start,
                decoder_steps=decoder_steps, stage1_steps=stage1_steps,
-               stage2_steps=stage2_steps, continued=continued, n_per_speaker=n_per_speaker)
+               stage2_steps=stage2_steps, continued=continued, n_per_speaker=n_per_speaker, out=out)
     corpus(r)
     codec(r)
     shards(r)

@@ -57,6 +57,7 @@ class RecipeV2:
     tts_examples: int = 4000  # stage 1's TTS examples (the codec study's tts token set)
     variants: int = 2  # stage 2: every training utterance, this many simulated variants
     max_dev_examples: int = 180  # 30 per task
+    lm_stages: int = 2  # 0: v1's LM with the new decoder (issue 21's ship), 1: after stage 1, 2: both
     stage1_steps: int = 1500
     stage2_steps: int = 8000
     lr: float = 4e-4
@@ -69,6 +70,8 @@ class RecipeV2:
     def __post_init__(self) -> None:
         if self.aid not in AIDS:
             raise ValueError(f"unknown alignment aid {self.aid!r}; choose from {', '.join(AIDS)}")
+        if self.lm_stages not in (0, 1, 2):
+            raise ValueError(f"LM stages: 0, 1 or 2, not {self.lm_stages}")
 
     @property
     def corpus(self) -> Path:
@@ -108,7 +111,10 @@ def decoder(r: RecipeV2) -> None:
 
 
 def shards(r: RecipeV2) -> None:
-    """Dev examples cycle through all six tasks, so every stage's dev losses are per task."""
+    """Dev examples cycle through all six tasks, so every stage's dev losses are per task. None without
+    an LM stage."""
+    if r.lm_stages == 0:
+        return
     jobs = [("tts", "train", ["--tasks", "tts", "--variants", "1", "--max-examples", str(r.tts_examples)]),
             ("train", "train", ["--variants", str(r.variants)]),
             ("dev", "dev", ["--variants", "1", "--max-examples", str(r.max_dev_examples)])]
@@ -132,13 +138,19 @@ def _lm(r: RecipeV2, stage: str, data: Path, steps: int, init: Path) -> Path:
 
 
 def lm(r: RecipeV2) -> Path:
+    """The LM the checkpoint ships: v1's (no stage), stage 1's or stage 2's."""
+    if r.lm_stages == 0:
+        return r.base
     ckpt = _lm(r, "tts", r.shards("tts"), r.stage1_steps, r.base)
-    return _lm(r, "all", r.shards("train"), r.stage2_steps, ckpt)
+    return ckpt if r.lm_stages == 1 else _lm(r, "all", r.shards("train"), r.stage2_steps, ckpt)
 
 
 def export(r: RecipeV2, ckpt: Path) -> None:
-    facts = {"recipe": "make demo-checkpoint (v2)", "base": str(r.base), "aid": r.aid}
-    for name, path in (("decoder", r.decoder_ckpt), ("lm_stage1", r.lm_ckpt("tts")), ("lm_stage2", r.lm_ckpt("all"))):
+    facts = {"recipe": "make demo-checkpoint (v2)", "base": str(r.base), "lm_stages": r.lm_stages}
+    stages = [("decoder", r.decoder_ckpt), ("lm_stage1", r.lm_ckpt("tts")), ("lm_stage2", r.lm_ckpt("all"))]
+    if r.lm_stages:
+        facts["aid"] = r.aid
+    for name, path in stages[:1 + r.lm_stages]:
         saved = checkpoint.read_training(path, checkpoint.LM_TRAINING if name.startswith("lm") else
                                          checkpoint.CODEC_TRAINING)
         facts[f"{name}_steps"] = int(saved["step"])
@@ -158,6 +170,8 @@ def run_all(
     out: Annotated[Path, Opt(help="the v2 checkpoint")] = RecipeV2.out,
     decoder_steps: Annotated[int, Opt(help="Vocos decoder steps")] = RecipeV2.decoder_steps,
     decoder_adv_start: Annotated[int, Opt(help="its discriminators join at this step")] = RecipeV2.decoder_adv_start,
+    lm_stages: Annotated[int, Opt(help="LM stages to train: 0 ships v1's LM with the new decoder, 1 stops "
+                                       "after stage 1")] = RecipeV2.lm_stages,
     stage1_steps: Annotated[int, Opt(help="LM stage 1 (TTS) steps from v1's weights")] = RecipeV2.stage1_steps,
     stage2_steps: Annotated[int, Opt(help="LM stage 2 (all tasks) steps")] = RecipeV2.stage2_steps,
     aid: Annotated[str, Opt(help=f"alignment aid, of {', '.join(AIDS)}")] = RecipeV2.aid,
@@ -165,7 +179,7 @@ def run_all(
     """Every stage, resuming whatever a previous run left."""
     try:
         r = RecipeV2(base=base, out=out, decoder_steps=decoder_steps, decoder_adv_start=decoder_adv_start,
-                     stage1_steps=stage1_steps, stage2_steps=stage2_steps, aid=aid)
+                     lm_stages=lm_stages, stage1_steps=stage1_steps, stage2_steps=stage2_steps, aid=aid)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
     corpus(r)
