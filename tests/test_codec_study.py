@@ -72,7 +72,7 @@ class _Children:
                                               "codes_used": [1000, 1024, 870]}
                                     for s in systems[1:]}}
             else:
-                report = {"subsets": ["all"], "summary": {"speechx": {"all": {"wer": cell}}}}
+                report = {"subsets": ["all"], "summary": {"speechx": {"all": {"wer": cell, "dnsmos_ovrl": cell}}}}
             (out / "report.json").write_text(json.dumps(report))
 
 
@@ -109,7 +109,7 @@ def test_the_budget_sets_each_arms_steps_and_a_rerun_skips_what_is_done(study):
     assert [c[2] for c in evals] == ["codec"] + ["tts"] * 4
     assert "| dac | 4090 (GAN from 2454) | 1.0 | 0.50 ±0.10 |" in text and "| shipped | - | - |" in text
     assert "| - | 870-1024 | 3.00 | 4.0 | 50 | 100 |" in text  # dead codes: the least-used level's count
-    assert "| vocos-adv0 | shipped | 50 | 3.000 / 4.000 | 0.500 ±0.100 |" in text
+    assert "| vocos-adv0 | shipped | 50 | 3.000 / 4.000 | 0.500 ±0.100 | - | - | 0.50 ±0.10 |" in text
     assert (s.out / "study.md").read_text() == text
 
     children.calls.clear()

@@ -263,10 +263,11 @@ def lm_table(out: Path) -> list[str]:
         dev = next((r["dev"].get("tts", {}) for r in reversed(lines) if "dev" in r), {})
         rows.append([name, token_set, str(lines[-1]["step"]) if lines else "-",
                      f"{dev['ar']:.3f} / {dev['nar']:.3f}" if dev else "-", ci_text(cells.get("wer"), 3),
-                     ci_text(cells.get("sim_prompt"), 3), ci_text(cells.get("sim_others"), 3)])
+                     ci_text(cells.get("sim_prompt"), 3), ci_text(cells.get("sim_others"), 3),
+                     ci_text(cells.get("dnsmos_ovrl"), 2)])
     if not rows:
         return []
-    head = ["decoder", "tokens of", "LM steps", "dev AR / NAR loss", "TTS WER", "sim prompt", "sim others"]
+    head = ["decoder", "tokens of", "LM steps", "dev AR / NAR loss", "TTS WER", "sim prompt", "sim others", "OVRL"]
     return ["The same LM on each codec's tokens (`speechx eval tts`, dev voices; mean ±95% CI):", "",
             "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
