@@ -335,3 +335,16 @@ def test_codec_system_counts_the_distinct_codes_of_every_level_over_all_items(be
     run(bench, items[:1])
     run(bench, items[1:2])
     assert usage["codes_used"] == [6, 1]
+
+
+@pytest.mark.parametrize("task", ["denoise", "tts"])
+def test_the_reference_system_is_each_items_true_answer(bench, task, tmp_path):
+    r = runner.invoke(app, ["eval", task, str(bench.root), "--systems", "reference,passthrough", "--limit", "1",
+                            "--out", str(tmp_path / "r"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    rows = {row["system"]: row["metrics"] for row in json.loads((tmp_path / "r" / "report.json").read_text())["items"]}
+    if task == "denoise":  # the clean speech itself
+        assert rows["reference"]["stoi"] == pytest.approx(1.0, abs=1e-3) and rows["reference"]["si_sdr"] > 40
+        assert rows["passthrough"]["stoi"] < 0.99
+    else:  # the speaker reading the text: the same voice as the prompt, not the prompt itself
+        assert 0.5 < rows["reference"]["sim_prompt"] < 0.9999 and rows["passthrough"]["sim_prompt"] > 0.9999

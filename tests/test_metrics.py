@@ -184,3 +184,18 @@ def test_noisereduce_keeps_length(voices):
     noisy = f + _white_noise_at(f, 5.0)
     out = peers.noisereduce(noisy, SR)
     assert out.shape == noisy.shape and np.all(np.isfinite(out))
+
+
+def test_new_words_of_an_edit_and_whether_they_are_heard():
+    assert metrics.new_words("the cat sat", "the dog sat") == [1]
+    assert metrics.new_words("I am an optimist.", "I an optimist.") == []  # a deletion adds nothing
+    assert metrics.new_words("the cat sat", "the big black cat sat down") == [1, 2, 5]
+    heard = metrics.new_words_recognized
+    assert heard("the cat sat", "the dog sat", "The dog sat.") == 1.0
+    assert heard("the cat sat", "the dog sat", "the cat sat") == 0.0  # the old word still there
+    assert heard("the cat sat", "the dog sat", "dog the sat") == 0.0  # the word, out of its place
+    assert heard("the cat sat", "the big black cat sat down", "a big black cat sat down") == 1.0
+    assert heard("the cat sat", "the big black cat sat down", "the big cat sat down") == 0.0  # one of three missed
+    assert heard("the cat sat", "the dog sat", "") == 0.0
+    with pytest.raises(ValueError, match="adds no word"):
+        heard("I am an optimist.", "I an optimist.", "I an optimist")

@@ -119,3 +119,28 @@ def test_one_lm_stage_ships_stage_1(tmp_path, calls):
     assert recipe_v2.lm(r) == r.lm_ckpt("tts") and calls == []
     with pytest.raises(ValueError, match="LM stages"):
         RecipeV2(lm_stages=3)
+
+
+@pytest.mark.parametrize("aid", ["plain", "ctc", "curriculum"])
+def test_stage_1_trains_exactly_as_the_ablation_arm_of_its_aid(tmp_path, calls, monkeypatch, aid):
+    """So the ablation's winning arm can stand in for stage 1: every training flag but the paths agrees."""
+    from speechx_cli.train import ablate
+
+    monkeypatch.setattr(ablate, "run_module", lambda *args, **kw: calls.append(args))
+    r = _recipe(tmp_path, aid=aid)
+    r.shards("dev").mkdir(parents=True)
+    (r.shards("dev") / "index.json").write_text("{}")
+    recipe_v2._lm(r, "tts", r.shards("tts"), r.stage1_steps, r.base)
+    a = ablate.Ablation(tmp_path / "ablate", r.shards("tts"), r.shards("dev"), tmp_path / "bench", "codec.pt",
+                        steps=r.stage1_steps, lr=r.lr, init_from=str(r.base))
+    ablate.train_arm(a, aid)
+    stage1, arm = calls
+
+    def flags(call):
+        args = list(call[call.index("--data"):] if "--data" in call else call)
+        out = args.index("--out")
+        del args[out:out + 2]
+        return args
+
+    assert flags(stage1) == flags(arm)
+    assert ("--curriculum-steps" in stage1) == (aid == "curriculum")

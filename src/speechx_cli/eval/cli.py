@@ -38,7 +38,8 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers
                        "(DNSMOS, PESQ, STOI, SI-SDR, WER, speaker similarity).")
 
 SystemsOpt = Annotated[Optional[str], typer.Option(
-    "--systems", help="Comma-separated systems: speechx and/or peers (passthrough, deepfilternet, noisereduce).",
+    "--systems", help="Comma-separated systems: speechx and/or peers (passthrough, deepfilternet, noisereduce); "
+    "reference: each item's true answer (the metrics' ceiling, e.g. the recognizer's WER on the voices).",
     show_default="speechx and the task's peers")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N items per subset.")]
 OutOpt = Annotated[Optional[Path], typer.Option(
@@ -71,7 +72,7 @@ def _systems(task: str, spec: str | None) -> list[str]:
     if spec is None:
         return ["speechx"] + [p.name for p in peers_for(task)]
     names = [s.strip() for s in spec.split(",") if s.strip()]
-    known = ["speechx", *PEERS]
+    known = ["speechx", *PEERS, "reference"]
     bad = [n for n in names if n not in known]
     if bad or not names:
         raise UserError(f"--systems: unknown system(s) {', '.join(bad) or '(none given)'}; "
@@ -176,6 +177,8 @@ def _task_command(task: str):
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {})}
+                elif name == "reference":
+                    runners[name] = R.reference_system
                 else:
                     runners[name] = R.peer_system(PEERS[name])
             out_dir = _report_dir(out, bench_dir, task, force)

@@ -101,6 +101,31 @@ def word_error_rate(reference_text: str, hypothesis_text: str) -> float:
     return float(jiwer.wer(ref, hyp))
 
 
+def new_words(original: str, edited: str) -> list[int]:
+    """Indices (in normalize_words(edited)) of the words an edit puts in: what difflib's word diff of
+    the two texts marks inserted or replaced. Empty for an edit that only deletes."""
+    from difflib import SequenceMatcher
+
+    ops = SequenceMatcher(None, normalize_words(original), normalize_words(edited), autojunk=False).get_opcodes()
+    return [j for tag, _, _, j1, j2 in ops if tag in ("replace", "insert") for j in range(j1, j2)]
+
+
+def new_words_recognized(original: str, edited: str, hypothesis: str) -> float:
+    """1.0 when every new word of the edit is a hit in the alignment of the recognizer's transcript to
+    the edited text (the right word in the right place), else 0.0. ValueError when the edit adds none."""
+    import jiwer
+
+    new = new_words(original, edited)
+    if not new:
+        raise ValueError("the edit adds no word")
+    hyp = " ".join(normalize_words(hypothesis))
+    if not hyp:
+        return 0.0
+    chunks = jiwer.process_words(" ".join(normalize_words(edited)), hyp).alignments[0]
+    hits = {i for c in chunks if c.type == "equal" for i in range(c.ref_start_idx, c.ref_end_idx)}
+    return float(all(j in hits for j in new))
+
+
 def wer(reference_text: str, audio: np.ndarray, sr: int) -> float:
     """WER of pocketsphinx's transcript of ``audio`` against ``reference_text``.
 

@@ -10,7 +10,8 @@ the prompt). Scores per task (`TASK_METRICS`; definitions in `METRICS`):
     remove-speech    SI-SDR vs the true noise, speech left (dB), similarity to the removed speaker
     extract-speaker  similarity to the target and to the interferer, SI-SDR vs the target, WER
     tts              similarity to the prompt and (mean) to the other dev speakers, WER, DNSMOS OVRL
-    edit             WER of the edited sentence, max |output - input| outside the span, similarity
+    edit             WER of the edited sentence, its new words heard, max |output - input| outside the span,
+                     similarity
     codec            PESQ-wb, STOI, mel cepstral distance, similarity, WER, DNSMOS OVRL after an encode/decode;
                      the table adds what each codec costs when `info["costs"]` has it (`COST_COLUMNS`)
 WER only on items whose voice pocketsphinx reads (`Item.wer_ok`: flite/festival/Kokoro) and that have a
@@ -73,6 +74,8 @@ METRICS: dict[str, Metric] = {
     "sim_input": Metric("sim in", True, "speaker similarity to the input"),
     "preserve_max_abs": Metric("max|d|", False, "edit: max |output - input| outside the span "
                                f"(widened by {PRESERVE_GUARD_SECONDS * 1000:.0f} ms each side)"),
+    "new_word": Metric("new word", True, "edit: 1 when the recognizer hears every word the edit puts in, "
+                       "in its place (mean: the share of such edits; pocketsphinx voices only)"),
     "mcd": Metric("MCD", False, "mel cepstral distance to the input, dB (DTW-aligned)"),
 }
 TASK_METRICS: dict[str, tuple[str, ...]] = {
@@ -80,7 +83,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "remove-speech": ("si_sdr", "speech_left_db", "sim_speech"),
     "extract-speaker": ("sim_target", "sim_interferer", "si_sdr", "wer"),
     "tts": ("sim_prompt", "sim_others", "wer", "dnsmos_ovrl"),
-    "edit": ("wer", "preserve_max_abs", "sim_input"),
+    "edit": ("wer", "new_word", "preserve_max_abs", "sim_input"),
     "codec": ("pesq", "stoi", "mcd", "sim_input", "wer", "dnsmos_ovrl"),
 }
 
@@ -136,6 +139,13 @@ def peer_system(peer: Peer) -> SystemFn:
         return [Output(peer(load(system_input(i)), SAMPLE_RATE), SAMPLE_RATE) for i in items]
 
     return run
+
+
+def reference_system(bench: Benchmark, items: list[Item]) -> list[Output]:
+    """The oracle: each item's true answer (the clean speech, the background, the target, the text read
+    by the speaker): what the metrics give a perfect system, e.g. the recognizer's WER on natural voices."""
+    load = Loader(bench)
+    return [Output(load(i.reference), SAMPLE_RATE) for i in items]
 
 
 def speechx_system(sx, opts, window=None, with_text: bool = False) -> SystemFn:
@@ -302,7 +312,16 @@ def _tts(c: _Case, s: _Scores) -> None:
 
 
 def _edit(c: _Case, s: _Scores) -> None:
-    _wer(s, c.item, c.y)
+    if c.item.wer_ok and c.item.text:  # one transcript for both metrics: pocketsphinx is the slow part
+        heard: dict[str, str] = {}
+
+        def wer() -> float:
+            heard["text"] = M.transcribe(c.y, SAMPLE_RATE)
+            return M.word_error_rate(c.item.text, heard["text"])
+
+        s.add("wer", wer)
+        if "text" in heard and c.item.transcript and M.new_words(c.item.transcript, c.item.text):
+            s.add("new_word", lambda: M.new_words_recognized(c.item.transcript, c.item.text, heard["text"]))
     sr = c.out.sample_rate  # compared at the output's own rate: a kept sample must be the input's sample
     s.add("preserve_max_abs", lambda: preserve_max_abs(c.load(c.item.input, sr), c.out.audio, c.item.span, sr))
     s.add("sim_input", lambda: c.sim(c.item.input))

@@ -71,13 +71,18 @@ class Ablation:
             raise ValueError("steps >= 1, ctc weight > 0 and curriculum fraction in (0, 1]")
 
     def aid_flags(self, arm: str) -> list[str]:
-        """lm_train's flags that make `arm` differ from plain training."""
-        flags = []
-        if "ctc" in arm:
-            flags += ["--aux-ctc-weight", str(self.ctc_weight)]
-        if "curriculum" in arm:
-            flags += ["--curriculum-steps", str(max(1, round(self.curriculum_fraction * self.steps)))]
-        return flags
+        return aid_flags(arm, self.steps, self.ctc_weight, self.curriculum_fraction)
+
+
+def aid_flags(arm: str, steps: int, ctc_weight: float = Ablation.ctc_weight,
+              curriculum_fraction: float = Ablation.curriculum_fraction) -> list[str]:
+    """lm_train's flags that make `arm` differ from plain training in a run of `steps` steps."""
+    flags = []
+    if "ctc" in arm:
+        flags += ["--aux-ctc-weight", str(ctc_weight)]
+    if "curriculum" in arm:
+        flags += ["--curriculum-steps", str(max(1, round(curriculum_fraction * steps)))]
+    return flags
 
 
 def train_arm(a: Ablation, arm: str) -> None:

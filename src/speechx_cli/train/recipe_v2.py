@@ -32,12 +32,12 @@ from typing import Annotated
 import typer
 
 from .. import checkpoint
+from .ablate import ARMS as AIDS, aid_flags
 from .recipe import _resume_flag, examples, run_module, train
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 
 NATURAL = "kokoro:"  # the corpus's natural voices, by speaker name
-AIDS = {"plain": (), "ctc": ("--aux-ctc-weight", "0.2")}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class RecipeV2:
     variants: int = 2  # stage 2: every training utterance, this many simulated variants
     max_dev_examples: int = 180  # 30 per task
     lm_stages: int = 2  # 0: v1's LM with the new decoder (issue 21's ship), 1: after stage 1, 2: both
-    stage1_steps: int = 1500
+    stage1_steps: int = 1000  # = the ablation's arms (train/ablate.py), so its winner is stage 1
     stage2_steps: int = 8000
     lr: float = 4e-4
     aid: str = "ctc"  # of AIDS
@@ -133,7 +133,7 @@ def _lm(r: RecipeV2, stage: str, data: Path, steps: int, init: Path) -> Path:
     train("lm", "--data", str(data), "--dev", str(r.shards("dev")), "--out", str(ckpt.parent), "--preset", "demo",
           "--stage", stage, "--max-steps", str(steps), "--batch-frames", str(r.batch_frames), "--dropout", "0",
           "--lr", str(r.lr), "--warmup", "100", "--seed", str(r.seed), "--eval-every", str(max(100, steps // 4)),
-          "--ckpt-every", "100", "--threads", "1", *AIDS[r.aid], *start, threads=1, processes=r.lm_processes)
+          "--ckpt-every", "100", "--threads", "1", *aid_flags(r.aid, steps), *start, threads=1, processes=r.lm_processes)
     return ckpt
 
 
