@@ -26,7 +26,7 @@ AIDS = dict(aux_ctc_weight=0.3, curriculum_steps=4)
 
 
 def _logged(result) -> dict:
-    return {k: v for k, v in result.last.items() if k != "tokens_per_s"}  # all but the wall-clock speed
+    return {k: v for k, v in result.last.items() if k not in ("tokens_per_s", "trained_s")}  # all but wall clock
 
 
 def _greedy_ctc(log_probs: torch.Tensor) -> list[int]:

@@ -113,10 +113,14 @@ def test_resume_continues_exactly(tmp_path):
         train(b, data(), progress=False)
     with pytest.raises(ValueError, match="lr"):
         train(replace(b, lr=1e-3), data(), progress=False, resume=True)
+    first_part = checkpoint.read_training(tmp_path / "b" / "lm_train.pt", checkpoint.LM_TRAINING)["trained_s"]
     resumed = train(b, data(), progress=False, resume=True)
     assert resumed.step == straight.step == 6
     assert_same(weights(straight), weights(resumed))
     assert resumed.last["loss"] == straight.last["loss"]
+    # the training time adds up over the parts: what a stage's cost is stated from
+    total = checkpoint.read_training(tmp_path / "b" / "lm_train.pt", checkpoint.LM_TRAINING)["trained_s"]
+    assert 0 < first_part < total and first_part < resumed.last["trained_s"] <= total
 
 
 def test_resuming_a_finished_run_trains_nothing_and_shows_no_empty_progress(tmp_path, capsys):

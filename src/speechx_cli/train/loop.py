@@ -168,6 +168,8 @@ class Trainer(ABC):
         self.run, self.schedule, self.main = run, schedule, main  # main: the process that logs and writes
         self.step = 0
         self.saved_step = -1
+        self.trained_s = 0.0  # wall seconds of training so far, every resumed part added (checkpointed)
+        self._since: float | None = None  # perf_counter when this process's part began (inside fit)
 
     # ---- what each trainer writes
 
@@ -213,10 +215,16 @@ class Trainer(ABC):
         """Continue the run a checkpoint (RunFolder.open) saved."""
         self.load_state_dict(ckpt)
         self.step = int(ckpt["step"])
+        self.trained_s = float(ckpt.get("trained_s", 0.0))  # absent from checkpoints before it was kept
+
+    def elapsed(self) -> float:
+        """Wall seconds this run has trained, over all its resumed parts."""
+        return self.trained_s + (time.perf_counter() - self._since if self._since is not None else 0.0)
 
     def save_checkpoint(self, path: Path | None = None) -> None:
         """Write the run's checkpoint (or `path`) from the main process; every process must call it."""
-        state = {"kind": self.kind, "version": checkpoint.TRAINING_VERSION, "step": self.step, **self.state_dict()}
+        state = {"kind": self.kind, "version": checkpoint.TRAINING_VERSION, "step": self.step,
+                 "trained_s": self.elapsed(), **self.state_dict()}
         if self.main:
             checkpoint.save_training(path or self.run.checkpoint, state)
         if path is None:
@@ -231,6 +239,7 @@ class Trainer(ABC):
         verbose = progress and self.main
         best, last = best_in_log(self.run.log, s.best_metric), {}
         start, t0 = self.work(), time.perf_counter()
+        self._since = t0
         with self._progress(verbose and self.step < end) as bar, stop_requests() as flag, \
                 _log_file(self.run.log, self.main) as log:
             task = bar.add_task(self.label, total=s.steps, completed=self.step, text="", rate="")
@@ -242,7 +251,7 @@ class Trainer(ABC):
                 values[self.rate[0]] = speed
                 bar.update(task, completed=self.step, text=self.shown.format(**values),
                            rate=self.rate[1].format(speed))
-                last = {"step": self.step, **values}
+                last = {"step": self.step, **values, "trained_s": round(self.elapsed(), 1)}
                 if self.evaluates_at(self.step):
                     best = self._evaluate(last, bar if verbose else None, log, best)
                 elif log and self.step % s.log_every == 0:
@@ -255,6 +264,7 @@ class Trainer(ABC):
                     break
         if self.saved_step != self.step:
             self.save_checkpoint()
+        self.trained_s, self._since = self.elapsed(), None
         return last
 
     def _evaluate(self, line: dict[str, Any], bar: Progress | None, log: TextIO | None,
