@@ -83,13 +83,14 @@ def test_export_names_every_stage_with_its_steps_and_tokens(tmp_path, calls):
     r = _recipe(tmp_path)
     _ckpt(r.decoder_ckpt, checkpoint.CODEC_TRAINING, 40)
     _ckpt(r.lm_ckpt("tts"), checkpoint.LM_TRAINING, 30, tokens=1_000)
-    _ckpt(r.lm_ckpt("all"), checkpoint.LM_TRAINING, 50, tokens=4_000)
+    _ckpt(r.lm_ckpt("all"), checkpoint.LM_TRAINING, 50, tokens=4_000, trained_s=5400.0)
     recipe_v2.export(r, r.lm_ckpt("all"))
     (export,) = calls
     assert _arg(export, "--codec-checkpoint") == str(r.decoder_ckpt) and export[4] == str(r.out)
     facts = json.loads(_arg(export, "--info"))
     assert facts["decoder_steps"] == 40 and facts["lm_stage2_steps"] == 50
     assert (facts["lm_stage1_tokens"], facts["lm_stage2_tokens"], facts["aid"]) == (1_000, 4_000, "ctc")
+    assert facts["lm_stage2_hours"] == 1.5 and "lm_stage1_hours" not in facts  # kept only since it was measured
 
 
 def test_an_unknown_aid_is_refused():

@@ -156,6 +156,8 @@ def export(r: RecipeV2, ckpt: Path) -> None:
         facts[f"{name}_steps"] = int(saved["step"])
         if "tokens" in saved:
             facts[f"{name}_tokens"] = int(saved["tokens"])
+        if "trained_s" in saved:  # wall hours over every resumed part (runs before it was kept lack it)
+            facts[f"{name}_hours"] = round(float(saved["trained_s"]) / 3600, 2)
     train("export", str(ckpt), str(r.out), "--codec-checkpoint", str(r.decoder_ckpt), "--force", "--half",
           "--info", json.dumps(facts), threads=1)
 
