@@ -51,11 +51,11 @@ def test_every_stage_reads_v1s_tokens_and_stage_2_starts_from_stage_1(tmp_path, 
     assert (_arg(stage1, "--stage"), _arg(stage1, "--init-from")) == ("tts", str(r.base))
     assert (_arg(stage2, "--stage"), _arg(stage2, "--init-from")) == ("all", str(r.lm_ckpt("tts")))
     assert _arg(stage2, "--data") == str(r.shards("train")) and _arg(stage2, "--dev") == str(r.shards("dev"))
-    assert all(_arg(c, "--aux-ctc-weight") == "0.2" for c in (stage1, stage2))  # the default aid
+    assert not any("--aux-ctc-weight" in c or "--curriculum-steps" in c for c in (stage1, stage2))  # plain
 
 
 def test_a_rerun_resumes_an_unfinished_stage_and_skips_finished_ones(tmp_path, calls):
-    r = _recipe(tmp_path, aid="plain")
+    r = _recipe(tmp_path, aid="ctc")
     _ckpt(r.decoder_ckpt, checkpoint.CODEC_TRAINING, 40)
     _ckpt(r.lm_ckpt("tts"), checkpoint.LM_TRAINING, 30)
     _ckpt(r.lm_ckpt("all"), checkpoint.LM_TRAINING, 20)
@@ -67,7 +67,7 @@ def test_a_rerun_resumes_an_unfinished_stage_and_skips_finished_ones(tmp_path, c
     assert calls == []
     assert recipe_v2.lm(r) == r.lm_ckpt("all")
     (stage2,) = calls
-    assert "--resume" in stage2 and "--init-from" not in stage2 and "--aux-ctc-weight" not in stage2
+    assert "--resume" in stage2 and "--init-from" not in stage2 and _arg(stage2, "--aux-ctc-weight") == "0.2"
 
 
 def test_the_corpus_is_built_when_its_manifest_is_missing(tmp_path, calls):
@@ -89,7 +89,7 @@ def test_export_names_every_stage_with_its_steps_and_tokens(tmp_path, calls):
     assert _arg(export, "--codec-checkpoint") == str(r.decoder_ckpt) and export[4] == str(r.out)
     facts = json.loads(_arg(export, "--info"))
     assert facts["decoder_steps"] == 40 and facts["lm_stage2_steps"] == 50
-    assert (facts["lm_stage1_tokens"], facts["lm_stage2_tokens"], facts["aid"]) == (1_000, 4_000, "ctc")
+    assert (facts["lm_stage1_tokens"], facts["lm_stage2_tokens"], facts["aid"]) == (1_000, 4_000, "plain")
     assert facts["lm_stage2_hours"] == 1.5 and "lm_stage1_hours" not in facts  # kept only since it was measured
 
 
