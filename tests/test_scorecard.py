@@ -53,7 +53,7 @@ def test_show_prints_every_label_and_writes_the_card(card, tmp_path):
 
 def test_run_skips_reported_tasks_and_asks_speechx_eval_for_the_rest(card, monkeypatch):
     calls = []
-    monkeypatch.setattr("speechx_cli.train.recipe.run_module", lambda *a, **kw: calls.append(a))
+    monkeypatch.setattr("speechx_cli.eval.scorecard.run_module", lambda *a, **kw: calls.append(a))
     edits = card / "edit-bench"
     edits.mkdir()
     (edits / "manifest.jsonl").write_text("")

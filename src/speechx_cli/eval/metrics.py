@@ -295,3 +295,11 @@ def summarize(values: Sequence[float] | np.ndarray) -> tuple[float, float, float
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return mean, mean - half, mean + half
+
+
+def mean_ci(values: Sequence[float]) -> dict | None:
+    """summarize's numbers as a report cell {mean, ci95_low, ci95_high, n}; None without values."""
+    if len(values) == 0:
+        return None
+    mean, low, high = summarize(values)
+    return {"mean": mean, "ci95_low": low, "ci95_high": high, "n": len(values)}

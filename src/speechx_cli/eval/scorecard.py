@@ -27,6 +27,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..children import run_module
+from .metrics import mean_ci
+
 TASKS = ("denoise", "remove-speech", "extract-speaker", "tts", "edit")
 PEERS = ("passthrough", "deepfilternet", "noisereduce", "reference")
 TABLE_METRICS = {
@@ -54,15 +57,6 @@ def item_values(report: dict, system: str, metric: str) -> dict[str, float]:
     return {r["id"]: r["metrics"][metric] for r in report["items"]
             if r["system"] == system and isinstance(r["metrics"].get(metric), (int, float))
             and math.isfinite(r["metrics"][metric])}
-
-
-def mean_ci(values: list[float]) -> dict | None:
-    from .metrics import summarize
-
-    if not values:
-        return None
-    mean, low, high = summarize(values)
-    return {"mean": mean, "ci95_low": low, "ci95_high": high, "n": len(values)}
 
 
 def _find(reports: Reports, task: str, system: str, prefer: str) -> dict | None:
@@ -206,8 +200,6 @@ def run_cli(
     threads: Annotated[int, Opt(help="torch threads")] = 2,
 ) -> None:
     """Every task's report for one label (resumable: reported tasks are skipped)."""
-    from ..train.recipe import run_module
-
     chosen = [t.strip() for t in tasks.split(",") if t.strip()]
     benches = dict(spec.partition("=")[::2] for spec in task_bench or [])
     bad = [t for t in [*chosen, *benches] if t not in TASKS]

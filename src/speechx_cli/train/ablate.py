@@ -28,10 +28,10 @@ from typing import Annotated, Optional
 import typer
 
 from .. import checkpoint
+from ..children import run_module
 from .lm_train import CHECKPOINT_NAME
 from .loop import LOG_NAME
 from ..eval.report import ci_text
-from .recipe import run_module
 
 MODEL_NAME = "model.safetensors"
 REPORT = Path("eval-tts") / "report.json"
@@ -160,14 +160,11 @@ def _item_wers(run: Path) -> dict[str, float]:
 
 def paired_wer(run: Path, plain: Path) -> dict | None:
     """WER minus plain's on the same items (same benchmark, same sampling seed): mean and 95% interval."""
-    from ..eval.metrics import summarize as mean_ci
+    from ..eval.metrics import mean_ci
 
     mine, base = _item_wers(run), _item_wers(plain)
     diffs = [mine[i] - base[i] for i in mine.keys() & base.keys() if math.isfinite(mine[i] + base[i])]
-    if not diffs:
-        return None
-    mean, low, high = mean_ci(diffs)
-    return {"mean": mean, "ci95_low": low, "ci95_high": high, "n": len(diffs)}
+    return mean_ci(diffs)
 
 
 def summarize(out: Path, arms: tuple[str, ...] = ARMS) -> list[dict]:

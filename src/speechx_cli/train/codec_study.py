@@ -33,9 +33,9 @@ from typing import Annotated, Optional
 import typer
 
 from .. import checkpoint
+from ..children import run_module
 from .loop import LOG_NAME
 from ..eval.report import ci_text
-from .recipe import run_module
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,6 @@ autocast where the CPU has native bf16 (lm_train's precision "auto": 1.7-1.8x ag
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -36,6 +33,7 @@ import torch
 import typer
 
 from ..audio import save
+from ..children import run_module
 from ..prompts import Task
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
@@ -123,15 +121,6 @@ class Recipe:
 
     def continued_name(self, i: int) -> str:
         return "all-full" if i == 0 else f"all-full{i + 1}"
-
-
-def run_module(*args: str, threads: int, processes: int = 1) -> None:
-    """`python -m ARGS` as a child with `threads` torch threads, or `processes` DDP ranks under torchrun."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    ddp = ["torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m"] if processes > 1 else []
-    cmd = [sys.executable, "-m", *ddp, *args]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env=env)
 
 
 def train(*args: str, threads: int, processes: int = 1) -> None:

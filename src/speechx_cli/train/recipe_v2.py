@@ -33,7 +33,8 @@ import typer
 
 from .. import checkpoint
 from .ablate import ARMS as AIDS, aid_flags
-from .recipe import _resume_flag, examples, run_module, train
+from ..children import run_module
+from .recipe import _resume_flag, examples, train
 
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 
