@@ -192,12 +192,12 @@ def _uncached(s: Setup, batch: Batch, plan: Plan, opts: DecodingOptions) -> tupl
 
 def bench_ar(s: Setup, plan: Plan, memory: dict, log: Log) -> dict:
     steps = plan.new_frames
-    opts = DecodingOptions()  # temperature-1 sampling, as the CLI decodes
+    opts = DecodingOptions()  # the CLI's default sampling
     batches = {b: ar_batch(s.cfg, b, plan.prompt_frames, seed=b) for b in BATCHES}
     log(f"{s.name}: AR with the KV cache, batch {' and '.join(map(str, BATCHES))}, {steps} frames")
     cached = _cached(s, batches, plan, opts)
     res: dict = {"prompt_frames": plan.prompt_frames, "new_frames": steps,
-                 "sampling": "temperature 1, engine rules for a known length"}
+                 "sampling": f"temperature {opts.temperature}, engine rules for a known length"}
     for b, batch in batches.items():
         log(f"{s.name}: AR without a cache, batch {b}")
         uncached, uncached_extrapolated = _uncached(s, batch, plan, opts)
