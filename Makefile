@@ -68,14 +68,14 @@ bench: $(STAMP)
 
 # The shipped demo model from nothing. v1 (recipe.py: synthesizer corpus, codec, codec continued,
 # decoder fine-tuning, shards, LM stages 1, 2 and 2 continued) into runs/speechx-v1.safetensors, then
-# v2 (recipe_v2.py: the natural-voice corpus, a Vocos decoder on v1's tokens, export, examples from
-# natural dev voices). RECIPE_V2_FLAGS="--lm-stages 2" also trains v2's LM stages (issue 23; not yet
-# shipped). Resumable: rerun after an interruption (an LM run loses at most the 100 steps since its
-# last checkpoint). Step counts are Recipe's and RecipeV2's; to change them, e.g.
+# v2 (recipe_v2.py: the natural-voice corpus, a Vocos decoder on v1's tokens, v2's two LM stages on
+# the natural-voice shards, export, examples from natural dev voices; docs/demo-v2.md). RECIPE_V2_FLAGS=
+# "--lm-stages 0" stops at the decoder (the demo before v2). Resumable: rerun after an interruption
+# (an LM run loses at most the 100 steps since its last checkpoint). Step counts are Recipe's and RecipeV2's; to change them, e.g.
 #   make demo-checkpoint RECIPE_FLAGS="--codec-steps 6000 --continued-steps 8000,4000"
 # (python -m speechx_cli.train.recipe all --help, recipe_v2 all --help list every flag).
 RECIPE_FLAGS ?=
-RECIPE_V2_FLAGS ?= --lm-stages 0
+RECIPE_V2_FLAGS ?=
 demo-checkpoint: system-check $(STAMP)
 	$(PY) -m speechx_cli.train.recipe all --out runs/speechx-v1.safetensors $(RECIPE_FLAGS)
 	$(PY) -m speechx_cli.train.recipe_v2 all --base runs/speechx-v1.safetensors $(RECIPE_V2_FLAGS)

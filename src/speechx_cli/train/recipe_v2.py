@@ -11,12 +11,12 @@ tokenizer would need an LM from scratch, which two CPU cores cannot afford at a 
 3. shards: the corpus tokenized by v1's codec: TTS examples for stage 1, all six tasks (two simulated
    variants of every training utterance) for stage 2, dev examples of its dev speakers;
 4. LM stage 1 (TTS) from v1's weights, then stage 2 (all tasks), both with the alignment aid that won
-   the ablation (`train/ablate.py`);
+   the ablation (`train/ablate.py`; plain training, no aid, in the shipped run);
 5. export: v2's LM with the Vocos decoder;
 6. examples: `make demo`'s inputs from the corpus's natural dev voices (Kokoro blends no stage trained on).
 
     python -m speechx_cli.train.recipe_v2 all --base runs/speechx-v1.safetensors   # after recipe.py all
-    python -m speechx_cli.train.recipe_v2 all --base checkpoints/speechx-demo.safetensors  # from a v1 you hold
+    python -m speechx_cli.train.recipe_v2 all --base my-v1.safetensors  # from a v1 checkpoint you hold
 
 Every stage is a `speechx train` (or `python -m`) child process and resumable: a rerun skips what is
 complete and resumes what is not.
