@@ -1,5 +1,6 @@
 """Engine equivalences: cached decoding == full forward; known lengths; batching."""
 
+import pytest
 import torch
 
 from speechx_cli import prompts as P
@@ -115,3 +116,19 @@ def test_greedy_escapes_a_run_of_identical_codes_and_returns_to_the_argmax():
     assert all(i >= 4 and codes[i - 4:i] == [5] * 4 for i in others)  # only sampled after 4 identical codes
     again = generate(ar, nar, p, DecodingOptions(temperature=0, escape_after=4), 50)[0][:, 0].tolist()
     assert again == codes  # seeded: still reproducible
+
+
+def test_nar_given_its_own_first_levels_reproduces_its_fill():
+    """Rows that give L known levels fill only the rest: given the NAR's own levels 1..L, it returns
+    exactly what it filled from level 1 alone; given every level, the codes come back unchanged."""
+    _, nar = models(1)
+    ps = [P.tts(torch.tensor([5, 6]), rand_codes(4, 13), V), P.tts(torch.tensor([7]), rand_codes(5, 14), V)]
+    batch = P.collate(ps)
+    first = [torch.randint(0, V, (6,)), torch.randint(0, V, (4,))]
+    empty, zero = torch.zeros(2, 0, K, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+    full = generate_nar(nar, batch, first, empty, zero)
+    for known in (1, 2, K):
+        again = generate_nar(nar, batch, [f[:, :known] for f in full], empty, zero)
+        assert all(torch.equal(a, f) for a, f in zip(again, full))
+    with pytest.raises(ValueError, match="known levels"):
+        generate_nar(nar, batch, [full[0][:, :2], full[1][:, :3]], empty, zero)

@@ -348,3 +348,38 @@ def test_the_reference_system_is_each_items_true_answer(bench, task, tmp_path):
         assert rows["passthrough"]["stoi"] < 0.99
     else:  # the speaker reading the text: the same voice as the prompt, not the prompt itself
         assert 0.5 < rows["reference"]["sim_prompt"] < 0.9999 and rows["passthrough"]["sim_prompt"] > 0.9999
+
+
+def test_oracle_systems_keep_the_true_levels_and_fill_the_rest(bench, tiny_checkpoint):
+    """oracleK (every level true) is the reference's own codes; oracle1 keeps level 1 and fills levels 2..K
+    with the NAR the way inference does, the same in one batch as item by item."""
+    from speechx_cli.checkpoint import load
+    from speechx_cli.eval.oracle import oracle_codes, oracle_system
+    from speechx_cli.pipeline import to_codes
+
+    sx = load(tiny_checkpoint)
+    items, sr, k = bench.items_for("tts"), sx.codec.sample_rate, sx.config.n_codebooks
+    assert len(items) == 2
+    true = [to_codes(sx, R.Loader(bench)(i.reference, sr)) for i in items]
+    assert all(torch.equal(c, t) for c, t in zip(oracle_codes(sx, bench, items, k), true))
+    together = oracle_codes(sx, bench, items, 1)
+    alone = [oracle_codes(sx, bench, [i], 1)[0] for i in items]
+    assert all(torch.equal(a, b) for a, b in zip(together, alone))
+    assert all(torch.equal(c[:, 0], t[:, 0]) and not torch.equal(c[:, 1:], t[:, 1:]) for c, t in zip(together, true))
+    outs = oracle_system(sx, 2)(bench, items)
+    assert [len(o.audio) for o in outs] == [len(R.Loader(bench)(i.reference, sr)) for i in items]
+    with pytest.raises(ValueError, match="levels 1"):
+        oracle_system(sx, k + 1)
+
+
+def test_oracle_systems_in_the_tts_report_and_refused_elsewhere(bench, tiny_checkpoint, tmp_path):
+    r = runner.invoke(app, ["eval", "tts", str(bench.root), "--checkpoint", str(tiny_checkpoint), "--systems",
+                            "oracle1,oracle2", "--limit", "1", "--out", str(tmp_path / "r"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert {row["system"] for row in report["items"]} == {"oracle1", "oracle2"}
+    assert report["checkpoint"] == str(tiny_checkpoint)
+    for args in (["tts", "--systems", "oracle99"], ["denoise", "--systems", "oracle1"]):
+        r = runner.invoke(app, ["eval", args[0], str(bench.root), "--checkpoint", str(tiny_checkpoint), *args[1:],
+                                "--out", str(tmp_path / "x")])
+        assert "oracle" in _one_line_error(r)

@@ -56,7 +56,7 @@ def test_mask_output_is_the_input_under_the_codec_outputs_gains(sx, task):
     assert len(codec) == len(masked) == len(x)
     settings = PL.TASK_MASKS[task]
     # remove-speech compares with the codec's rendering of its input (its own codes, decoded)
-    rendered = PL._decode(sx, PL._codes(sx, x))[: len(x)] if settings.codec_reference else None
+    rendered = PL.to_audio(sx, PL.to_codes(sx, x))[: len(x)] if settings.codec_reference else None
     np.testing.assert_allclose(masked, M.apply(x, codec, SR, settings, rendered), atol=1e-6)
     assert not np.allclose(masked, codec, atol=1e-3)
     if rendered is not None:
@@ -130,8 +130,8 @@ def test_shared_enrollment_is_encoded_once_per_run(sx, monkeypatch):
     greedy = DecodingOptions(temperature=0)
     expected = [PL.run(sx, [r], greedy)[0] for r in requests]
     encoded = []
-    real = PL._codes
-    monkeypatch.setattr(PL, "_codes", lambda sx_, audio: encoded.append(len(audio)) or real(sx_, audio))
+    real = PL.to_codes
+    monkeypatch.setattr(PL, "to_codes", lambda sx_, audio: encoded.append(len(audio)) or real(sx_, audio))
     outs = PL.run(sx, requests, greedy)
     assert encoded.count(len(enroll)) == 1 and len(encoded) == 4  # one enrollment + three mixtures
     for y, want in zip(outs, expected):

@@ -178,6 +178,8 @@ def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefi
                  prefix_len: torch.Tensor) -> list[torch.Tensor]:
     """Fill codebooks 2..K greedily. first: per-row (T_b,) codebook-1 codes -> per-row (T_b, K).
 
+    A row of `first` may be (T_b, L) instead: its first L levels are known (the same L in every row)
+    and only levels L+1..K are filled; eval/oracle.py gives the true answer's levels this way.
     The condition never attends to the output, so its keys/values are computed once and reused
     by every level; each level then runs only the T output positions.
     """
@@ -187,8 +189,12 @@ def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefi
     b, t = len(first), max(1, int(lengths.max()))
     c = batch.types.shape[1]
     codes = torch.zeros(b, t, k, dtype=torch.long, device=device)
+    given = {1 if f.dim() == 1 else f.shape[1] for f in first}
+    if len(given) != 1 or not 1 <= min(given) <= k:
+        raise ValueError(f"generate_nar: rows give {sorted(given)} known levels; need one count in 1..{k}")
+    known = given.pop()
     for i, f in enumerate(first):
-        codes[i, : len(f), 0] = f
+        codes[i, : len(f), :known] = f.reshape(len(f), known)
     frame = torch.arange(t, device=device)
     out_valid = frame[None, :] < lengths[:, None]  # (B, T)
     from_prefix = frame[None, :] < prefix_len[:, None]
@@ -198,7 +204,7 @@ def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefi
     prefill(model, batch, caches)
     keys = torch.cat([batch.cond_valid, out_valid], 1)  # (B, C+T)
     mask = keys[:, None, None, :] | torch.eye(c + t, dtype=torch.bool, device=device)[None, None, c:]
-    for level in range(1, k):
+    for level in range(known, k):  # each level runs on the condition's cache alone: known levels are skipped
         lv = torch.full((b,), level, dtype=torch.long, device=device)
         h = model.run(model.embed_output(codes, lv), mask, caches, c)  # (B, T, d)
         logits = model.heads[level - 1](h)

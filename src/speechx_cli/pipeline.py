@@ -97,13 +97,13 @@ class Request:
         return self
 
 
-def _codes(sx: SpeechX, audio: np.ndarray) -> torch.Tensor:
+def to_codes(sx: SpeechX, audio: np.ndarray) -> torch.Tensor:
     """(N,) waveform -> (F, K) codes."""
     wav = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(sx.device)
     return sx.codec.encode(wav)[0].T.cpu()
 
 
-def _decode(sx: SpeechX, codes: torch.Tensor) -> np.ndarray:
+def to_audio(sx: SpeechX, codes: torch.Tensor) -> np.ndarray:
     """(F, K) codes -> (F * hop,) waveform."""
     if len(codes) == 0:
         return np.zeros(0, dtype=np.float32)
@@ -111,7 +111,7 @@ def _decode(sx: SpeechX, codes: torch.Tensor) -> np.ndarray:
     return wav.float().cpu().numpy()
 
 
-def _text_ids(text: str | None) -> torch.Tensor | None:
+def text_ids(text: str | None) -> torch.Tensor | None:
     if text is None or not text.strip():
         return None
     return torch.tensor(T.encode(text), dtype=torch.long)
@@ -197,18 +197,18 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[in
     gives every file the same enrollment array)."""
     v, fr = sx.config.codebook_size, sx.codec.frame_rate
     if req.task in (Task.TTS, Task.TSE) and id(req.enrollment) not in voices:
-        voices[id(req.enrollment)] = _codes(sx, req.enrollment)
+        voices[id(req.enrollment)] = to_codes(sx, req.enrollment)
     if req.task is Task.TTS:  # one row per sentence, every one with the same voice prompt
         voice = voices[id(req.enrollment)]
         rows = []
         for sentence in T.sentences(req.text):
-            ids = _text_ids(sentence)
+            ids = text_ids(sentence)
             limit = max(MIN_GENERATION_SECONDS, SECONDS_PER_PHONEME * len(ids)) * fr
             rows.append(_Row(i, P.tts(ids, voice, v), int(limit)))
         return rows
-    text = _text_ids(req.text)
+    text = text_ids(req.text)
     if req.task in (Task.EDIT_CLEAN, Task.EDIT_NOISY):
-        codes = _codes(sx, req.audio)
+        codes = to_codes(sx, req.audio)
         a, b = _edit_frames(sx, req, len(codes))
         middle = codes[a:b] if req.task is Task.EDIT_NOISY else None
         prompt = P.edit(text, codes[:a], codes[b:], v, middle=middle)
@@ -225,7 +225,7 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[in
 def _window_row(sx: SpeechX, i: int, task: Task, audio: np.ndarray, enroll: torch.Tensor | None,
                 text: torch.Tensor | None) -> _Row:
     """The row of one window of a known-length task."""
-    v, mix = sx.config.codebook_size, _codes(sx, audio)
+    v, mix = sx.config.codebook_size, to_codes(sx, audio)
     if task is Task.NS:
         prompt = P.ns(mix, v, text=text)
     elif task is Task.SR:
@@ -259,13 +259,13 @@ def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[torch.Tensor
     hop = sx.codec.hop_length
     if req.task is Task.TTS:
         pause = np.zeros(int(SENTENCE_PAUSE_SECONDS * sx.codec.sample_rate), dtype=np.float32)
-        parts = [_decode(sx, o) for o in outs]
+        parts = [to_audio(sx, o) for o in outs]
         return np.concatenate([x for part in parts for x in (part, pause)][:-1])
     if req.task in (Task.EDIT_CLEAN, Task.EDIT_NOISY):
         row, out = rows[0], outs[0]
         a, post = len(row.prompt.prefix), row.post
         mid_end = _find_post(out[:, 0], post[:, 0], a)
-        middle = _decode(sx, out)[a * hop: mid_end * hop]
+        middle = to_audio(sx, out)[a * hop: mid_end * hop]
         n = len(req.audio)
         start = min(n, a * hop)
         end = max(start, min(n, (sx.codec.frames_for(n) - len(post)) * hop))
@@ -279,11 +279,11 @@ def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[torch.Tensor
 def _window_output(sx: SpeechX, task: Task, row: _Row, codes: torch.Tensor, window: WindowOptions) -> np.ndarray:
     """One window's output, as long as its input window."""
     n = len(row.source)
-    wav = _decode(sx, codes)[:n]
+    wav = to_audio(sx, codes)[:n]
     if window.resynth is Resynth.CODEC:
         return wav
     opts = window.mask or TASK_MASKS[task]
-    reference = _decode(sx, row.source_codes)[:n] if opts.codec_reference else None
+    reference = to_audio(sx, row.source_codes)[:n] if opts.codec_reference else None
     return M.apply(row.source, wav, sx.codec.sample_rate, opts, reference)
 
 
@@ -333,7 +333,7 @@ def stream(sx: SpeechX, task: Task, blocks: Iterable[np.ndarray], opts: Decoding
     opts.validate()
     window.validate()
     sr = sx.codec.sample_rate
-    enroll = _codes(sx, enrollment) if task is Task.TSE else None
+    enroll = to_codes(sx, enrollment) if task is Task.TSE else None
     joiner = WindowJoiner(_overlap_samples(sx, window))
     pending: list[np.ndarray] = []
 

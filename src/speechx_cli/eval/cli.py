@@ -32,6 +32,7 @@ from . import devset as B
 from . import report as R
 from .codec_cost import codec_cost
 from .devset import TASK_OF, TASKS
+from .oracle import oracle_levels, oracle_system
 from .peers import PEERS, peers_for
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
@@ -39,7 +40,8 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers
 
 SystemsOpt = Annotated[Optional[str], typer.Option(
     "--systems", help="Comma-separated systems: speechx and/or peers (passthrough, deepfilternet, noisereduce); "
-    "reference: each item's true answer (the metrics' ceiling, e.g. the recognizer's WER on the voices).",
+    "reference: each item's true answer (the metrics' ceiling, e.g. the recognizer's WER on the voices); "
+    "tts only, oracleN: the true answer's first N codebook levels, the NAR fills the rest (where words are lost).",
     show_default="speechx and the task's peers")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N items per subset.")]
 OutOpt = Annotated[Optional[Path], typer.Option(
@@ -73,10 +75,10 @@ def _systems(task: str, spec: str | None) -> list[str]:
         return ["speechx"] + [p.name for p in peers_for(task)]
     names = [s.strip() for s in spec.split(",") if s.strip()]
     known = ["speechx", *PEERS, "reference"]
-    bad = [n for n in names if n not in known]
+    bad = [n for n in names if n not in known and not (task == "tts" and oracle_levels(n))]
     if bad or not names:
         raise UserError(f"--systems: unknown system(s) {', '.join(bad) or '(none given)'}; "
-                        f"choose from {', '.join(known)}")
+                        f"choose from {', '.join(known)}{', oracleN' if task == 'tts' else ''}")
     return list(dict.fromkeys(names))
 
 
@@ -121,11 +123,11 @@ def _codec(path: Path, device: Device):
         raise UserError(f"{path}: not a codec training checkpoint ({type(e).__name__})") from None
 
 
-def _speechx_runner(checkpoint, device: Device, seed: int, sampling: tuple[float, int, float], batch_size: int,
+def _speechx_runner(sx, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth, mask=None):
     decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
     window = window_options(10.0, batch_size, resynth, mask)
-    return R.speechx_system(load_model(checkpoint, device).sx, decoding, window, with_text)
+    return R.speechx_system(sx, decoding, window, with_text)
 
 
 def _task_command(task: str):
@@ -170,15 +172,27 @@ def _task_command(task: str):
             _require_eval_extra(names)
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
             masking = mask_settings(TASK_OF[task], mask)
+            loaded = []  # the checkpoint, loaded once for speechx and the oracles
+
+            def model():
+                loaded[:] = loaded or [load_model(checkpoint, device).sx]
+                return loaded[0]
+
             for name in names:
                 if name == "speechx":
-                    runners[name] = _speechx_runner(checkpoint, device, seed, (temperature, top_k, top_p), batch_size,
+                    runners[name] = _speechx_runner(model(), seed, (temperature, top_k, top_p), batch_size,
                                                     max_seconds, with_text, resynth, masking)
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {})}
                 elif name == "reference":
                     runners[name] = R.reference_system
+                elif oracle_levels(name):
+                    try:
+                        runners[name] = oracle_system(model(), oracle_levels(name))
+                    except ValueError as e:
+                        raise UserError(f"--systems: {e}") from None
+                    info |= {"checkpoint": str(checkpoint or default_path())}
                 else:
                     runners[name] = R.peer_system(PEERS[name])
             out_dir = _report_dir(out, bench_dir, task, force)
