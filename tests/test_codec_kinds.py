@@ -288,3 +288,18 @@ def test_codec_cost_counts_parameters_bitrate_work_and_speed(codec):
     assert count_macs(conv, lambda: conv(x)) == 96 * 3 * 2 * 5  # outputs x inputs per output
     lstm = torch.nn.LSTM(4, 8, num_layers=2)
     assert count_macs(lstm, lambda: lstm(torch.zeros(10, 1, 4))) == 10 * 4 * 8 * ((4 + 8) + (8 + 8))
+
+
+def test_every_kind_decodes_from_its_first_levels(codec):
+    """decode(levels=N) leaves levels N+1..K out: all levels = a plain decode, one level differs from it
+    at the same length, and DAC's agrees with its truncated codec (a codec built with N levels)."""
+    codes = codec.encode(0.1 * torch.randn(1, 1600))
+    full = codec.decode(codes)
+    torch.testing.assert_close(codec.decode(codes, levels=codec.n_codebooks), full)
+    one = codec.decode(codes, levels=1)
+    assert one.shape == full.shape and not torch.allclose(one, full)
+    if isinstance(codec, DacCodec):
+        torch.testing.assert_close(codec.decode(codes, levels=2), codec.truncated(2).decode(codes[:, :2]))
+    for bad in (0, codec.n_codebooks + 1):
+        with pytest.raises(ValueError, match="levels"):
+            codec.decode(codes, levels=bad)

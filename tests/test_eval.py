@@ -258,6 +258,18 @@ def test_codec_eval_on_benchmark_and_folder(bench, tiny_checkpoint, tmp_path):
             assert m["pesq"] == pytest.approx(4.64, abs=0.01) and m["mcd"] == pytest.approx(0.0, abs=1e-6)
         else:
             assert math.isfinite(m["stoi"]) and m["mcd"] > 1.0
+    r = runner.invoke(app, ["eval", "codec", str(bench.root), "--checkpoint", str(tiny_checkpoint), "--limit", "1",
+                            "--levels", "1", "--no-cost", "--out", str(tmp_path / "one-level"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    one = json.loads((tmp_path / "one-level" / "report.json").read_text())
+    assert one["levels"] == 1 and report["levels"] is None
+    assert {row["system"] for row in one["items"]} == {"passthrough", "tiny"}
+    items = bench.items_for("codec", 1)
+    full, first = R.codec_system(codec)(bench, items), R.codec_system(codec, levels=1)(bench, items)
+    assert all(a.audio.shape == b.audio.shape and not np.array_equal(a.audio, b.audio) for a, b in zip(full, first))
+    r = runner.invoke(app, ["eval", "codec", str(bench.root), "--checkpoint", str(tiny_checkpoint), "--levels", "99",
+                            "--out", str(tmp_path / "x")])
+    assert "--levels 99" in _one_line_error(r)
     r = runner.invoke(app, ["eval", "codec", str(bench.root / "speakers"), "--checkpoint", str(tiny_checkpoint),
                             "--out", str(tmp_path / "codec2"), "--no-plots"])
     assert r.exit_code == 0, r.output
@@ -322,7 +334,7 @@ def test_codec_system_counts_the_distinct_codes_of_every_level_over_all_items(be
             self.calls += 1
             return torch.stack([torch.arange(first, first + 4), torch.full((4,), 7)])
 
-        def decode(self, codes):
+        def decode(self, codes, levels=None):
             return torch.zeros(codes.shape[1] * 320)
 
     usage = {}

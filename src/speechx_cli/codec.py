@@ -106,8 +106,13 @@ class Codec(nn.Module, ABC):
         codes = codes.clone()  # an ordinary tensor: callers may edit codes in place
         return codes[0] if single else codes
 
-    def decode(self, codes: Tensor) -> Tensor:
-        """long (B, K, F) or (K, F) -> float (B, F * hop_length) or (F * hop_length,)."""
+    def decode(self, codes: Tensor, levels: int | None = None) -> Tensor:
+        """long (B, K, F) or (K, F) -> float (B, F * hop_length) or (F * hop_length,).
+
+        `levels`: decode from the first `levels` codebook levels only, the rest left out of the latent
+        (how much a tokenizer's first levels carry: `speechx eval codec --levels N`)."""
+        if levels is not None and not 1 <= levels <= self.n_codebooks:
+            raise ValueError(f"levels must be in 1..{self.n_codebooks}, got {levels}")
         single = codes.dim() == 2
         if single:
             codes = codes[None]
@@ -118,7 +123,7 @@ class Codec(nn.Module, ABC):
             raise ValueError(f"codes must lie in [0, {self.codebook_size}), "
                              f"got [{int(codes.min())}, {int(codes.max())}]")
         with torch.inference_mode():
-            wav = self._decode(codes.to(self.device, torch.long))  # (B, F*hop)
+            wav = self._decode(codes[:, :levels].to(self.device, torch.long))  # (B, F*hop)
         wav = wav.clone()
         return wav[0] if single else wav
 

@@ -249,6 +249,9 @@ def codec(
     device: DeviceOpt = Device.auto,
     cost: Annotated[bool, typer.Option(help="Add each codec's parameters, bitrate and encode/decode speed "
                                        "(times real time on one thread, best of 3 on a 5 s clip).")] = True,
+    levels: Annotated[Optional[int], typer.Option(
+        "--levels", min=1, help="Decode from the first N codebook levels only (how much of the speech, e.g. "
+        "its words, a tokenizer's first levels carry).", show_default="all")] = None,
     plots: PlotsOpt = True, force: ForceOpt = False,
 ) -> None:
     """Codec reconstruction (encode + decode): PESQ, STOI, mel cepstral distance, similarity, WER, DNSMOS
@@ -273,8 +276,10 @@ def codec(
             name, p = _named(p)
             name = name if name not in runners else f"{name}-{len(runners)}"
             c = _codec(p, device)
+            if levels is not None and levels > c.n_codebooks:
+                raise UserError(f"--levels {levels}: {name} has {c.n_codebooks} codebook levels")
             costs[name] = {}
-            runners[name] = R.codec_system(c, usage=costs[name])  # codes used per level, filled as it runs
+            runners[name] = R.codec_system(c, usage=costs[name], levels=levels)  # usage: codes used per level
             names.append(f"{name}={p}")
             if cost:
                 with err.status(f"timing {name} on one thread"):
@@ -285,5 +290,5 @@ def codec(
                             f"or tts items, or audio files)")
         out_dir = _report_dir(out, path if path.is_dir() and (path / B.MANIFEST_NAME).is_file() else None,
                               "codec", force)
-        _run("codec", bench, items, runners, out_dir, {"benchmark": str(path), "limit": limit,
+        _run("codec", bench, items, runners, out_dir, {"benchmark": str(path), "limit": limit, "levels": levels,
                                                         "checkpoints": names, "costs": costs}, plots)

@@ -169,8 +169,9 @@ def speechx_system(sx, opts, window=None, with_text: bool = False) -> SystemFn:
     return run
 
 
-def codec_system(codec, usage: dict | None = None) -> SystemFn:
-    """Encode and decode each input with a codec (no language model). With `usage`, a run also sets
+def codec_system(codec, usage: dict | None = None, levels: int | None = None) -> SystemFn:
+    """Encode and decode each input with a codec (no language model), from its first `levels` codebook
+    levels if given (default: all). With `usage`, a run also sets
     usage["codes_used"]: per codebook level, how many of its entries the codes of every item run so far
     used, over all calls (a report runs each subset in a call of its own); dead codes are the rest."""
     sr = codec.sample_rate
@@ -185,7 +186,7 @@ def codec_system(codec, usage: dict | None = None) -> SystemFn:
             if used.shape[0] != codes.shape[0]:
                 used = torch.zeros(codes.shape[0], codec.codebook_size, dtype=torch.bool)
             used.scatter_(1, codes.cpu(), True)
-            wav = codec.decode(codes)  # (F * hop,)
+            wav = codec.decode(codes, levels=levels)  # (F * hop,)
             outs.append(Output(wav.float().cpu().numpy()[: len(x)], sr))
         if usage is not None:
             usage["codes_used"] = used.sum(1).tolist()
