@@ -373,9 +373,9 @@ def test_oracle_systems_keep_the_true_levels_and_fill_the_rest(bench, tiny_check
     items, sr, k = bench.items_for("tts"), sx.codec.sample_rate, sx.config.n_codebooks
     assert len(items) == 2
     true = [to_codes(sx, R.Loader(bench)(i.reference, sr)) for i in items]
-    assert all(torch.equal(c, t) for c, t in zip(oracle_codes(sx, bench, items, k), true))
-    together = oracle_codes(sx, bench, items, 1)
-    alone = [oracle_codes(sx, bench, [i], 1)[0] for i in items]
+    assert all(torch.equal(c, t) for c, t in zip(oracle_codes(sx, R.Loader(bench), items, k), true))
+    together = oracle_codes(sx, R.Loader(bench), items, 1)
+    alone = [oracle_codes(sx, R.Loader(bench), [i], 1)[0] for i in items]
     assert all(torch.equal(a, b) for a, b in zip(together, alone))
     assert all(torch.equal(c[:, 0], t[:, 0]) and not torch.equal(c[:, 1:], t[:, 1:]) for c, t in zip(together, true))
     outs = oracle_system(sx, 2)(bench, items)

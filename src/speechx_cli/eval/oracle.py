@@ -35,15 +35,18 @@ def oracle_levels(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def oracle_codes(sx: SpeechX, bench: Benchmark, items: list[Item], levels: int) -> list[torch.Tensor]:
+def _check(sx: SpeechX, levels: int) -> None:
+    if not 1 <= levels <= sx.config.n_codebooks:
+        raise ValueError(f"oracle{levels}: this checkpoint has codebook levels 1..{sx.config.n_codebooks}")
+
+
+def oracle_codes(sx: SpeechX, load: Loader, items: list[Item], levels: int) -> list[torch.Tensor]:
     """Per tts item, (T, K) codes: the reference's levels 1..`levels`, the NAR's fill of the rest."""
+    _check(sx, levels)
     k, v, sr = sx.config.n_codebooks, sx.config.codebook_size, sx.codec.sample_rate
-    if not 1 <= levels <= k:
-        raise ValueError(f"oracle{levels}: this checkpoint has codebook levels 1..{k}")
     wrong = [i.id for i in items if i.task != "tts" or i.reference is None or not i.text]
     if wrong:
         raise ValueError(f"oracle systems measure tts items with a reference and a text, not {wrong[0]}")
-    load = Loader(bench)
     prompts = [P.tts(text_ids(i.text), to_codes(sx, load(i.enrollment, sr)), v) for i in items]
     first = [to_codes(sx, load(i.reference, sr))[:, :levels].to(sx.device) for i in items]
     none = torch.zeros(len(items), 0, k, dtype=torch.long, device=sx.device)
@@ -54,13 +57,12 @@ def oracle_codes(sx: SpeechX, bench: Benchmark, items: list[Item], levels: int) 
 
 def oracle_system(sx: SpeechX, levels: int) -> SystemFn:
     """oracle_codes as audio, cut to each reference's length."""
-    if not 1 <= levels <= sx.config.n_codebooks:
-        raise ValueError(f"oracle{levels}: this checkpoint has codebook levels 1..{sx.config.n_codebooks}")
+    _check(sx, levels)
     sr = sx.codec.sample_rate
 
     def run(bench: Benchmark, items: list[Item]) -> list[Output]:
-        load = Loader(bench)
+        load = Loader(bench)  # the references are read once, for the codes and for their lengths
         return [Output(np.asarray(to_audio(sx, c)[: len(load(i.reference, sr))], np.float32), sr)
-                for i, c in zip(items, oracle_codes(sx, bench, items, levels))]
+                for i, c in zip(items, oracle_codes(sx, load, items, levels))]
 
     return run
