@@ -251,7 +251,7 @@ class Trainer(ABC):
                 values[self.rate[0]] = speed
                 bar.update(task, completed=self.step, text=self.shown.format(**values),
                            rate=self.rate[1].format(speed))
-                last = {"step": self.step, **values, "trained_s": round(self.elapsed(), 1)}
+                last = {"step": self.step, **values, "trained_s": self.elapsed()}
                 if self.evaluates_at(self.step):
                     best = self._evaluate(last, bar if verbose else None, log, best)
                 elif log and self.step % s.log_every == 0:
