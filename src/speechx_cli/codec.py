@@ -50,6 +50,10 @@ class TrainOutput:
     codes: Tensor | None  # (B, K, F); None when the quantizer was skipped
     losses: dict[str, Tensor] = field(default_factory=dict)  # named scalar terms: commitment, codebook
     levels: Tensor | None = None  # (B,) levels each item used (quantizer dropout); None: all
+    # level 1's quantized vectors (B, D, F) with the straight-through gradient to the encoder (the small
+    # codec's; train/phonetic.py reads them); None for other kinds or when the quantizer was skipped
+    first_level: Tensor | None = None
+    latent: Tensor | None = None  # the encoder's output (B, D, F) before quantization (the small codec's)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,7 +396,10 @@ class SmallCodec(TrainableCodec):
                 return TrainOutput(self._synth(latent), None, {"commitment": latent.new_zeros(())})
             q = self.quantizer(latent, int(self.cfg.frame_rate))
         codes = q.codes.transpose(0, 1)  # (K, B, F) -> (B, K, F)
-        return TrainOutput(self._synth(q.quantized), codes, {"commitment": q.penalty.reshape(())})
+        first = self.quantizer.vq.layers[0].decode(codes[:, 0])  # (B, D, F)
+        first = latent + (first - latent).detach()  # straight through, as the quantizer's own output
+        return TrainOutput(self._synth(q.quantized), codes, {"commitment": q.penalty.reshape(())},
+                           first_level=first, latent=latent)
 
     def _encode(self, wav: Tensor) -> Tensor:
         codes = self.quantizer.encode(self._latent(wav), int(self.cfg.frame_rate))  # (K, B, F)

@@ -12,6 +12,7 @@ Commands only map flags onto eval/devset.py and eval/report.py, through the comm
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +23,7 @@ from rich.console import Console
 
 from .. import audio as A
 from ..checkpoint import default_path, load_codec
+from ..files import atomic_path
 from ..commands import (UserError, checkpoint_path, decoding_options, err, guard, load_model, mask_settings,
                         progress, resolve_device, window_options)
 from ..commands import out as stdout
@@ -292,3 +294,45 @@ def codec(
                               "codec", force)
         _run("codec", bench, items, runners, out_dir, {"benchmark": str(path), "limit": limit, "levels": levels,
                                                         "checkpoints": names, "costs": costs}, plots)
+
+
+@eval_app.command("phones")
+def phones(
+    manifest: Annotated[Path, typer.Argument(help="A corpus manifest.jsonl with word timings.", show_default=False)],
+    checkpoints: Annotated[Optional[list[Path]], typer.Option(
+        "--checkpoint", "-c", help="Checkpoint whose tokenizer to measure (repeat to compare): an inference or "
+        "a codec training checkpoint; NAME=PATH names its rows.", show_default="the bundled demo checkpoint")] = None,
+    split: Annotated[str, typer.Option("--split", help="The manifest's readings of this split.")] = "dev",
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N readings.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the table as JSON to this file.")] = None,
+    device: DeviceOpt = Device.auto, force: ForceOpt = False,
+) -> None:
+    """How phonetic each codebook level is: phone purity, PNMI and held-out accuracy (HuBERT's measures of
+    its units), over the frames inside words of a corpus with word timings."""
+    from ..train.phonetic import read_manifest
+    from .phone_purity import measure, table_lines
+
+    with guard():
+        if not manifest.is_file():
+            raise UserError(f"{manifest}: no such manifest")
+        if out is not None and out.exists() and not force:
+            raise UserError(f"{out}: exists (use --force to overwrite it)")
+        table = {}
+        for p in checkpoints or [checkpoint_path(None)]:
+            name, p = _named(p)
+            codec = _codec(p, device)
+            try:
+                utterances, skipped = read_manifest(manifest, codec.sample_rate, split)
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"{manifest}: {e}") from None
+            utterances = utterances[:limit]
+            if len(utterances) < 2:  # half of them fit the held-out score, the other half take it
+                raise UserError(f"{manifest}: {len(utterances)} {split} readings with word timings (2 or more needed)")
+            with err.status(f"encoding {len(utterances)} readings with {name}"):
+                table[name] = measure(codec, utterances)
+            stdout.print(f"{name}: {len(utterances)} {split} readings ({len(skipped)} left out)")
+            for line in table_lines(name, table[name]):
+                stdout.print(line)
+        if out is not None:
+            with atomic_path(out) as tmp:
+                tmp.write_text(json.dumps(table, indent=1) + "\n")

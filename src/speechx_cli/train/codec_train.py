@@ -43,7 +43,9 @@ from ..codecs.dac import DacCodec, DacConfig
 from ..codecs.quantize import codes_used_per_level
 from ..codecs.vocos import TOKENIZER_PARTS, VocosCodec, VocosConfig
 from .discriminators import Adversary, Recipe
+from . import phonetic
 from .loop import RunFolder, Schedule, Trainer, lr_multiplier, rng_state, set_rng_state
+from .phonetic import PhoneticHead, Utterance, WordBatch, WordWindowSampler
 from .losses import MultiScaleMelLoss
 from .segments import SegmentSampler, find_audio_files, load_waves
 
@@ -95,6 +97,10 @@ class CodecTrainConfig:
     adv_start_step: Optional[int] = None  # None: never train against the discriminators
     init_from: Optional[str] = None  # a codec training checkpoint whose weights start this run
     freeze_tokenizer: bool = False  # train the decoder only (the codes stay what they were)
+    words: Optional[str] = None  # a corpus manifest: whole-word windows of its transcribed train utterances
+    phonetic_weight: float = 0.0  # > 0: a loss on the phonemes from level 1 (train/phonetic.py; needs words)
+    phonetic_loss: str = "frames"  # each frame's phoneme (cross-entropy) or "ctc" on the window's phonemes
+    phonetic_input: str = "level1"  # what the head reads: level 1's quantized vectors or the "latent" before them
     best_metric: Optional[str] = None  # e.g. "dev_pesq_wb": also keep the best evaluated checkpoint
     log_every: int = 10
     eval_every: int = 500
@@ -104,6 +110,12 @@ class CodecTrainConfig:
     def __post_init__(self) -> None:
         if self.recipe is None:
             object.__setattr__(self, "recipe", Recipe.for_kind(self.kind))
+        if self.phonetic_weight and (self.words is None or self.kind != SmallCodec.kind or self.freeze_tokenizer):
+            raise ValueError("a phonetic first level needs word timings (--words) and a small codec whose "
+                             "tokenizer trains")
+        if self.phonetic_loss not in phonetic.LOSSES or self.phonetic_input not in phonetic.INPUTS:
+            raise ValueError(f"phonetic_loss must be one of {', '.join(phonetic.LOSSES)}, phonetic_input one "
+                             f"of {', '.join(phonetic.INPUTS)}")
 
     @property
     def kind(self) -> str:
@@ -181,7 +193,8 @@ class CodecTrainer(Trainer):
     kind = checkpoint.CODEC_TRAINING
     label = "codec"
 
-    def __init__(self, cfg: CodecTrainConfig, train_waves: list[Tensor], dev_waves: list[Tensor] = ()):
+    def __init__(self, cfg: CodecTrainConfig, train: list[Tensor] | list[Utterance], dev_waves: list[Tensor] = ()):
+        """`train`: waveforms, or with cfg.words the manifest's utterances (phonetic.read_manifest)."""
         super().__init__(run_folder(cfg), Schedule(cfg.steps, cfg.log_every, cfg.eval_every, cfg.ckpt_every,
                                                    cfg.best_metric))
         self.cfg, self.dev_waves = cfg, list(dev_waves)
@@ -189,28 +202,31 @@ class CodecTrainer(Trainer):
         self.codec = build_codec(cfg.codec).train()
         if cfg.freeze_tokenizer and hasattr(self.codec, "freeze_tokenizer"):  # a Vocos decoder's always is
             self.codec.freeze_tokenizer()
+        self.phonetic = PhoneticHead(cfg.codec.dimension) if cfg.phonetic_weight else None
         trained = [p for p in self.codec.parameters() if p.requires_grad]
+        trained += list(self.phonetic.parameters()) if self.phonetic is not None else []
         self.opt = torch.optim.Adam(trained, lr=cfg.lr, betas=cfg.betas)
         self.adversary = Adversary(cfg.recipe, cfg.lr, cfg.betas) if cfg.adv_start_step is not None else None
-        self.sampler = SegmentSampler(train_waves, cfg.segment_samples, cfg.batch_size, cfg.seed,
-                                      cfg.random_gain_db)
+        sampler = WordWindowSampler if cfg.words is not None else SegmentSampler
+        self.sampler = sampler(train, cfg.segment_samples, cfg.batch_size, cfg.seed, cfg.random_gain_db,
+                               **({"hop": self.codec.hop_length} if cfg.words is not None else {}))
         self.mel_loss = cfg.recipe.mel_loss(cfg.codec.sample_rate)
         self.dev_mel = MultiScaleMelLoss(cfg.codec.sample_rate, *DEV_MEL)
 
     def init_weights(self, path: str) -> None:
-        """A fresh run's starting weights from another run's checkpoint (the optimizer starts anew). A
-        decoder of another size on a frozen tokenizer that makes the same tokens takes only the encoder
-        and codebooks and starts from scratch."""
-        start = checkpoint.read_training(path, checkpoint.CODEC_TRAINING)
-        theirs, mine = dict(start["codec_config"]), self.codec.config()
+        """A fresh run's starting weights from another run's checkpoint or an inference checkpoint's
+        codec (the optimizer starts anew). A decoder of another size on a frozen tokenizer that makes the
+        same tokens takes only the encoder and codebooks and starts from scratch."""
+        start = checkpoint.load_codec(path)
+        theirs, mine, weights = start.config(), self.codec.config(), start.state_dict()
         if theirs == mine:
-            self.codec.load_state_dict(start["model"])
+            self.codec.load_state_dict(weights)
             return
         same_tokens = theirs.get("kind") == mine["kind"] and token_config(theirs) == token_config(mine)
         if not (same_tokens and self.cfg.freeze_tokenizer):
             raise ValueError(f"{path} holds another codec: {theirs}" + (
                 " (a decoder of another size needs --freeze-tokenizer)" if same_tokens else ""))
-        tokenizer = {k: v for k, v in start["model"].items() if k.startswith(TOKENIZER_PARTS)}
+        tokenizer = {k: v for k, v in weights.items() if k.startswith(TOKENIZER_PARTS)}
         missing = [k for k in self.codec.load_state_dict(tokenizer, strict=False).missing_keys
                    if not k.startswith("decoder.")]
         if missing:
@@ -226,7 +242,8 @@ class CodecTrainer(Trainer):
 
     def train_step(self) -> dict[str, Any]:
         """One update of the codec (and of the discriminators once adversarial training is on)."""
-        cfg, recipe, batch = self.cfg, self.cfg.recipe, self.sampler.next_batch()
+        cfg, recipe, drawn = self.cfg, self.cfg.recipe, self.sampler.next_batch()
+        batch = drawn.wave if isinstance(drawn, WordBatch) else drawn  # (B, N)
         if isinstance(self.codec, SmallCodec):
             self.codec.quantizer_enabled = cfg.quantized_at(self.step)
         out = self.codec(batch)
@@ -236,6 +253,11 @@ class CodecTrainer(Trainer):
         for name, term in out.losses.items():  # commitment, codebook
             loss = loss + recipe.weight(name) * term
         logs = {"l1": l1.item(), "mel": mel.item(), **{name: term.item() for name, term in out.losses.items()}}
+        if self.phonetic is not None and out.first_level is not None:
+            read = out.first_level if cfg.phonetic_input == "level1" else out.latent
+            term = self.phonetic.loss(read, drawn, self.codec.hop_length, cfg.phonetic_loss)
+            loss = loss + cfg.phonetic_weight * term
+            logs[f"phone_{cfg.phonetic_loss}"] = term.item()
         if out.codes is not None:
             logs |= codebook_use(out.codes, out.levels)
         adversarial = self.adversary is not None and self.step >= cfg.adv_start_step
@@ -272,6 +294,7 @@ class CodecTrainer(Trainer):
         return {"config": self.cfg.to_dict(), "codec_config": self.codec.config(),
                 "model": self.codec.state_dict(), "optimizer": self.opt.state_dict(),
                 "discriminator": adversary.get("model"), "disc_optimizer": adversary.get("optimizer"),
+                phonetic.STATE_KEY: self.phonetic.state_dict() if self.phonetic is not None else None,
                 "rng": rng_state(), "data": self.sampler.state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -280,7 +303,11 @@ class CodecTrainer(Trainer):
                              f"{state['codec_config']} vs {self.codec.config()}")
         if (state["discriminator"] is None) != (self.adversary is None):
             raise ValueError("resume must keep the adversarial setting (adv_start_step) of the run")
+        if (state.get(phonetic.STATE_KEY) is None) != (self.phonetic is None):
+            raise ValueError("resume must keep the phonetic loss setting (phonetic_weight) of the run")
         self.codec.load_state_dict(state["model"])
+        if self.phonetic is not None:
+            self.phonetic.load_state_dict(state[phonetic.STATE_KEY])
         self.opt.load_state_dict(state["optimizer"])
         if self.adversary is not None:
             self.adversary.load_state_dict({"model": state["discriminator"], "optimizer": state["disc_optimizer"]})
@@ -337,9 +364,14 @@ def train_codec(cfg: CodecTrainConfig, *, resume: bool = False, progress: bool =
     run = run_folder(cfg)
     ckpt = run.open(checkpoint.CODEC_TRAINING, resume=resume, force=force)
     sr = cfg.codec.sample_rate
-    train_waves = load_waves(find_audio_files(cfg.data), sr)
+    if cfg.words is not None:
+        train, skipped = phonetic.read_manifest(cfg.words, sr)
+        if skipped and progress:
+            print(f"{len(skipped)} readings of {cfg.words} left out, e.g. {skipped[0]}")
+    else:
+        train = load_waves(find_audio_files(cfg.data), sr)
     dev_waves = load_waves(find_audio_files(cfg.dev), sr) if cfg.dev else []
-    trainer = CodecTrainer(cfg, train_waves, dev_waves)
+    trainer = CodecTrainer(cfg, train, dev_waves)
     if ckpt is not None:
         trainer.restore(ckpt)
     elif cfg.init_from is not None:
@@ -390,8 +422,20 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def _cli(
-    data: Annotated[list[Path], typer.Option("--data", exists=True,
-                                             help="audio file, folder or .txt list")],
+    data: Annotated[Optional[list[Path]], typer.Option(
+        "--data", exists=True, help="audio file, folder or .txt list (or --words)")] = None,
+    words: Annotated[Optional[Path], typer.Option(
+        "--words", exists=True, dir_okay=False, help="train on whole-word windows of a corpus manifest's "
+        "transcribed train utterances (manifest.jsonl) instead of --data")] = None,
+    phonetic_weight: Annotated[float, typer.Option(
+        "--phonetic-weight", min=0, help="small codec with --words: weight of a CTC loss on the phonemes from "
+        "codebook level 1 (a phonetic first level)")] = 0.0,
+    phonetic_loss: Annotated[str, typer.Option(
+        "--phonetic-loss", help="frames: each frame's phoneme (a word's phonemes share its frames evenly); "
+        "ctc: the window's phoneme sequence")] = "frames",
+    phonetic_input: Annotated[str, typer.Option(
+        "--phonetic-input", help="what the phoneme head reads: level1 (codebook level 1's quantized vectors, "
+        "straight through) or latent (the encoder's output before the quantizer)")] = "level1",
     out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/codec"),
     dev: Annotated[Optional[list[Path]], typer.Option("--dev", exists=True)] = None,
     kind: Annotated[Kind, typer.Option("--kind", help="small: EnCodec architecture; dac: DAC-style; vocos: a "
@@ -449,12 +493,20 @@ def _cli(
         recipe = getattr(Recipe, style.value)(**overrides) if style else Recipe.for_kind(KIND_NAMES[kind], **overrides)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
-    cfg = CodecTrainConfig(
-        data=tuple(map(str, data)), out_dir=str(out), dev=tuple(map(str, dev or ())), codec=codec,
-        base=str(base) if base else None, steps=steps, batch_size=batch_size, lr=lr, lr_decay_start=lr_decay_start,
-        quantizer_warmup_steps=quantizer_warmup, recipe=recipe, adv_start_step=adv_start,
-        init_from=str(init_from) if init_from else None, freeze_tokenizer=freeze_tokenizer,
-        best_metric=best_metric, eval_every=eval_every, ckpt_every=ckpt_every, seed=seed)
+    if (data is None) == (words is None):
+        raise typer.BadParameter("give the training audio: --data or --words (one of them)")
+    try:
+        cfg = CodecTrainConfig(
+            data=tuple(map(str, data or ())), words=str(words) if words else None, phonetic_weight=phonetic_weight,
+            phonetic_loss=phonetic_loss, phonetic_input=phonetic_input,
+            out_dir=str(out), dev=tuple(map(str, dev or ())), codec=codec,
+            base=str(base) if base else None, steps=steps, batch_size=batch_size, lr=lr,
+            lr_decay_start=lr_decay_start, quantizer_warmup_steps=quantizer_warmup, recipe=recipe,
+            adv_start_step=adv_start, init_from=str(init_from) if init_from else None,
+            freeze_tokenizer=freeze_tokenizer, best_metric=best_metric, eval_every=eval_every,
+            ckpt_every=ckpt_every, seed=seed)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--phonetic-weight") from err
     try:
         result = train_codec(cfg, resume=resume, force=force)
     except FileExistsError as err:
