@@ -317,14 +317,16 @@ def phones(
             raise UserError(f"{manifest}: no such manifest")
         if out is not None and out.exists() and not force:
             raise UserError(f"{out}: exists (use --force to overwrite it)")
-        table = {}
+        table, readings = {}, {}  # readings: loaded once per sample rate
         for p in checkpoints or [checkpoint_path(None)]:
             name, p = _named(p)
             codec = _codec(p, device)
-            try:
-                utterances, skipped = read_manifest(manifest, codec.sample_rate, split)
-            except (OSError, UnicodeDecodeError) as e:
-                raise UserError(f"{manifest}: {e}") from None
+            if codec.sample_rate not in readings:
+                try:
+                    readings[codec.sample_rate] = read_manifest(manifest, codec.sample_rate, split)
+                except (OSError, UnicodeDecodeError) as e:
+                    raise UserError(f"{manifest}: {e}") from None
+            utterances, skipped = readings[codec.sample_rate]
             utterances = utterances[:limit]
             if len(utterances) < 2:  # half of them fit the held-out score, the other half take it
                 raise UserError(f"{manifest}: {len(utterances)} {split} readings with word timings (2 or more needed)")

@@ -428,8 +428,8 @@ def _cli(
         "--words", exists=True, dir_okay=False, help="train on whole-word windows of a corpus manifest's "
         "transcribed train utterances (manifest.jsonl) instead of --data")] = None,
     phonetic_weight: Annotated[float, typer.Option(
-        "--phonetic-weight", min=0, help="small codec with --words: weight of a CTC loss on the phonemes from "
-        "codebook level 1 (a phonetic first level)")] = 0.0,
+        "--phonetic-weight", min=0, help="small codec with --words: weight of a phoneme loss that teaches "
+        "codebook level 1 the phonemes (a phonetic first level; see --phonetic-loss, --phonetic-input)")] = 0.0,
     phonetic_loss: Annotated[str, typer.Option(
         "--phonetic-loss", help="frames: each frame's phoneme (a word's phonemes share its frames evenly); "
         "ctc: the window's phoneme sequence")] = "frames",
