@@ -172,33 +172,25 @@ class WordWindowSampler:
 
 
 class PhoneticHead(nn.Module):
-    """Level 1's quantized vectors (B, D, F) -> a loss on the windows' phonemes: cross-entropy on each
-    frame's phoneme (`frames`, nats per frame) or CTC on the window's sequence (`ctc`, nats per phoneme)."""
+    """Frame vectors (B, D, F), level 1's quantized ones or the latent -> a loss on the windows' phonemes:
+    cross-entropy on each frame's phoneme (`frames`, nats per frame) or CTC on the window's sequence (`ctc`,
+    nats per phoneme)."""
 
     def __init__(self, dimension: int):
         super().__init__()
         self.proj = nn.Linear(dimension, len(PHONES) + 1)
 
-    def log_probs(self, first_level: Tensor) -> Tensor:
-        return self.proj(first_level.transpose(1, 2)).float().log_softmax(-1)  # (B, F, C)
+    def log_probs(self, vectors: Tensor) -> Tensor:
+        return self.proj(vectors.transpose(1, 2)).float().log_softmax(-1)  # (B, F, C)
 
-    def loss(self, first_level: Tensor, batch: WordBatch, hop: int, kind: str = "frames") -> Tensor:
+    def loss(self, vectors: Tensor, batch: WordBatch, hop: int, kind: str = "frames") -> Tensor:
         if kind == "frames":
-            logits = self.proj(first_level.transpose(1, 2)).float()  # (B, F, C)
+            logits = self.proj(vectors.transpose(1, 2)).float()  # (B, F, C)
             labels = batch.frames[:, : logits.shape[1]]
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE)
-        frames = torch.clamp((batch.lengths + hop - 1) // hop, max=first_level.shape[-1])
-        log_probs = self.log_probs(first_level)
+        frames = torch.clamp((batch.lengths + hop - 1) // hop, max=vectors.shape[-1])
+        log_probs = self.log_probs(vectors)
         # zero_infinity: a window with more phonemes than frames adds nothing rather than inf
         total = F.ctc_loss(log_probs.transpose(0, 1), batch.targets, frames, batch.target_lengths,
                            blank=BLANK, reduction="sum", zero_infinity=True)
         return total / max(int(batch.target_lengths.sum()), 1)
-
-    def greedy(self, first_level: Tensor) -> list[list[int]]:
-        """Best-path phoneme classes per item (repeats merged, blanks dropped): what level 1 spells."""
-        best = self.log_probs(first_level).argmax(-1)  # (B, F)
-        out = []
-        for row in best.tolist():
-            merged = [p for i, p in enumerate(row) if p != BLANK and (i == 0 or p != row[i - 1])]
-            out.append(merged)
-        return out
