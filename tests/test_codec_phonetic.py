@@ -1,5 +1,6 @@
-"""A phonetic first level (train/phonetic.py: whole-word windows, a phoneme loss from level 1, exact resume) and
-how phonetic a tokenizer's levels are (eval/phone_purity.py, `speechx eval phones`)."""
+"""A first level that carries the words: a phoneme loss from level 1 (train/phonetic.py: whole-word windows,
+exact resume), level 1 decoded alone in training (--first-level-weight), and how phonetic a tokenizer's levels
+are (eval/phone_purity.py, `speechx eval phones`)."""
 
 from __future__ import annotations
 
@@ -130,17 +131,31 @@ def test_phonetic_training_resumes_exactly_and_keeps_its_setting(corpus, tmp_pat
 
 def test_the_phonetic_loss_falls_and_the_plain_arm_has_none(corpus, tmp_path):
     only_phonemes = Recipe.encodec(disc_width=4, mel_weight=0.0, l1_weight=0.0)
-    ct.train_codec(_cfg(corpus, tmp_path / "p", steps=50, recipe=only_phonemes), progress=False)
+    ct.train_codec(_cfg(corpus, tmp_path / "p", steps=50, recipe=only_phonemes, phonetic_input="level1"),
+                   progress=False)
     frames = [r["phone_frames"] for r in _log(tmp_path / "p")]
     assert np.mean(frames[-10:]) < 0.8 * np.mean(frames[:5]), frames
-    ct.train_codec(_cfg(corpus, tmp_path / "l", steps=50, recipe=only_phonemes, phonetic_input="latent"),
-                   progress=False)
+    ct.train_codec(_cfg(corpus, tmp_path / "l", steps=50, recipe=only_phonemes), progress=False)  # the default
     frames = [r["phone_frames"] for r in _log(tmp_path / "l")]
     assert np.mean(frames[-10:]) < 0.8 * np.mean(frames[:5]), frames
     ct.train_codec(_cfg(corpus, tmp_path / "c", steps=2, phonetic_loss="ctc"), progress=False)
     assert all(r["phone_ctc"] > 0 and "phone_frames" not in r for r in _log(tmp_path / "c"))
     ct.train_codec(_cfg(corpus, tmp_path / "z", steps=2, phonetic_weight=0.0), progress=False)
     assert all(not any(k.startswith("phone_") for k in r) for r in _log(tmp_path / "z"))
+
+
+def test_decoding_level_one_alone_adds_its_reconstruction_to_the_loss(corpus, tmp_path):
+    """Same seed, data and first batch: the arm that also decodes level 1 alone adds exactly that
+    reconstruction's loss (the recipe's l1 and mel weights, x the weight); the plain arm logs none of it."""
+    for w in (0.0, 0.5):
+        ct.train_codec(_cfg(corpus, tmp_path / f"w{w}", steps=2, phonetic_weight=0.0, first_level_weight=w),
+                       progress=False)
+    plain, alone = _log(tmp_path / "w0.0")[0], _log(tmp_path / "w0.5")[0]
+    assert not any(k.endswith("_level1") for k in plain)
+    assert alone["mel"] == plain["mel"] and alone["mel_level1"] > 0
+    recipe = Recipe.encodec(disc_width=4)
+    added = 0.5 * (recipe.l1_weight * alone["l1_level1"] + recipe.mel_weight * alone["mel_level1"])
+    assert alone["loss"] == pytest.approx(plain["loss"] + added, rel=1e-5)
 
 
 def test_a_phonetic_level_needs_word_timings_and_a_training_tokenizer(corpus, tmp_path):
@@ -152,6 +167,8 @@ def test_a_phonetic_level_needs_word_timings_and_a_training_tokenizer(corpus, tm
         _cfg(corpus, tmp_path, phonetic_loss="hubert")
     with pytest.raises(ValueError, match="level1, latent"):
         _cfg(corpus, tmp_path, phonetic_input="encoder")
+    with pytest.raises(ValueError, match="level 1 alone"):
+        _cfg(corpus, tmp_path, phonetic_weight=0.0, first_level_weight=1.0, freeze_tokenizer=True)
     runner = CliRunner()
     base = ["train", "codec", "--out", str(tmp_path / "cli"), "--steps", "1"]
     for flags, message in ((["--data", str(corpus / "wav"), "--phonetic-weight", "1"], "word timings"),

@@ -213,3 +213,49 @@ def test_a_wider_decoder_trains_from_scratch_on_the_frozen_tokenizer(audio, tmp_
     with pytest.raises(ValueError, match="freeze-tokenizer"):  # a new decoder on a tokenizer that still trains
         ct.train_codec(_cfg(audio, tmp_path / "bad", codec=wide_cfg, init_from=str(base.checkpoint),
                             adv_start_step=None), progress=False)
+
+
+def test_a_small_decoder_starts_from_a_vocos_checkpoints_tokenizer(audio, tmp_path):
+    """The shipped demo's codec is a Vocos decoder: a new small decoder (phonetic or decoder studies) takes its
+    base's encoder and codebooks, so it makes the same tokens; a tokenizer that would still train is refused."""
+    from speechx_cli.codecs.vocos import VocosConfig
+
+    base = ct.train_codec(_cfg(audio, tmp_path / "base", adv_start_step=None), progress=False)
+    vocos = ct.train_codec(_cfg(audio, tmp_path / "vocos", codec=VocosConfig.tiny(base.codec.config()),
+                                base=str(base.checkpoint), adv_start_step=None, steps=2), progress=False)
+    small = ct.train_codec(_cfg(audio, tmp_path / "small", init_from=str(vocos.checkpoint), freeze_tokenizer=True,
+                                adv_start_step=None, steps=2), progress=False)
+    x = 0.1 * torch.randn(1, 3200)
+    assert torch.equal(small.codec.encode(x), base.codec.encode(x))
+    assert small.codec.decode(small.codec.encode(x)).shape == base.codec.decode(base.codec.encode(x)).shape
+    with pytest.raises(ValueError, match="freeze-tokenizer"):
+        ct.train_codec(_cfg(audio, tmp_path / "bad", init_from=str(vocos.checkpoint), adv_start_step=None),
+                       progress=False)
+
+
+def test_windowed_reading_draws_the_same_batches_as_audio_in_memory(tmp_path):
+    """Files stay on disk (mono and stereo; WAV, FLAC; at the codec's rate and resampled from 22.05 and 24 kHz)
+    and give the batches the in-memory waveforms give (exactly at the codec's rate, to float rounding where
+    resampled); a format only FFmpeg reads is held in memory; a corrupt file is named in one line."""
+    rng = np.random.default_rng(1)
+    files = []
+    for i, (sr, channels, ext) in enumerate([(16_000, 1, "wav"), (16_000, 2, "flac"), (22_050, 1, "wav"),
+                                             (24_000, 2, "flac"), (16_000, 1, "ogg")]):
+        x = (0.1 * rng.standard_normal((int(sr * (0.3 + 0.4 * i)), channels))).astype(np.float32)
+        files.append(tmp_path / f"f{i}.{ext}")
+        sf.write(files[-1], x, sr, **({} if ext == "ogg" else {"subtype": "PCM_16"}))
+    bank = ct.AudioBank(files, 16_000)
+    assert [isinstance(item, torch.Tensor) for item in bank.items] == [False, False, False, False, True]
+    assert bank.memory_bytes == 4 * bank.lengths[4]
+    eager = ct.load_waves(files, 16_000)
+    assert bank.lengths == [len(w) for w in eager]
+    on_disk, in_memory = (ct.SegmentSampler(w, 4000, 6, seed=3, gain_db=6) for w in (bank, eager))
+    for _ in range(8):
+        torch.testing.assert_close(on_disk.next_batch(), in_memory.next_batch(), rtol=0, atol=1e-6)
+    for i in (0, 1):  # at the codec's rate: the very samples
+        assert torch.equal(bank.window(i, 1234, 2000), eager[i][1234:3234])
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    result = CliRunner().invoke(ct.app, ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset",
+                                         "tiny", "--steps", "1"])
+    assert result.exit_code != 0 and "bad.wav" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / ct.CHECKPOINT_NAME).exists()

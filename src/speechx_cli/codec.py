@@ -380,7 +380,8 @@ class SmallCodec(TrainableCodec):
     def _latent(self, wav: Tensor) -> Tensor:
         return self.encoder(wav[:, None] * self.cfg.input_scale)  # (B, D, F)
 
-    def _synth(self, latent: Tensor) -> Tensor:
+    def synthesize(self, latent: Tensor) -> Tensor:
+        """(B, D, F) latent -> (B, F*hop) waveform: the decoder alone (training also decodes level 1 by itself)."""
         if self.decoder is None:
             raise RuntimeError("this codec was built without its decoder (a tokenizer only)")
         return self.decoder(latent)[:, 0] / self.cfg.input_scale  # (B, F*hop)
@@ -393,12 +394,12 @@ class SmallCodec(TrainableCodec):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.tokenizer_frozen):
             latent = self._latent(wav)
             if not self.quantizer_enabled:
-                return TrainOutput(self._synth(latent), None, {"commitment": latent.new_zeros(())})
+                return TrainOutput(self.synthesize(latent), None, {"commitment": latent.new_zeros(())})
             q = self.quantizer(latent, int(self.cfg.frame_rate))
         codes = q.codes.transpose(0, 1)  # (K, B, F) -> (B, K, F)
         first = self.quantizer.vq.layers[0].decode(codes[:, 0])  # (B, D, F)
         first = latent + (first - latent).detach()  # straight through, as the quantizer's own output
-        return TrainOutput(self._synth(q.quantized), codes, {"commitment": q.penalty.reshape(())},
+        return TrainOutput(self.synthesize(q.quantized), codes, {"commitment": q.penalty.reshape(())},
                            first_level=first, latent=latent)
 
     def _encode(self, wav: Tensor) -> Tensor:
@@ -410,7 +411,7 @@ class SmallCodec(TrainableCodec):
         return self.quantizer.decode(codes.transpose(0, 1))
 
     def _decode(self, codes: Tensor) -> Tensor:
-        return self._synth(self.dequantize(codes))
+        return self.synthesize(self.dequantize(codes))
 
     @classmethod
     def token_config_of(cls, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import typer
 from torch import Tensor
 
 from .. import checkpoint
+from ..audioinfo import AudioError
 from ..codec import Codec, SmallCodec, SmallCodecConfig
 from ..codecs import token_config
 from ..codecs.dac import DacCodec, DacConfig
@@ -47,7 +48,7 @@ from . import phonetic
 from .loop import RunFolder, Schedule, Trainer, lr_multiplier, rng_state, set_rng_state
 from .phonetic import PhoneticHead, Utterance, WordBatch, WordWindowSampler
 from .losses import MultiScaleMelLoss
-from .segments import SegmentSampler, find_audio_files, load_waves
+from .segments import AudioBank, SegmentSampler, find_audio_files, load_waves
 
 CHECKPOINT_NAME = "codec_train.pt"
 BEST_NAME = "codec_best.pt"
@@ -100,7 +101,12 @@ class CodecTrainConfig:
     words: Optional[str] = None  # a corpus manifest: whole-word windows of its transcribed train utterances
     phonetic_weight: float = 0.0  # > 0: a loss on the phonemes from level 1 (train/phonetic.py; needs words)
     phonetic_loss: str = "frames"  # each frame's phoneme (cross-entropy) or "ctc" on the window's phonemes
-    phonetic_input: str = "level1"  # what the head reads: level 1's quantized vectors or the "latent" before them
+    # what the head reads: the "latent" before the quantizer (default: stable) or level 1's quantized vectors
+    # ("level1": both runs at weight 1 diverged, docs/codec-study.md)
+    phonetic_input: str = "latent"
+    # > 0: the small codec also decodes level 1 alone (straight through) and adds that reconstruction's loss x
+    # this, so the first level must carry what the sound needs most (the AR's level then decodes by itself)
+    first_level_weight: float = 0.0
     best_metric: Optional[str] = None  # e.g. "dev_pesq_wb": also keep the best evaluated checkpoint
     log_every: int = 10
     eval_every: int = 500
@@ -113,6 +119,8 @@ class CodecTrainConfig:
         if self.phonetic_weight and (self.words is None or self.kind != SmallCodec.kind or self.freeze_tokenizer):
             raise ValueError("a phonetic first level needs word timings (--words) and a small codec whose "
                              "tokenizer trains")
+        if self.first_level_weight and (self.kind != SmallCodec.kind or self.freeze_tokenizer):
+            raise ValueError("decoding level 1 alone in training needs a small codec whose tokenizer trains")
         if self.phonetic_loss not in phonetic.LOSSES or self.phonetic_input not in phonetic.INPUTS:
             raise ValueError(f"phonetic_loss must be one of {', '.join(phonetic.LOSSES)}, phonetic_input one "
                              f"of {', '.join(phonetic.INPUTS)}")
@@ -193,8 +201,10 @@ class CodecTrainer(Trainer):
     kind = checkpoint.CODEC_TRAINING
     label = "codec"
 
-    def __init__(self, cfg: CodecTrainConfig, train: list[Tensor] | list[Utterance], dev_waves: list[Tensor] = ()):
-        """`train`: waveforms, or with cfg.words the manifest's utterances (phonetic.read_manifest)."""
+    def __init__(self, cfg: CodecTrainConfig, train: AudioBank | list[Tensor] | list[Utterance],
+                 dev_waves: list[Tensor] = ()):
+        """`train`: the training audio (or waveforms), or with cfg.words the manifest's utterances
+        (phonetic.read_manifest)."""
         super().__init__(run_folder(cfg), Schedule(cfg.steps, cfg.log_every, cfg.eval_every, cfg.ckpt_every,
                                                    cfg.best_metric))
         self.cfg, self.dev_waves = cfg, list(dev_waves)
@@ -216,16 +226,20 @@ class CodecTrainer(Trainer):
     def init_weights(self, path: str) -> None:
         """A fresh run's starting weights from another run's checkpoint or an inference checkpoint's
         codec (the optimizer starts anew). A decoder of another size on a frozen tokenizer that makes the
-        same tokens takes only the encoder and codebooks and starts from scratch."""
+        same tokens takes only the encoder and codebooks and starts from scratch; so does a checkpoint whose
+        codec is a Vocos decoder (its base's tokenizer: the shipped demo's)."""
         start = checkpoint.load_codec(path)
+        tokenizer_only = isinstance(start, VocosCodec) and not isinstance(self.codec, VocosCodec)
+        if tokenizer_only:
+            start = start.base
         theirs, mine, weights = start.config(), self.codec.config(), start.state_dict()
-        if theirs == mine:
+        if theirs == mine and not tokenizer_only:
             self.codec.load_state_dict(weights)
             return
         same_tokens = theirs.get("kind") == mine["kind"] and token_config(theirs) == token_config(mine)
         if not (same_tokens and self.cfg.freeze_tokenizer):
             raise ValueError(f"{path} holds another codec: {theirs}" + (
-                " (a decoder of another size needs --freeze-tokenizer)" if same_tokens else ""))
+                " (a new decoder on its tokenizer needs --freeze-tokenizer)" if same_tokens else ""))
         tokenizer = {k: v for k, v in weights.items() if k.startswith(TOKENIZER_PARTS)}
         missing = [k for k in self.codec.load_state_dict(tokenizer, strict=False).missing_keys
                    if not k.startswith("decoder.")]
@@ -253,6 +267,11 @@ class CodecTrainer(Trainer):
         for name, term in out.losses.items():  # commitment, codebook
             loss = loss + recipe.weight(name) * term
         logs = {"l1": l1.item(), "mel": mel.item(), **{name: term.item() for name, term in out.losses.items()}}
+        if cfg.first_level_weight and out.first_level is not None:
+            alone = self.codec.synthesize(out.first_level)[..., :batch.shape[-1]]
+            l1_alone, mel_alone = F.l1_loss(alone, batch), self.mel_loss(alone, batch)
+            loss = loss + cfg.first_level_weight * (recipe.l1_weight * l1_alone + recipe.mel_weight * mel_alone)
+            logs |= {"l1_level1": l1_alone.item(), "mel_level1": mel_alone.item()}
         if self.phonetic is not None and out.first_level is not None:
             read = out.first_level if cfg.phonetic_input == "level1" else out.latent
             term = self.phonetic.loss(read, drawn, self.codec.hop_length, cfg.phonetic_loss)
@@ -369,7 +388,10 @@ def train_codec(cfg: CodecTrainConfig, *, resume: bool = False, progress: bool =
         if skipped and progress:
             print(f"{len(skipped)} readings of {cfg.words} left out, e.g. {skipped[0]}")
     else:
-        train = load_waves(find_audio_files(cfg.data), sr)
+        train = AudioBank(find_audio_files(cfg.data), sr)  # read a window at a time where it can be
+        if train.memory_bytes and progress:
+            print(f"{sum(isinstance(i, Tensor) for i in train.items)} of {len(train)} training files held in "
+                  f"memory ({train.memory_bytes / 2**20:.0f} MB: formats only FFmpeg reads)")
     dev_waves = load_waves(find_audio_files(cfg.dev), sr) if cfg.dev else []
     trainer = CodecTrainer(cfg, train, dev_waves)
     if ckpt is not None:
@@ -434,8 +456,11 @@ def _cli(
         "--phonetic-loss", help="frames: each frame's phoneme (a word's phonemes share its frames evenly); "
         "ctc: the window's phoneme sequence")] = "frames",
     phonetic_input: Annotated[str, typer.Option(
-        "--phonetic-input", help="what the phoneme head reads: level1 (codebook level 1's quantized vectors, "
-        "straight through) or latent (the encoder's output before the quantizer)")] = "level1",
+        "--phonetic-input", help="what the phoneme head reads: latent (the encoder's output before the "
+        "quantizer) or level1 (codebook level 1's quantized vectors, straight through; diverged at weight 1)")] = "latent",
+    first_level_weight: Annotated[float, typer.Option(
+        "--first-level-weight", min=0, help="small codec: also decode codebook level 1 alone and add its "
+        "reconstruction loss x this (level 1 then carries what the sound needs most)")] = 0.0,
     out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("runs/codec"),
     dev: Annotated[Optional[list[Path]], typer.Option("--dev", exists=True)] = None,
     kind: Annotated[Kind, typer.Option("--kind", help="small: EnCodec architecture; dac: DAC-style; vocos: a "
@@ -498,7 +523,7 @@ def _cli(
     try:
         cfg = CodecTrainConfig(
             data=tuple(map(str, data or ())), words=str(words) if words else None, phonetic_weight=phonetic_weight,
-            phonetic_loss=phonetic_loss, phonetic_input=phonetic_input,
+            phonetic_loss=phonetic_loss, phonetic_input=phonetic_input, first_level_weight=first_level_weight,
             out_dir=str(out), dev=tuple(map(str, dev or ())), codec=codec,
             base=str(base) if base else None, steps=steps, batch_size=batch_size, lr=lr,
             lr_decay_start=lr_decay_start, quantizer_warmup_steps=quantizer_warmup, recipe=recipe,
@@ -506,11 +531,15 @@ def _cli(
             freeze_tokenizer=freeze_tokenizer, best_metric=best_metric, eval_every=eval_every,
             ckpt_every=ckpt_every, seed=seed)
     except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--phonetic-weight") from err
+        raise typer.BadParameter(str(err)) from err
     try:
         result = train_codec(cfg, resume=resume, force=force)
     except FileExistsError as err:
         raise typer.BadParameter(str(err), param_hint="--out") from err
+    except AudioError as err:  # a training or dev file that cannot be read: the run has not started
+        raise typer.BadParameter(str(err), param_hint="--data/--dev") from err
+    except ValueError as err:  # a start or resume checkpoint that does not fit the configured run
+        raise typer.BadParameter(str(err), param_hint="--init-from/--resume") from err
     typer.echo(f"step {result.step}: checkpoint {result.checkpoint}")
 
 

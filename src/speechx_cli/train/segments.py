@@ -1,14 +1,15 @@
-"""Training audio for the codec trainer: files found, loaded into memory, and cut into random segments
-by a seeded sampler whose state is the data position (saved with a run, so a resumed run draws the
-same batches)."""
+"""Training audio for the codec trainer: files found, read a window at a time (or, where that cannot be done
+exactly, held in memory), and cut into random segments by a seeded sampler whose state is the data position
+(saved with a run, so a resumed run draws the same batches)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch import Tensor
 
@@ -35,28 +36,84 @@ def load_waves(paths: list[Path], sample_rate: int) -> list[Tensor]:
     return [torch.from_numpy(audio.load(p, sample_rate, max_seconds=math.inf)[0]) for p in paths]
 
 
-class SegmentSampler:
-    """Random fixed-length segments from in-memory waveforms; its state is the data position."""
+class AudioBank:
+    """Training audio that need not fit in memory. A file libsndfile seeks in exactly (WAV, FLAC, AIFF, ...)
+    stays on disk and each segment reads only its window, resampled from an aligned start with a margin:
+    the samples `audio.load` gives, to float rounding (exactly, at the codec's own rate). Any other file
+    (a format only FFmpeg reads) is held in memory. Every file is read once up front with `audio.load`'s
+    checks, so a bad file stops the run before its first step and is named."""
 
-    def __init__(self, waves: list[Tensor], segment: int, batch_size: int, seed: int,
+    MARGIN_S = 0.05  # input read on each side of a resampled window: the resampler's transients fall there
+
+    def __init__(self, paths: Sequence[Path] = (), sample_rate: int = 16_000, waves: Sequence[Tensor] = ()):
+        self.sample_rate = sample_rate
+        self.items: list[tuple[Path, int] | Tensor] = list(waves)  # (path, its rate): read by window
+        self.lengths = [len(w) for w in waves]  # samples at sample_rate
+        for p in map(Path, paths):
+            wave, rate = audio.load(p, sample_rate, max_seconds=math.inf)
+            self.items.append((p, rate) if _seekable(p) else torch.from_numpy(wave))
+            self.lengths.append(len(wave))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def memory_bytes(self) -> int:
+        return sum(item.numel() * 4 for item in self.items if isinstance(item, Tensor))
+
+    def window(self, i: int, start: int, n: int) -> Tensor:
+        """Samples start..start+n of item i at the bank's rate (fewer at its end)."""
+        item = self.items[i]
+        if isinstance(item, Tensor):
+            return item[start:start + n]
+        path, rate = item
+        target = self.sample_rate
+        # input samples first..last cover the window; `first` is where an input and an output sample
+        # coincide (a multiple of rate / gcd), so the block's resampled grid is the whole file's
+        align = rate // math.gcd(rate, target)
+        margin = 0 if rate == target else int(self.MARGIN_S * rate)
+        first = max(0, start * rate // target - margin)
+        first -= first % align
+        last = -(-(start + n) * rate // target) + margin
+        with sf.SoundFile(str(path)) as f:
+            f.seek(first)
+            block = f.read(last - first, dtype="float32", always_2d=True).mean(axis=1, dtype=np.float32)
+        offset = start - first * target // rate
+        return torch.from_numpy(audio.resample(block, rate, target)[offset:offset + n])
+
+
+SEEKABLE = {"WAV", "WAVEX", "W64", "RF64", "FLAC", "AIFF", "CAF"}  # libsndfile seeks these sample-exactly
+
+
+def _seekable(path: Path) -> bool:
+    """Whether a window of the file can be read exactly without reading the rest."""
+    try:
+        return sf.info(str(path)).format in SEEKABLE
+    except (sf.LibsndfileError, RuntimeError):
+        return False
+
+
+class SegmentSampler:
+    """Random fixed-length segments of the training audio; its state is the data position."""
+
+    def __init__(self, waves: AudioBank | list[Tensor], segment: int, batch_size: int, seed: int,
                  gain_db: float = 0.0):
-        if not waves:
+        self.bank = waves if isinstance(waves, AudioBank) else AudioBank(waves=waves)
+        if not len(self.bank):
             raise ValueError("no training audio")
-        self.waves, self.segment, self.batch_size = waves, segment, batch_size
-        self.gain_db = gain_db
-        lengths = np.array([max(len(w), 1) for w in waves], dtype=np.float64)
+        self.segment, self.batch_size, self.gain_db = segment, batch_size, gain_db
+        lengths = np.array([max(n, 1) for n in self.bank.lengths], dtype=np.float64)
         self.p = lengths / lengths.sum()  # every second of audio is equally likely
         self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> Tensor:
         batch = torch.zeros(self.batch_size, self.segment)  # (B, L), short files zero-padded
-        files = self.rng.choice(len(self.waves), size=self.batch_size, p=self.p)
+        files = self.rng.choice(len(self.bank), size=self.batch_size, p=self.p)
         starts = self.rng.random(self.batch_size)
         gains = 10 ** (self.rng.uniform(-self.gain_db, self.gain_db, self.batch_size) / 20)
         for b, (i, s, g) in enumerate(zip(files, starts, gains)):
-            wav = self.waves[i]
-            start = int(s * (max(len(wav) - self.segment, 0) + 1))
-            piece = wav[start:start + self.segment]
+            start = int(s * (max(self.bank.lengths[i] - self.segment, 0) + 1))
+            piece = self.bank.window(i, start, self.segment)
             batch[b, :len(piece)] = piece * float(g)
         return batch
 
