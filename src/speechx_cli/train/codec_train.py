@@ -19,7 +19,7 @@ codebooks stay fixed, so shards and language models made with the first codec st
 under a Vocos decoder, whose tokens are its base's).
 
 The run's progress, log, stop requests, checkpoints and resume are the training loop's (train/loop.py);
-this module holds the codec's update, losses and dev metrics, train/segments.py its data.
+this module holds the codec's update and losses, train/codec_metrics.py what it measures, train/segments.py its data.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Mapping, Optional, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import typer
@@ -41,8 +40,8 @@ from ..audioinfo import AudioError
 from ..codec import Codec, SmallCodec, SmallCodecConfig
 from ..codecs import token_config
 from ..codecs.dac import DacCodec, DacConfig
-from ..codecs.quantize import codes_used_per_level
 from ..codecs.vocos import TOKENIZER_PARTS, VocosCodec, VocosConfig
+from .codec_metrics import DEV_MEL, codebook_use, evaluate
 from .discriminators import Adversary, Recipe
 from . import phonetic
 from .loop import RunFolder, Schedule, Trainer, lr_multiplier, rng_state, set_rng_state
@@ -56,7 +55,6 @@ CodecConfig = Union[SmallCodecConfig, DacConfig, VocosConfig]
 TRAINABLE: dict[str, tuple[type[Codec], type]] = {
     SmallCodec.kind: (SmallCodec, SmallCodecConfig), DacCodec.kind: (DacCodec, DacConfig),
     VocosCodec.kind: (VocosCodec, VocosConfig)}
-DEV_MEL = ((256, 512, 1024, 2048), 64)  # one yardstick (mean log-mel L1) for every kind and recipe
 
 
 def codec_kind(cfg: CodecConfig) -> str:
@@ -160,33 +158,6 @@ class CodecTrainConfig:
     @property
     def segment_samples(self) -> int:
         return int(round(self.segment_s * self.codec.sample_rate))
-
-
-# ---- metrics -----------------------------------------------------------------------------------
-
-def si_sdr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> float:
-    """Scale-invariant SDR in dB of a single (N,) estimate."""
-    ref, est = ref - ref.mean(), est - est.mean()
-    target = (est @ ref) / (ref @ ref + eps) * ref
-    return float(10 * torch.log10(target.pow(2).sum() / ((est - target).pow(2).sum() + eps) + eps))
-
-
-def _optional_metrics(ref: np.ndarray, est: np.ndarray, sr: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    try:
-        from pystoi import stoi
-
-        out["stoi"] = float(stoi(ref, est, sr))
-    except ImportError:
-        pass
-    try:
-        from pesq import pesq
-
-        if sr == 16_000:
-            out["pesq_wb"] = float(pesq(sr, ref, est, "wb"))
-    except (ImportError, Exception):  # pesq raises on silent input
-        pass
-    return out
 
 
 # ---- the trainer --------------------------------------------------------------------------------
@@ -334,35 +305,8 @@ class CodecTrainer(Trainer):
         set_rng_state(state["rng"])
 
 
-def codebook_use(codes: Tensor, levels: Tensor | None = None) -> dict[str, Any]:
-    """Distinct codes in a batch per level (items that used the level): the first and the last (finest)
-    apart, since residual levels collapse first."""
-    used = codes_used_per_level(codes, levels)
-    return {"codes_used": float(used[0]), "codes_used_last": float(used[-1]), "codes_used_levels": used}
-
-
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint.read_training(path, checkpoint.CODEC_TRAINING)
-
-
-# ---- evaluation --------------------------------------------------------------------------------
-
-def evaluate(codec: Codec, dev_waves: list[Tensor], mel_loss: MultiScaleMelLoss) -> dict:
-    """Mean reconstruction metrics of dev utterances through the real encode/decode path."""
-    was_training = codec.training
-    codec.eval()
-    totals: dict[str, list[float]] = {}
-    try:
-        for ref in dev_waves:
-            est = codec.decode(codec.encode(ref))[: len(ref)]
-            metrics = {"mel_distance": float(mel_loss(est[None], ref[None])),
-                       "si_sdr": si_sdr(ref, est),
-                       **_optional_metrics(ref.numpy(), est.numpy(), codec.sample_rate)}
-            for k, v in metrics.items():
-                totals.setdefault(k, []).append(v)
-    finally:
-        codec.train(was_training)
-    return {f"dev_{k}": float(np.mean(v)) for k, v in totals.items()}
 
 
 # ---- driver ------------------------------------------------------------------------------------
