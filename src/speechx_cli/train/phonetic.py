@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import audio, text
+from .. import text
+from .segments import AudioBank
 
 PHONES: tuple[str, ...] = text.VOWELS + text.CONSONANTS  # 39, stress removed; class 0 is the blank
 BLANK = 0  # CTC's blank; in frame labels, the silence between words
@@ -61,16 +62,30 @@ def word_phones(word: str) -> tuple[int, ...]:
 
 @dataclass
 class Utterance:
-    wave: Tensor  # (N,) float32 at the codec's rate
-    starts: np.ndarray  # (W,) word starts, samples
+    bank: AudioBank  # its audio (read a window at a time)
+    index: int  # ... is the bank's item `index`
+    starts: np.ndarray  # (W,) word starts, samples at the bank's rate
     ends: np.ndarray  # (W,) word ends, samples
     phones: list[tuple[int, ...]]  # each word's phoneme classes
 
+    @property
+    def n_samples(self) -> int:
+        return self.bank.lengths[self.index]
+
+    @property
+    def wave(self) -> Tensor:
+        """(N,) float32 at the bank's rate."""
+        return self.window(0, self.n_samples)
+
+    def window(self, start: int, end: int) -> Tensor:
+        return self.bank.window(self.index, start, end - start)
+
 
 def read_manifest(path: str | Path, sample_rate: int, split: str = "train") -> tuple[list[Utterance], list[str]]:
-    """The transcribed utterances of a corpus manifest's `split` (their edit readings too), loaded; and
-    the one-line reasons of those left out (unreadable audio, no word timings)."""
-    root, utterances, skipped = Path(path).parent, [], []
+    """The transcribed utterances of a corpus manifest's `split` (their edit readings too), each file checked
+    and then read a window at a time (train/segments.AudioBank); and the one-line reasons of those left out
+    (unreadable audio, no word timings)."""
+    root, utterances, skipped, bank = Path(path).parent, [], [], AudioBank(sample_rate=sample_rate)
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -88,12 +103,12 @@ def read_manifest(path: str | Path, sample_rate: int, split: str = "train") -> t
                 skipped.append(f"{row.get('id')}: no word timings")
                 continue
             try:
-                wave = audio.load(root / reading["path"], sample_rate, max_seconds=math.inf)[0]
+                index = bank.add(root / reading["path"])
             except Exception as err:  # one bad file never stops the run: named in the summary
                 skipped.append(f"{row.get('id')}: {err}")
                 continue
             utterances.append(Utterance(
-                torch.from_numpy(wave), np.array([round(w["start"] * sample_rate) for w in words]),
+                bank, index, np.array([round(w["start"] * sample_rate) for w in words]),
                 np.array([round(w["end"] * sample_rate) for w in words]),
                 [word_phones(w["word"]) for w in words]))
     return utterances, skipped
@@ -133,7 +148,7 @@ class WordWindowSampler:
         if not self.utterances:
             raise ValueError("no transcribed training audio with a word shorter than the segment")
         self.segment, self.batch_size, self.gain_db, self.hop = segment, batch_size, gain_db, hop
-        lengths = np.array([len(u.wave) for u in self.utterances], dtype=np.float64)
+        lengths = np.array([u.n_samples for u in self.utterances], dtype=np.float64)
         self.p = lengths / lengths.sum()
         self.rng = np.random.default_rng(seed)
 
@@ -154,7 +169,7 @@ class WordWindowSampler:
         for b, (i, g) in enumerate(zip(files, gains)):
             u = self.utterances[i]
             start, end, words = self._window(u)
-            piece = u.wave[start:end]
+            piece = u.window(start, end)
             wave[b, :len(piece)] = piece * float(g)
             lengths.append(len(piece))
             phones = [p for w in words for p in u.phones[w]]

@@ -49,10 +49,16 @@ class AudioBank:
         self.sample_rate = sample_rate
         self.items: list[tuple[Path, int] | Tensor] = list(waves)  # (path, its rate): read by window
         self.lengths = [len(w) for w in waves]  # samples at sample_rate
-        for p in map(Path, paths):
-            wave, rate = audio.load(p, sample_rate, max_seconds=math.inf)
-            self.items.append((p, rate) if _seekable(p) else torch.from_numpy(wave))
-            self.lengths.append(len(wave))
+        for p in paths:
+            self.add(p)
+
+    def add(self, path: str | Path) -> int:
+        """Check the file (audio.load's errors) and add it; its index."""
+        path = Path(path)
+        wave, rate = audio.load(path, self.sample_rate, max_seconds=math.inf)
+        self.items.append((path, rate) if _seekable(path) else torch.from_numpy(wave))
+        self.lengths.append(len(wave))
+        return len(self.items) - 1
 
     def __len__(self) -> int:
         return len(self.items)
