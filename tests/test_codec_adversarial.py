@@ -14,6 +14,7 @@ from speechx_cli import checkpoint
 from speechx_cli.codec import SmallCodecConfig
 from speechx_cli.codecs.dac import DacConfig
 from speechx_cli.codecs.vocos import VocosCodec, VocosConfig
+from speechx_cli.train import codec_cli
 from speechx_cli.train import codec_train as ct
 from speechx_cli.train.discriminators import (Adversary, BandedSTFTDiscriminator, MultiDiscriminator,
                                               PeriodDiscriminator, Recipe, lsgan_d_loss, lsgan_g_loss)
@@ -136,7 +137,7 @@ def test_vocos_trains_on_the_frozen_tokens_of_a_trained_codec(audio, tmp_path): 
 def test_cli_trains_each_kind(audio, tmp_path):  # noqa: F811
     common = ["--data", str(audio / "train"), "--preset", "tiny", "--steps", "1", "--batch-size", "1",
               "--threads", "1"]
-    run = lambda *args: CliRunner().invoke(ct.app, [*common, *args])  # noqa: E731
+    run = lambda *args: CliRunner().invoke(codec_cli.app, [*common, *args])  # noqa: E731
     r = run("--out", str(tmp_path / "dac"), "--kind", "dac", "--quantizer-dropout", "1", "--adv-start", "0",
             "--disc-width", "2")
     assert r.exit_code == 0, r.output

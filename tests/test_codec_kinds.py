@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -24,13 +25,13 @@ from speechx_cli.model import ARModel, ModelConfig, NARModel
 
 from .conftest import tone
 
-KINDS = ("small_codec", "dac", "vocos_on_small", "vocos_on_dac")
+KINDS = ("small_codec", "small_content", "dac", "vocos_on_small", "vocos_on_content", "vocos_on_dac")
 
 
-def _trained_small() -> SmallCodec:
-    """A tiny small codec whose codebooks k-means has filled (one training pass)."""
+def _trained_small(content_dim: int = 0) -> SmallCodec:
+    """A tiny small codec whose codebooks k-means (and the content level's first batch) filled: one training pass."""
     torch.manual_seed(0)
-    codec = SmallCodec(SmallCodecConfig.tiny()).train()
+    codec = SmallCodec(replace(SmallCodecConfig.tiny(), content_dim=content_dim)).train()
     with torch.no_grad():
         codec(0.1 * torch.randn(4, 16_000))
     return codec.eval()
@@ -38,11 +39,12 @@ def _trained_small() -> SmallCodec:
 
 def make(kind: str) -> torch.nn.Module:
     torch.manual_seed(1)
-    if kind == "small_codec":
-        return _trained_small()
+    if kind in ("small_codec", "small_content"):
+        return _trained_small(4 if kind == "small_content" else 0)
     if kind == "dac":
         return DacCodec(DacConfig.tiny()).eval()
-    base = _trained_small() if kind == "vocos_on_small" else DacCodec(DacConfig.tiny()).eval()
+    base = {"vocos_on_small": _trained_small, "vocos_on_content": lambda: _trained_small(4),
+            "vocos_on_dac": lambda: DacCodec(DacConfig.tiny()).eval()}[kind]()
     vocos = VocosCodec(VocosConfig.tiny(base.config()))
     vocos.load_base(base.state_dict())
     return vocos.eval()
@@ -83,6 +85,8 @@ def test_every_kind_round_trips_through_its_config(codec):
     ({"kind": "dac", "quantizer_dropout": 1.5}, "quantizer_dropout"),
     ({"kind": "dac", "snake": True}, "unknown DacConfig fields"),
     ({"kind": "vocos", "dim": 8}, "base must be"),
+    ({"kind": "small_codec", "content_dim": -1}, "content_dim"),
+    ({"kind": "small_codec", "content_dim": 4, "n_codebooks": 1}, "content level needs 2"),
     ({"kind": "vocos", "base": {"kind": "encodec_24khz"}}, "has no tokenizer to reuse"),
     ({"kind": "vocos", "base": {"kind": "small_codec", "n_filters": -1}}, "positive integers"),
     ({"kind": "vocos", "base": {"kind": "small_codec"}, "upsample": 3}, "must divide the base hop"),
@@ -303,3 +307,26 @@ def test_every_kind_decodes_from_its_first_levels(codec):
     for bad in (0, codec.n_codebooks + 1):
         with pytest.raises(ValueError, match="levels"):
             codec.decode(codes, levels=bad)
+
+
+def test_a_content_level_is_level_one_and_the_rvq_quantizes_what_it_leaves():
+    """Codes from encode equal the training pass's; level 1 is the content level's entry (the training
+    pass's first_level, straight through to the encoder), levels 2..K the RVQ of the latent minus it; a
+    plain config keeps its old dict (no content_dim) and its fingerprint differs from a content codec's."""
+    codec = _trained_small(4)
+    x = 0.1 * torch.randn(2, 1600)
+    codes = codec.encode(x)
+    out = codec(x)  # eval mode: no revival, the same lookups
+    assert torch.equal(out.codes, codes)
+    torch.testing.assert_close(out.first_level, codec.content.decode(codes[:, 0]))
+    latent = codec._latent(x)
+    rest = codec.quantizer.encode(latent - codec.content.decode(codes[:, 0]), 50).transpose(0, 1)
+    assert torch.equal(codes[:, 1:], rest)
+    torch.testing.assert_close(codec.dequantize(codes[:, :1]), codec.content.decode(codes[:, 0]))
+    codec.train()
+    out = codec(x)
+    out.first_level.sum().backward()
+    for part in (codec.content.in_proj, codec.encoder):  # level 1's vectors pass the gradient on
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    assert "content_dim" not in SmallCodecConfig.tiny().to_dict()
+    assert codec_fingerprint(codec) != codec_fingerprint(_trained_small())

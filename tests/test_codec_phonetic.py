@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from speechx_cli.cli import app
 from speechx_cli.codec import SmallCodec, SmallCodecConfig
+from speechx_cli.codecs.dac import DacConfig
 from speechx_cli.eval.phone_purity import scores
 from speechx_cli.train import codec_train as ct
 from speechx_cli.train import phonetic
@@ -158,6 +159,47 @@ def test_decoding_level_one_alone_adds_its_reconstruction_to_the_loss(corpus, tm
     assert alone["loss"] == pytest.approx(plain["loss"] + added, rel=1e-5)
 
 
+def test_on_a_frozen_tokenizer_only_the_decoder_learns_to_render_level_one(corpus, tmp_path):
+    """With the tokenizer frozen, decoding level 1 alone teaches the decoder alone: the codes stay, the
+    level-1 reconstruction is logged, and the decoder ends elsewhere than the same run without it."""
+    base = ct.train_codec(_cfg(corpus, tmp_path / "base", steps=2, phonetic_weight=0.0), progress=False)
+    runs = {w: ct.train_codec(_cfg(corpus, tmp_path / f"w{w}", steps=3, phonetic_weight=0.0, first_level_weight=w,
+                                   init_from=str(base.checkpoint), freeze_tokenizer=True), progress=False)
+            for w in (0.0, 1.0)}
+    a = base.codec.state_dict()
+    for run in runs.values():
+        b = run.codec.state_dict()
+        changed = {k for k in a if not torch.equal(a[k], b[k])}
+        assert changed and all(k.startswith("decoder.") for k in changed), changed
+    assert all(r["mel_level1"] > 0 for r in _log(tmp_path / "w1.0"))
+    plain, alone = runs[0.0].codec.state_dict(), runs[1.0].codec.state_dict()
+    assert any(not torch.equal(plain[k], alone[k]) for k in plain if k.startswith("decoder."))
+
+
+def test_a_content_level_starts_from_a_plain_codec_and_resumes_exactly(corpus, tmp_path):
+    """--content-dim over a plain codec: the encoder and decoder come from it, the quantizer starts anew;
+    the phoneme loss reads the content level (level1), and a resumed run equals the straight one (the
+    content level's revival draws from the saved RNG)."""
+    base = ct.train_codec(_cfg(corpus, tmp_path / "base", steps=2, phonetic_weight=0.0), progress=False)
+    content = replace(SmallCodecConfig.tiny(), content_dim=4)
+    cfg = _cfg(corpus, tmp_path / "a", codec=content, init_from=str(base.checkpoint), phonetic_input="level1")
+    utterances, _ = phonetic.read_manifest(corpus / "manifest.jsonl", SR)
+    start = ct.CodecTrainer(cfg, utterances, [])
+    start.init_weights(str(base.checkpoint))
+    mine, theirs = start.codec.state_dict(), base.codec.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs if k.startswith(("encoder.", "decoder.")))
+    assert not bool(start.codec.content.seeded)
+    straight = ct.train_codec(cfg, progress=False)
+    assert all(len(r["codes_used_levels"]) == 4 and r["phone_frames"] > 0 for r in _log(tmp_path / "a"))
+    half = replace(cfg, out_dir=str(tmp_path / "b"), steps=3)
+    ct.train_codec(half, progress=False)
+    resumed = ct.train_codec(replace(half, steps=6), resume=True, progress=False)
+    for k, v in straight.codec.state_dict().items():
+        assert torch.equal(v, resumed.codec.state_dict()[k]), k
+    with pytest.raises(ValueError, match="another codec"):  # a content codec is no plain codec's start
+        ct.train_codec(_cfg(corpus, tmp_path / "c", steps=1, init_from=str(straight.checkpoint)), progress=False)
+
+
 def test_a_phonetic_level_needs_word_timings_and_a_training_tokenizer(corpus, tmp_path):
     with pytest.raises(ValueError, match="word timings"):
         _cfg(corpus, tmp_path, words=None, data=(str(corpus / "wav"),))
@@ -168,11 +210,12 @@ def test_a_phonetic_level_needs_word_timings_and_a_training_tokenizer(corpus, tm
     with pytest.raises(ValueError, match="level1, latent"):
         _cfg(corpus, tmp_path, phonetic_input="encoder")
     with pytest.raises(ValueError, match="level 1 alone"):
-        _cfg(corpus, tmp_path, phonetic_weight=0.0, first_level_weight=1.0, freeze_tokenizer=True)
+        _cfg(corpus, tmp_path, phonetic_weight=0.0, first_level_weight=1.0, codec=DacConfig.tiny())
     runner = CliRunner()
     base = ["train", "codec", "--out", str(tmp_path / "cli"), "--steps", "1"]
     for flags, message in ((["--data", str(corpus / "wav"), "--phonetic-weight", "1"], "word timings"),
-                           (["--data", str(corpus / "wav"), "--words", str(corpus / "manifest.jsonl")], "one of them")):
+                           (["--data", str(corpus / "wav"), "--words", str(corpus / "manifest.jsonl")], "one of them"),
+                           (["--data", str(corpus / "wav"), "--kind", "dac", "--content-dim", "4"], "does not apply")):
         assert message in one_line_error(runner.invoke(app, [*base, *flags]))
     assert not (tmp_path / "cli").exists()
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from speechx_cli import checkpoint
 from speechx_cli.codec import SmallCodec, SmallCodecConfig
 from speechx_cli.codecs import codec_from_config
+from speechx_cli.train import codec_cli
 from speechx_cli.train import codec_train as ct
 from speechx_cli.train.discriminators import Recipe
 from speechx_cli.train.loop import LOG_NAME
@@ -155,19 +156,19 @@ def test_config_round_trip_and_sampler_determinism():
 def test_cli_trains_and_refuses_to_overwrite(audio, tmp_path):
     args = ["--data", str(audio / "train"), "--out", str(tmp_path), "--preset", "tiny",
             "--steps", "1", "--batch-size", "1", "--threads", "1"]
-    result = CliRunner().invoke(ct.app, args)
+    result = CliRunner().invoke(codec_cli.app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / ct.CHECKPOINT_NAME).exists()
-    again = CliRunner().invoke(ct.app, args)
+    again = CliRunner().invoke(codec_cli.app, args)
     assert again.exit_code != 0
-    assert CliRunner().invoke(ct.app, args + ["--resume", "--steps", "2"]).exit_code == 0
+    assert CliRunner().invoke(codec_cli.app, args + ["--resume", "--steps", "2"]).exit_code == 0
     assert ct.load_training_checkpoint(tmp_path / ct.CHECKPOINT_NAME)["step"] == 2
 
 
 def test_cli_dead_code_threshold_reaches_the_codec(audio, tmp_path):
     args = ["--data", str(audio / "train"), "--out", str(tmp_path), "--preset", "tiny", "--steps", "1",
             "--batch-size", "1", "--threads", "1", "--dead-code-threshold", "0.1"]
-    assert CliRunner().invoke(ct.app, args).exit_code == 0
+    assert CliRunner().invoke(codec_cli.app, args).exit_code == 0
     ckpt = ct.load_training_checkpoint(tmp_path / ct.CHECKPOINT_NAME)
     assert ckpt["codec_config"]["dead_code_threshold"] == 0.1
     assert SmallCodecConfig.tiny().dead_code_threshold != 0.1
@@ -255,7 +256,7 @@ def test_windowed_reading_draws_the_same_batches_as_audio_in_memory(tmp_path):
     for i in (0, 1):  # at the codec's rate: the very samples
         assert torch.equal(bank.window(i, 1234, 2000), eager[i][1234:3234])
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt garbage")
-    result = CliRunner().invoke(ct.app, ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset",
+    result = CliRunner().invoke(codec_cli.app, ["--data", str(tmp_path), "--out", str(tmp_path / "run"), "--preset",
                                          "tiny", "--steps", "1"])
     assert result.exit_code != 0 and "bad.wav" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run" / ct.CHECKPOINT_NAME).exists()

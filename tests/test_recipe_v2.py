@@ -42,7 +42,7 @@ def test_every_stage_reads_v1s_tokens_and_stage_2_starts_from_stage_1(tmp_path, 
     recipe_v2.shards(r)
     recipe_v2.lm(r)
     codec, *tokenized, stage1, stage2 = calls
-    assert codec[:2] == ("speechx_cli.train.codec_train", "--data")
+    assert codec[:2] == ("speechx_cli.train.codec_cli", "--data")
     assert (_arg(codec, "--kind"), _arg(codec, "--base")) == ("vocos", str(r.base))
     assert (r.data / "codec-v2-train.txt").read_text() == f"{r.corpus / 'wav/u0.wav'}\n"
     assert [c[4] for c in tokenized] == [str(r.shards("tts")), str(r.shards("train")), str(r.shards("dev"))]

@@ -229,6 +229,10 @@ class SmallCodecConfig:
     kmeans_iters: int = 10
     ema_decay: float = 0.99
     dead_code_threshold: float = 2.0  # EMA cluster size below which an entry is replaced
+    # > 0: level 1 is a content level of its own, quantized (cosine, DAC's factorized lookup) from a
+    # `content_dim`-wide projection of the latent that a phoneme loss can shape (--phonetic-input level1)
+    # without a residual codebook's EMA lagging behind; levels 2..K quantize what it leaves. 0: plain RVQ
+    content_dim: int = 0
 
     @property
     def hop_length(self) -> int:
@@ -251,8 +255,9 @@ class SmallCodecConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ratios"] = list(self.ratios)
-        if self.decoder_filters is None:  # configs saved before the field existed compare equal
-            del d["decoder_filters"]
+        for name in ("decoder_filters", "content_dim"):  # configs saved before the field existed compare equal
+            if not d[name]:
+                del d[name]
         return d
 
     @staticmethod
@@ -282,6 +287,9 @@ class SmallCodecConfig:
             raise ValueError("input_scale, ema_decay and dead_code_threshold must be positive numbers")
         if not isinstance(self.causal, bool) or not (isinstance(self.lstm_layers, int) and self.lstm_layers >= 0):
             raise ValueError("causal must be true or false, lstm_layers a count")
+        if not (isinstance(self.content_dim, int) and 0 <= self.content_dim) or (self.content_dim
+                                                                                  and self.n_codebooks < 2):
+            raise ValueError("content_dim must be a count (0: none), and a content level needs 2 or more levels")
         return self
 
 
@@ -300,6 +308,9 @@ def kmeans(samples: Tensor, num_clusters: int, num_iters: int) -> tuple[Tensor, 
         new_means = new_means / bins.masked_fill(zero_mask, 1)[..., None]
         means = torch.where(zero_mask[..., None], means, new_means)
     return means, bins
+
+
+CONTENT_DEAD_SHARE = 0.01  # a content entry used less than this x the mean use is revived
 
 
 class _RevivingCodebook(EuclideanCodebook):
@@ -332,7 +343,9 @@ class _RevivingCodebook(EuclideanCodebook):
 
 class SmallCodec(TrainableCodec):
     """EnCodec-architecture codec built from a `SmallCodecConfig`, trainable on CPU. `decoder=False`
-    builds the tokenizer alone (encoder and quantizer), e.g. under a decoder trained apart (codecs/vocos.py)."""
+    builds the tokenizer alone (encoder and quantizer), e.g. under a decoder trained apart (codecs/vocos.py).
+    With `content_dim` its level 1 is a content level of its own (codecs/quantize.FactorizedCodebook) and
+    the residual quantizer's K-1 levels code what that level leaves of the latent."""
 
     kind = SMALL_CODEC_KIND
     config_class = SmallCodecConfig
@@ -351,8 +364,12 @@ class SmallCodec(TrainableCodec):
         with quiet_weight_norm():
             self.encoder = SEANetEncoder(n_filters=cfg.n_filters, **common)
             self.decoder = SEANetDecoder(n_filters=cfg.decoder_filters or cfg.n_filters, **common) if decoder else None
+        self.content = None
+        if cfg.content_dim:
+            from .codecs.quantize import FactorizedCodebook  # codecs/ imports this module
+            self.content = FactorizedCodebook(cfg.dimension, cfg.codebook_size, cfg.content_dim)
         self.quantizer = ResidualVectorQuantizer(
-            dimension=cfg.dimension, n_q=cfg.n_codebooks, bins=cfg.codebook_size,
+            dimension=cfg.dimension, n_q=cfg.n_codebooks - bool(self.content), bins=cfg.codebook_size,
             decay=cfg.ema_decay, kmeans_init=True, kmeans_iters=cfg.kmeans_iters,
             threshold_ema_dead_code=cfg.dead_code_threshold)  # type: ignore[arg-type]
         for layer in self.quantizer.vq.layers:
@@ -366,7 +383,7 @@ class SmallCodec(TrainableCodec):
         """Fix the encoder and quantizer (weights, codebooks, eval mode) so that only the decoder
         trains: the codes every dataset was encoded with stay valid while the sound improves."""
         self.tokenizer_frozen = True
-        for p in [*self.encoder.parameters(), *self.quantizer.parameters()]:
+        for p in [*self.encoder.parameters(), *self.quantizer.parameters(), *self.tokenizer_extra().parameters()]:
             p.requires_grad_(False)
         return self.train(self.training)
 
@@ -375,7 +392,12 @@ class SmallCodec(TrainableCodec):
         if self.tokenizer_frozen:  # no EMA codebook updates, no dead-code revival
             self.encoder.eval()
             self.quantizer.eval()
+            self.tokenizer_extra().eval()
         return self
+
+    def tokenizer_extra(self) -> nn.Module:
+        """The content level when there is one (an empty module list when not)."""
+        return self.content if self.content is not None else nn.ModuleList()
 
     def _latent(self, wav: Tensor) -> Tensor:
         return self.encoder(wav[:, None] * self.cfg.input_scale)  # (B, D, F)
@@ -395,6 +417,8 @@ class SmallCodec(TrainableCodec):
             latent = self._latent(wav)
             if not self.quantizer_enabled:
                 return TrainOutput(self.synthesize(latent), None, {"commitment": latent.new_zeros(())})
+            if self.content is not None:
+                return self._content_forward(latent)
             q = self.quantizer(latent, int(self.cfg.frame_rate))
         codes = q.codes.transpose(0, 1)  # (K, B, F) -> (B, K, F)
         first = self.quantizer.vq.layers[0].decode(codes[:, 0])  # (B, D, F)
@@ -402,13 +426,34 @@ class SmallCodec(TrainableCodec):
         return TrainOutput(self.synthesize(q.quantized), codes, {"commitment": q.penalty.reshape(())},
                            first_level=first, latent=latent)
 
+    def _content_forward(self, latent: Tensor) -> TrainOutput:
+        """Training pass below a content level: its straight-through vectors, then the RVQ on what they
+        leave; the commitment term adds the content level's commitment and codebook losses (its entries
+        learn by gradient, not by EMA). Unused entries are revived from the batch (the first batch seeds all)."""
+        first, content_codes, z_e, commit, book = self.content(latent)
+        if self.training and not self.tokenizer_frozen:
+            self.content.revive(z_e, content_codes, torch.ones_like(content_codes, dtype=torch.bool),
+                                self.cfg.ema_decay, CONTENT_DEAD_SHARE)
+        q = self.quantizer(latent - first, int(self.cfg.frame_rate))
+        codes = torch.cat([content_codes[:, None], q.codes.transpose(0, 1)], 1)  # (B, K, F)
+        penalty = q.penalty.reshape(()) + commit.mean() + book.mean()
+        return TrainOutput(self.synthesize(first + q.quantized), codes, {"commitment": penalty},
+                           first_level=first, latent=latent)
+
     def _encode(self, wav: Tensor) -> Tensor:
-        codes = self.quantizer.encode(self._latent(wav), int(self.cfg.frame_rate))  # (K, B, F)
-        return codes.transpose(0, 1)
+        latent = self._latent(wav)
+        if self.content is None:
+            return self.quantizer.encode(latent, int(self.cfg.frame_rate)).transpose(0, 1)  # (K, B, F) -> (B, K, F)
+        first = self.content.encode(latent)  # (B, F)
+        rest = self.quantizer.encode(latent - self.content.decode(first), int(self.cfg.frame_rate))
+        return torch.cat([first[:, None], rest.transpose(0, 1)], 1)
 
     def dequantize(self, codes: Tensor) -> Tensor:
-        """(B, K, F) codes -> (B, D, F), what the decoder reads."""
-        return self.quantizer.decode(codes.transpose(0, 1))
+        """(B, K, F) codes (or the first K' levels) -> (B, D, F), what the decoder reads."""
+        if self.content is None:
+            return self.quantizer.decode(codes.transpose(0, 1))
+        first = self.content.decode(codes[:, 0])
+        return first if codes.shape[1] == 1 else first + self.quantizer.decode(codes[:, 1:].transpose(0, 1))
 
     def _decode(self, codes: Tensor) -> Tensor:
         return self.synthesize(self.dequantize(codes))

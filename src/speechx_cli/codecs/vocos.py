@@ -21,7 +21,7 @@ from ..codec import Codec, SmallCodec, TrainableCodec, TrainOutput, known_fields
 from .dac import DacCodec
 
 VOCOS_KIND = "vocos"
-TOKENIZER_PARTS = ("encoder.", "quantizer.")  # the base codec's weights that decide its tokens
+TOKENIZER_PARTS = ("encoder.", "quantizer.", "content.")  # the base codec's weights that decide its tokens
 
 
 # Codec kinds whose tokens a Vocos decoder can read: built from a `config_class` instance, they build

@@ -10,8 +10,8 @@
     speechx train status data runs
 
 tokenize and lm run under torchrun as well (`torchrun --nproc_per_node=N -m speechx_cli train lm ...`).
-codec, lm and export are the trainers' own commands (codec_train.py, lm_train.py), so every flag they
-have comes through; `python -m speechx_cli.train.corpus` / `.codec_train` / `.lm_train` still run alone.
+codec, lm and export are the trainers' own commands (codec_cli.py, lm_train.py), so every flag they
+have comes through; `python -m speechx_cli.train.corpus` / `.codec_cli` / `.lm_train` still run alone.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import codec_train, lm_train
+from . import codec_cli, lm_train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Train on your own data: prepare a corpus, add noise, train the codec, tokenize, train "
@@ -174,7 +174,7 @@ def noise(
 
 # The trainers' own commands: every flag they define comes through.
 app.command("codec", help="Train the codec (any kind codec_train knows); resumable with --resume. "
-                          "Its lists: OUT/codec-train.txt and codec-dev.txt of `train prepare`.")(codec_train._cli)
+                          "Its lists: OUT/codec-train.txt and codec-dev.txt of `train prepare`.")(codec_cli._cli)
 
 
 

@@ -106,7 +106,7 @@ def step_seconds(log: Path) -> tuple[float, float]:
 def _codec_train(s: Study, arm: str, out: Path, steps: int, adv_start: int, *extra: str) -> None:
     base = ["--base", s.base] if ARMS[arm].kind == "vocos" else []
     resume = ["--resume"] if (out / CODEC_CKPT).exists() else []
-    run_module("speechx_cli.train.codec_train", "--data", str(s.out / "codec-train.txt"), "--kind", ARMS[arm].kind,
+    run_module("speechx_cli.train.codec_cli", "--data", str(s.out / "codec-train.txt"), "--kind", ARMS[arm].kind,
                *base, "--out", str(out), "--steps", str(steps), "--adv-start", str(adv_start), "--threads",
                str(s.threads), "--seed", str(s.seed), *extra, *resume, threads=s.threads)
 

@@ -19,7 +19,7 @@ of a comparison draws the same windows with the loss weighted 0. Measured (docs/
 `level1` at weight 1 training diverged (the code does not move until the codebook follows); `latent` at
 weight 1 trained stably and raised level 1's PNMI from 0.24 to 0.34.
 
-    python -m speechx_cli.train.codec_train --words data/corpus-v2/manifest.jsonl --phonetic-weight 1 \\
+    python -m speechx_cli.train.codec_cli --words data/corpus-v2/manifest.jsonl --phonetic-weight 1 \\
         --phonetic-input latent --init-from runs/codec-study/models/shipped.safetensors --out runs/phonetic ...
 """
 

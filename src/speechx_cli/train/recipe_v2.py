@@ -105,7 +105,7 @@ def decoder(r: RecipeV2) -> None:
     if checkpoint.training_step(ckpt, checkpoint.CODEC_TRAINING) >= r.decoder_steps:
         return
     data, dev = write_codec_lists(r.corpus, r.data / "codec-v2-train.txt", r.data / "codec-v2-dev.txt", seed=r.seed)
-    run_module("speechx_cli.train.codec_train", "--data", str(data), "--kind", "vocos", "--base", str(r.base),
+    run_module("speechx_cli.train.codec_cli", "--data", str(data), "--kind", "vocos", "--base", str(r.base),
                "--out", str(ckpt.parent), "--steps", str(r.decoder_steps), "--adv-start", str(r.decoder_adv_start),
                "--threads", str(r.decoder_threads), "--seed", str(r.seed), "--dev", str(dev), "--eval-every",
                str(max(250, r.decoder_steps // 8)), *_resume_flag(ckpt), threads=r.decoder_threads)
