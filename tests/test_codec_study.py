@@ -44,7 +44,7 @@ class _Children:
     def __call__(self, module: str, *args: str, threads: int, processes: int = 1) -> None:
         self.calls.append((module, *args))
         flag = lambda name: args[args.index(name) + 1]  # noqa: E731
-        if module.endswith("codec_train"):
+        if module.endswith("codec_cli"):
             run = Path(flag("--out"))
             _save(run / "codec_train.pt", checkpoint.CODEC_TRAINING, int(flag("--steps")))
             if "calibration" in run.parts:  # vocos: 0.2 s reconstruction steps, 0.8 s adversarial ones
@@ -91,7 +91,7 @@ def study(tmp_path, monkeypatch):
 def test_the_budget_sets_each_arms_steps_and_a_rerun_skips_what_is_done(study):
     s, children = study
     text = CS.run_all(s)
-    trains = [c for c in children.calls if c[0].endswith("codec_train") and "calibration" not in c[c.index("--out") + 1]]
+    trains = [c for c in children.calls if c[0].endswith("codec_cli") and "calibration" not in c[c.index("--out") + 1]]
     steps = {Path(c[c.index("--out") + 1]).name: (int(c[c.index("--steps") + 1]), int(c[c.index("--adv-start") + 1]))
              for c in trains}
     # 1800 s of wall per arm (1 core-hour on 2 threads); 60% reconstruction steps, then adversarial ones
@@ -116,7 +116,7 @@ def test_the_budget_sets_each_arms_steps_and_a_rerun_skips_what_is_done(study):
     assert CS.run_all(s) == text and children.calls == []  # everything was done
     _save(s.codec("dac"), checkpoint.CODEC_TRAINING, 100)  # killed early: resumed, then measured again
     CS.run_all(s)
-    (resumed,) = [c for c in children.calls if c[0].endswith("codec_train")]
+    (resumed,) = [c for c in children.calls if c[0].endswith("codec_cli")]
     assert "--resume" in resumed and resumed[resumed.index("--steps") + 1] == "4090"
     assert [c[2] for c in children.calls if c[1] == "eval"][0] == "codec"
 
