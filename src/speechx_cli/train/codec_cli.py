@@ -78,7 +78,8 @@ def _cli(
         "ctc: the window's phoneme sequence")] = "frames",
     phonetic_input: Annotated[str, typer.Option(
         "--phonetic-input", help="what the phoneme head reads: latent (the encoder's output before the "
-        "quantizer) or level1 (codebook level 1's quantized vectors, straight through; diverged at weight 1)")] = "latent",
+        "quantizer) or level1 (codebook level 1's quantized vectors, straight through: diverged at weight 1 on a plain codec, "
+        "stable on a content level, --content-dim)")] = "latent",
     first_level_weight: Annotated[float, typer.Option(
         "--first-level-weight", min=0, help="small codec: also decode codebook level 1 alone and add its "
         "reconstruction loss x this; with --freeze-tokenizer only the decoder learns to render level 1 (with the "
