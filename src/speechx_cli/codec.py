@@ -383,21 +383,20 @@ class SmallCodec(TrainableCodec):
         """Fix the encoder and quantizer (weights, codebooks, eval mode) so that only the decoder
         trains: the codes every dataset was encoded with stay valid while the sound improves."""
         self.tokenizer_frozen = True
-        for p in [*self.encoder.parameters(), *self.quantizer.parameters(), *self.tokenizer_extra().parameters()]:
-            p.requires_grad_(False)
+        for part in self.tokenizer_parts():
+            part.requires_grad_(False)
         return self.train(self.training)
 
     def train(self, mode: bool = True) -> SmallCodec:
         super().train(mode)
         if self.tokenizer_frozen:  # no EMA codebook updates, no dead-code revival
-            self.encoder.eval()
-            self.quantizer.eval()
-            self.tokenizer_extra().eval()
+            for part in self.tokenizer_parts():
+                part.eval()
         return self
 
-    def tokenizer_extra(self) -> nn.Module:
-        """The content level when there is one (an empty module list when not)."""
-        return self.content if self.content is not None else nn.ModuleList()
+    def tokenizer_parts(self) -> list[nn.Module]:
+        """What decides the tokens: the encoder, the quantizer and the content level if there is one."""
+        return [self.encoder, self.quantizer, *([self.content] if self.content is not None else [])]
 
     def _latent(self, wav: Tensor) -> Tensor:
         return self.encoder(wav[:, None] * self.cfg.input_scale)  # (B, D, F)
