@@ -330,3 +330,16 @@ def test_a_content_level_is_level_one_and_the_rvq_quantizes_what_it_leaves():
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
     assert "content_dim" not in SmallCodecConfig.tiny().to_dict()
     assert codec_fingerprint(codec) != codec_fingerprint(_trained_small())
+
+
+def test_a_codebooks_bookkeeping_is_not_in_the_fingerprint():
+    """The content level's usage EMA and seeded flag change while it trains, not what its codes are: the
+    fingerprint (and so the shards and models made with the codec) stays; a changed entry changes it."""
+    codec = _trained_small(4)
+    before = codec_fingerprint(codec)
+    codec.content.usage.mul_(0.5).add_(1.0)
+    codec.content.seeded.fill_(not bool(codec.content.seeded))
+    assert codec_fingerprint(codec) == before
+    with torch.no_grad():
+        next(codec.content.parameters()).add_(0.01)
+    assert codec_fingerprint(codec) != before

@@ -36,6 +36,8 @@ from encodec.distrib import broadcast_tensors  # noqa: E402
 from encodec.quantization.core_vq import EuclideanCodebook, sample_vectors  # noqa: E402
 
 SMALL_CODEC_KIND = "small_codec"
+# a factorized codebook's (codecs/quantize.py) training bookkeeping: not part of what decides the tokens
+BOOKKEEPING = (".usage", ".seeded")
 
 
 class CodecUnavailableError(RuntimeError):
@@ -160,8 +162,10 @@ class Codec(nn.Module, ABC):
         return dict(config)
 
     def token_state(self) -> dict[str, Tensor]:
-        """The weights that decide the tokens (all but the decoder's)."""
-        return {k: v for k, v in self.state_dict().items() if "decoder" not in k.split(".")}
+        """The weights that decide the tokens: all but the decoder's, and without a factorized codebook's
+        bookkeeping (its usage EMA and seeded flag change while it trains, not what it maps to)."""
+        return {k: v for k, v in self.state_dict().items()
+                if "decoder" not in k.split(".") and not k.endswith(BOOKKEEPING)}
 
 
 def known_fields(config_class: type, d: Mapping[str, Any]) -> dict[str, Any]:

@@ -253,6 +253,3 @@ class DacCodec(TrainableCodec):
     @classmethod
     def token_config_of(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in config.items() if k not in DECODER_OR_TRAINING_FIELDS}
-
-    def token_state(self) -> dict[str, Tensor]:
-        return {k: v for k, v in super().token_state().items() if not k.endswith((".usage", ".seeded"))}
