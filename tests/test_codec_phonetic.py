@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from speechx_cli.cli import app
 from speechx_cli.codec import SmallCodec, SmallCodecConfig
 from speechx_cli.codecs.dac import DacConfig
+from speechx_cli.eval.phone_probe import fit_and_score
 from speechx_cli.eval.phone_purity import scores
 from speechx_cli.train import codec_train as ct
 from speechx_cli.train import phonetic
@@ -242,8 +243,59 @@ def test_eval_phones_reports_every_level_of_every_codec(corpus, tmp_path):
     assert result.exit_code == 0, result.output
     table = json.loads(out.read_text())
     assert list(table) == ["a", "codec_train"] and table["a"] == table["codec_train"]
-    assert [r["level"] for r in table["a"]] == [1, 2, 3, 4]  # the tiny codec's levels
-    assert all(0 <= r[k] <= 1 for r in table["a"] for k in ("purity", "pnmi", "heldout_accuracy"))
+    rows = table["a"]["levels"]
+    assert [r["level"] for r in rows] == [1, 2, 3, 4]  # the tiny codec's levels
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("purity", "pnmi", "heldout_accuracy"))
+    assert "probe" not in table["a"]
     assert "a level 1: purity" in result.output and "4 train readings (1 left out)" in result.output
     assert "--force" in one_line_error(CliRunner().invoke(app, args))
     assert "1 dev readings" in one_line_error(CliRunner().invoke(app, [*args[:3], "-c", str(ckpt)]))
+
+
+def test_the_probe_reads_phonemes_that_are_there_and_not_ones_that_are_not():
+    """Features that carry each frame's phoneme (one-hot plus noise) are read almost perfectly by a probe
+    fitted on other readings; noise is read at about the
+    commonest phoneme's rate; frames outside words (label 0) are neither fitted nor scored; same seed, same score."""
+    rng = np.random.default_rng(0)
+    n_classes = len(phonetic.PHONES) + 1
+
+    def readings(n, informative):
+        xs, ys = [], []
+        for _ in range(n):
+            y = rng.integers(1, 6, 40)  # five phonemes
+            y[:5] = 0  # before the first word
+            onehot = np.eye(n_classes)[y].T
+            x = onehot + 0.3 * rng.standard_normal(onehot.shape) if informative else rng.standard_normal(onehot.shape)
+            xs.append(torch.tensor(x, dtype=torch.float32))
+            ys.append(torch.tensor(y))
+        return xs, ys
+
+    train_x, train_y = readings(480, True)
+    test_x, test_y = readings(16, True)
+    assert fit_and_score(train_x, train_y, test_x, test_y) > 0.9
+    noise_x, noise_y = readings(480, False)
+    noise_test_x, noise_test_y = readings(16, False)
+    blind = fit_and_score(noise_x, noise_y, noise_test_x, noise_test_y)
+    assert blind < 0.35  # five phonemes: chance is ~0.2
+    assert fit_and_score(noise_x, noise_y, noise_test_x, noise_test_y) == blind
+    with pytest.raises(ValueError, match="no frames inside words"):
+        fit_and_score(train_x, train_y, test_x[:1], [torch.zeros_like(test_y[0])])
+
+
+def test_eval_phones_probe_scores_each_view_and_refuses_to_score_on_its_training_readings(corpus, tmp_path):
+    ckpt = ct.train_codec(_cfg(corpus, tmp_path / "run", steps=1), progress=False).checkpoint
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines()]
+    manifest = corpus / "probe.jsonl"  # the train readings again as the dev split (the one dev reading is too few)
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows if r["split"] == "train")
+                        + "".join(json.dumps({**r, "split": "dev"}) + "\n" for r in rows if r["split"] == "train"))
+    out = tmp_path / "probe.json"
+    result = CliRunner().invoke(app, ["eval", "phones", str(manifest), "--split", "dev", "-c", f"a={ckpt}",
+                                      "--probe-train", "3", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    found = json.loads(out.read_text())["a"]["probe"]
+    assert set(found) == {"level 1", "levels 1-2", "all levels", "log-mel", "train_readings"}
+    assert found["train_readings"] == 3
+    assert all(0 <= found[k] <= 1 for k in ("level 1", "levels 1-2", "all levels", "log-mel"))
+    assert "a probe (3 train readings): level 1" in result.output
+    assert "another --split" in one_line_error(CliRunner().invoke(
+        app, ["eval", "phones", str(manifest), "--split", "train", "-c", str(ckpt), "--probe-train", "3"]))

@@ -305,36 +305,61 @@ def phones(
     split: Annotated[str, typer.Option("--split", help="The manifest's readings of this split.")] = "dev",
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N readings.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write the table as JSON to this file.")] = None,
+    probe_train: Annotated[Optional[int], typer.Option(
+        "--probe-train", min=2, help="Also fit a phoneme probe on N train readings and score its frame accuracy on "
+        "the measured ones, from level 1, levels 1-2, all levels and the audio's log-mel (the ceiling).")] = None,
     device: DeviceOpt = Device.auto, force: ForceOpt = False,
 ) -> None:
     """How phonetic each codebook level is: phone purity, PNMI and held-out accuracy (HuBERT's measures of
-    its units), over the frames inside words of a corpus with word timings."""
+    its units), over the frames inside words of a corpus with word timings; with --probe-train, what a
+    trained probe reads from the first levels together."""
     from ..train.phonetic import read_manifest
+    from .phone_probe import probe
     from .phone_purity import measure, table_lines
+
+    def load(sample_rate: int, which: str) -> tuple[list, list]:
+        if (sample_rate, which) not in readings:
+            try:
+                readings[sample_rate, which] = read_manifest(manifest, sample_rate, which)
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"{manifest}: {e}") from None
+        return readings[sample_rate, which]
 
     with guard():
         if not manifest.is_file():
             raise UserError(f"{manifest}: no such manifest")
         if out is not None and out.exists() and not force:
             raise UserError(f"{out}: exists (use --force to overwrite it)")
-        table, readings = {}, {}  # readings: loaded once per sample rate
+        if probe_train is not None and split == "train":
+            raise UserError("--probe-train fits the probe on train readings: measure another --split")
+        table, readings, mel = {}, {}, {}  # readings: loaded once per sample rate; mel: probe per frame grid
         for p in checkpoints or [checkpoint_path(None)]:
             name, p = _named(p)
             codec = _codec(p, device)
-            if codec.sample_rate not in readings:
-                try:
-                    readings[codec.sample_rate] = read_manifest(manifest, codec.sample_rate, split)
-                except (OSError, UnicodeDecodeError) as e:
-                    raise UserError(f"{manifest}: {e}") from None
-            utterances, skipped = readings[codec.sample_rate]
+            utterances, skipped = load(codec.sample_rate, split)
             utterances = utterances[:limit]
             if len(utterances) < 2:  # half of them fit the held-out score, the other half take it
                 raise UserError(f"{manifest}: {len(utterances)} {split} readings with word timings (2 or more needed)")
             with err.status(f"encoding {len(utterances)} readings with {name}"):
-                table[name] = measure(codec, utterances)
+                table[name] = {"levels": measure(codec, utterances)}
             stdout.print(f"{name}: {len(utterances)} {split} readings ({len(skipped)} left out)")
-            for line in table_lines(name, table[name]):
+            for line in table_lines(name, table[name]["levels"]):
                 stdout.print(line)
+            if probe_train is not None:
+                train = load(codec.sample_rate, "train")[0][:probe_train]
+                if len(train) < 2:
+                    raise UserError(f"{manifest}: {len(train)} train readings with word timings for the probe")
+                with err.status(f"fitting phoneme probes on {len(train)} train readings for {name}"):
+                    try:
+                        scores = probe(codec, train, utterances)
+                    except ValueError as e:
+                        raise UserError(str(e)) from None
+                    grid = (codec.sample_rate, codec.hop_length)
+                    if grid not in mel:
+                        mel[grid] = probe(codec, train, utterances, views="log-mel")["log-mel"]
+                table[name]["probe"] = {**scores, "log-mel": mel[grid], "train_readings": len(train)}
+                stdout.print(f"{name} probe ({len(train)} train readings): "
+                             + "  ".join(f"{k} {v:.3f}" for k, v in {**scores, "log-mel": mel[grid]}.items()))
         if out is not None:
             with atomic_path(out) as tmp:
                 tmp.write_text(json.dumps(table, indent=1) + "\n")
