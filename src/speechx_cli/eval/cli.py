@@ -307,7 +307,7 @@ def phones(
     out: Annotated[Optional[Path], typer.Option("--out", help="Also write the table as JSON to this file.")] = None,
     probe_train: Annotated[Optional[int], typer.Option(
         "--probe-train", min=2, help="Also fit a phoneme probe on N train readings and score its frame accuracy on "
-        "the measured ones, from level 1, levels 1-2, all levels and the audio's log-mel (the ceiling).")] = None,
+        "the measured ones, from level 1, levels 1-2, all levels and the audio's log-mel.")] = None,
     device: DeviceOpt = Device.auto, force: ForceOpt = False,
 ) -> None:
     """How phonetic each codebook level is: phone purity, PNMI and held-out accuracy (HuBERT's measures of
