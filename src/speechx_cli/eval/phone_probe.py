@@ -34,8 +34,9 @@ N_MELS = 80
 
 
 def _padded(codec: Codec, u: Utterance) -> tuple[Tensor, int]:
-    n = codec.frames_for(len(u.wave))
-    return nn.functional.pad(u.wave.float(), (0, codec.samples_for(n) - len(u.wave))), n
+    wave = u.wave.float()  # read from its file once
+    n = codec.frames_for(len(wave))
+    return nn.functional.pad(wave, (0, codec.samples_for(n) - len(wave))), n
 
 
 def log_mel(codec: Codec, u: Utterance) -> Tensor:
@@ -96,7 +97,8 @@ def _batches(n: int, updates: int, gen: torch.Generator):
 def fit_and_score(train_x: list[Tensor], train_y: list[Tensor], test_x: list[Tensor], test_y: list[Tensor],
                   seed: int = 0, updates: int | None = None) -> float:
     """Fit the probe on (D, F) features with (F,) phoneme labels (0: outside words, not scored) in `updates`
-    steps (UPDATES if None) and return its frame accuracy on the test readings' frames inside words. Deterministic for a seed."""
+    steps (UPDATES if None) and return its frame accuracy on the test readings' frames inside words.
+    Deterministic for a seed."""
     gen = torch.Generator().manual_seed(seed)
     frames = torch.cat(train_x, 1)
     mean, std = frames.mean(1, keepdim=True), frames.std(1, keepdim=True) + 1e-5

@@ -32,7 +32,7 @@ def level_codes(codec: Codec, utterances: list[Utterance]) -> list[np.ndarray]:
 
 
 def utterance_labels(u: Utterance, n_frames: int, hop: int) -> np.ndarray:
-    return frame_labels(u, 0, len(u.wave), range(len(u.starts)), n_frames, hop).numpy()
+    return frame_labels(u, 0, u.n_samples, range(len(u.starts)), n_frames, hop).numpy()
 
 
 def _joint(codes: np.ndarray, phones: np.ndarray, n_codes: int) -> np.ndarray:
