@@ -161,6 +161,16 @@ def test_bad_flags_one_line(tmp_path, args):
     one_line_error(r)
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--draws", "0"], "--draws must be >= 1"),
+    (["--draws", "2", "--resynth", "codec"], "needs --resynth mask"),
+])
+def test_bad_draws_are_refused_before_any_work(wav_file, tmp_path, args, says):
+    r = runner.invoke(app, ["denoise", str(wav_file), str(tmp_path / "o.wav"), *args])
+    one_line_error(r)
+    assert says in r.output and not (tmp_path / "o.wav").exists()
+
+
 def test_stereo_input_is_downmixed(tmp_path, tiny_checkpoint):
     inp = tmp_path / "st.wav"
     x = tone(0.6)

@@ -47,6 +47,18 @@ def test_keeps_what_the_estimate_has_and_cuts_the_rest():
     assert band_db(speech, 300, 600) - band_db(z, 300, 600) > 8.0
 
 
+def test_several_estimates_cut_by_their_mean_band_energy():
+    """Draws are averaged in energy: [estimate, silence] has half the estimate's energy in every band,
+    which is the estimate scaled by 1/sqrt(2); two equal draws are one."""
+    x = tone(440) + hiss()
+    est = tone(440) + 0.3 * hiss(seed=1)
+    np.testing.assert_allclose(M.apply(x, [est, np.zeros_like(est)], SR), M.apply(x, est / np.sqrt(2), SR),
+                               atol=1e-5)
+    np.testing.assert_allclose(M.apply(x, [est, est], SR), M.apply(x, est, SR), atol=1e-6)
+    with pytest.raises(ValueError, match="no estimate"):
+        M.apply(x, [], SR)
+
+
 def test_gains_compare_the_estimate_with_the_reference():
     """A reference (the codec's rendering of the input) replaces the input in the gains' denominator:
     an estimate as quiet as a reference that renders the input 6 dB too quiet keeps everything."""

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from speechx_cli import checkpoint
 from speechx_cli import mask as M
@@ -51,7 +52,7 @@ def test_mask_output_is_the_input_under_the_codec_outputs_gains(sx, task):
     reference), and both come back as long as the input."""
     x = tone(1.7, seed=4)
     opts = DecodingOptions(temperature=0)
-    codec, masked = (PL.run(sx, [PL.Request(task, audio=x)], opts, PL.WindowOptions(resynth=r))[0]
+    codec, masked = (PL.run(sx, [PL.Request(task, audio=x)], opts, PL.WindowOptions(resynth=r, draws=1))[0]
                      for r in (Resynth.CODEC, Resynth.MASK))
     assert len(codec) == len(masked) == len(x)
     settings = PL.TASK_MASKS[task]
@@ -61,6 +62,44 @@ def test_mask_output_is_the_input_under_the_codec_outputs_gains(sx, task):
     assert not np.allclose(masked, codec, atol=1e-3)
     if rendered is not None:
         assert not np.allclose(masked, M.apply(x, codec, SR, settings), atol=1e-3)
+
+
+@pytest.mark.parametrize("task", [Task.NS, Task.TSE])
+def test_draws_are_independent_generations_whose_energies_the_mask_averages(sx, task):
+    """draws=3: the window's prompt generated three times in one batch (different samples), and the
+    output is the input under the mean of their band energies; one draw is what draws=1 gives."""
+    x, enroll = tone(1.3, seed=5), tone(0.8, seed=6)
+    opts = DecodingOptions(temperature=1.0, seed=2)
+    req = PL.Request(task, audio=x, enrollment=enroll if task is Task.TSE else None)
+    row = PL._rows(sx, 0, req, PL.WindowOptions(), {})[0]
+    codes = PL.generate(sx.ar, sx.nar, [row.prompt] * 3, opts, sx.codec.frame_rate)
+    assert not all(torch.equal(codes[0], c) for c in codes[1:])  # the copies drew different samples
+    wavs = [PL.to_audio(sx, c)[: len(x)] for c in codes]
+    settings = PL.TASK_MASKS[task]
+    rendered = PL.to_audio(sx, row.source_codes)[: len(x)] if settings.codec_reference else None
+    # batch_size 2 < 3 draws: the draws still decode together (two batches would repeat one seed's samples)
+    got = PL.run(sx, [req], opts, PL.WindowOptions(draws=3, batch_size=2))[0]
+    np.testing.assert_allclose(got, M.apply(x, wavs, SR, settings, rendered), atol=1e-6)
+    one = PL.run(sx, [req], opts, PL.WindowOptions(draws=1))[0]
+    np.testing.assert_allclose(one, M.apply(x, wavs[0], SR, settings, rendered), atol=1e-6)
+
+
+def test_stream_equals_in_memory_run_with_draws(sx):
+    x = tone(5.1, seed=7)
+    opts = DecodingOptions(temperature=1.0, seed=1)
+    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2)
+    whole = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, win)[0]
+    streamed = np.concatenate(list(PL.stream(sx, Task.SR, [x], opts, win)))
+    np.testing.assert_allclose(whole, streamed, atol=1e-5)
+
+
+def test_draws_need_the_mask_and_default_to_one_with_the_codec():
+    with pytest.raises(ValueError, match="resynth mask"):
+        PL.WindowOptions(draws=2, resynth=Resynth.CODEC).validate()
+    with pytest.raises(ValueError, match="draws"):
+        PL.WindowOptions(draws=0).validate()
+    assert PL.WindowOptions().n_draws == PL.DRAWS > 1
+    assert PL.WindowOptions(resynth=Resynth.CODEC).validate().n_draws == 1
 
 
 def test_edit_output_keeps_pre_and_post(sx):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
+from typing import Sequence
 
 import librosa
 import numpy as np
@@ -87,11 +88,18 @@ def _bands(sample_rate: int, n_fft: int, n_bands: int) -> tuple[np.ndarray, np.n
     return fb, spread
 
 
-def apply(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
+def apply(mixture: np.ndarray, estimate: np.ndarray | Sequence[np.ndarray], sample_rate: int,
           opts: MaskOptions = MaskOptions(), reference: np.ndarray | None = None) -> np.ndarray:
     """The mixture with the estimate's band gains applied; same length as the mixture (the
     estimate and the reference are cut or padded with silence to it). The gains are the
-    estimate's band energies over the reference's (default: the mixture's own)."""
+    estimate's band energies over the reference's (default: the mixture's own).
+
+    `estimate` may be several estimates of the same part (independent draws of the model): their band
+    energies are averaged before the ratio, so a cut that one draw makes by chance is softened by the
+    others (the mean of the model's distribution rather than one sample of it)."""
+    estimates = [estimate] if isinstance(estimate, np.ndarray) else list(estimate)
+    if not estimates:
+        raise ValueError("mask: no estimate")
     n = len(mixture)
     if n == 0:
         return np.zeros(0, dtype=np.float32)
@@ -101,12 +109,13 @@ def apply(mixture: np.ndarray, estimate: np.ndarray, sample_rate: int,
     def stft_of(x: np.ndarray) -> np.ndarray:  # (bins, frames)
         return librosa.stft(_fit(np.asarray(x, dtype=np.float32), length), n_fft=n_fft, hop_length=hop)
 
-    spec, est = stft_of(mixture), stft_of(estimate)
+    spec = stft_of(mixture)
     ref = spec if reference is None else stft_of(reference)
     fb, spread = _bands(sample_rate, n_fft, opts.bands)
 
     def energies(x: np.ndarray) -> np.ndarray:  # (bands, frames), smoothed over time
         return np.maximum(uniform_filter1d(fb @ np.abs(x) ** 2, opts.smooth_frames, axis=1, mode="nearest"), 0.0)
 
-    gains = np.clip(np.sqrt(energies(est) / (energies(ref) + EPS)) ** opts.exponent, opts.floor, 1.0)
+    est = np.mean([energies(stft_of(e)) for e in estimates], axis=0)
+    gains = np.clip(np.sqrt(est / (energies(ref) + EPS)) ** opts.exponent, opts.floor, 1.0)
     return librosa.istft(spread @ gains * spec, hop_length=hop, length=length)[:n].astype(np.float32)

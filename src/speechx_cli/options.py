@@ -53,6 +53,9 @@ MaskOpt = Annotated[Optional[str], typer.Option(
     "--mask", help="With --resynth mask: override the task's mask settings by name, e.g. 'floor=0.1' (cut up to "
                    "20 dB) or 'bands=32,exponent=1'; names: bands, exponent, floor, smooth_frames, codec_reference.",
     show_default="the task's own (model card)")]
+DrawsOpt = Annotated[Optional[int], typer.Option(
+    "--draws", help="With --resynth mask: generate each window N times (decoded side by side) and cut by the mean "
+                    "of their band energies.", show_default="4 with the mask, 1 with the codec")]
 
 
 class OutputFormat(str, Enum):

@@ -256,8 +256,8 @@ def bench_pipeline(s: Setup, plan: Plan, memory: dict, log: Log) -> dict:
     log(f"{s.name}: pipeline.run denoise of {plan.audio_seconds:g} s")
     phase = measure(lambda: PL.run(sx, [request], DecodingOptions()), plan.repeat)
     memory["pipeline"] = phase.memory()
-    return {"task": "denoise", "audio_s": plan.audio_seconds, "seconds": phase.seconds,
-            "rtf": phase.seconds / plan.audio_seconds}
+    return {"task": "denoise", "audio_s": plan.audio_seconds, "draws": PL.WindowOptions().n_draws,
+            "seconds": phase.seconds, "rtf": phase.seconds / plan.audio_seconds}
 
 
 def bench_config(name: str, plan: Plan, bounds: dict, log: Log) -> dict:
@@ -374,7 +374,8 @@ def _config_rows(name: str, res: dict) -> Iterator[tuple[str, str, str]]:
     yield f"codec decode {c['audio_s']:g} s", _fmt(c["decode_s"]) + " s", ""
     if "pipeline" in res:
         p = res["pipeline"]
-        yield f"pipeline denoise {p['audio_s']:g} s", f"RTF {_fmt(p['rtf'])}", f"{_fmt(p['seconds'])} s"
+        yield (f"pipeline denoise {p['audio_s']:g} s", f"RTF {_fmt(p['rtf'])}",
+               f"{_fmt(p['seconds'])} s, {p['draws']} draws decoded together")
     yield "weights AR + NAR", f"{_fmt(res['model']['weights_mb'])} MB", "held through every phase below"
     for phase, m in res["memory"].items():
         torch_mb = "n/a" if m["torch_peak_mb"] is None else _fmt(m["torch_peak_mb"])

@@ -29,7 +29,9 @@ from ..commands import (UserError, checkpoint_path, decoding_options, err, guard
 from ..commands import out as stdout
 from ..engine import DecodingOptions
 from ..mask import Resynth
-from ..options import BatchOpt, CheckpointOpt, Device, DeviceOpt, MaskOpt, ResynthOpt, TempOpt, TopKOpt, TopPOpt
+from ..options import (BatchOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, MaskOpt, ResynthOpt, TempOpt, TopKOpt,
+                       TopPOpt)
+from ..pipeline import TASK_MASKS, WindowOptions
 from . import devset as B
 from . import report as R
 from .codec_cost import codec_cost
@@ -126,9 +128,9 @@ def _codec(path: Path, device: Device):
 
 
 def _speechx_runner(sx, seed: int, sampling: tuple[float, int, float], batch_size: int,
-                    max_seconds: float, with_text: bool, resynth: Resynth, mask=None):
+                    max_seconds: float, with_text: bool, resynth: Resynth, mask=None, draws: int | None = None):
     decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
-    window = window_options(10.0, batch_size, resynth, mask)
+    window = window_options(10.0, batch_size, resynth, mask, draws)
     return R.speechx_system(sx, decoding, window, with_text)
 
 
@@ -151,7 +153,7 @@ def _task_command(task: str):
         temperature: TempOpt = DecodingOptions.temperature,
         top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         resynth: ResynthOpt = Resynth.MASK,
-        mask: MaskOpt = None,
+        mask: MaskOpt = None, draws: DrawsOpt = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -174,6 +176,8 @@ def _task_command(task: str):
             _require_eval_extra(names)
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
             masking = mask_settings(TASK_OF[task], mask)
+            if draws is not None and draws > 1 and TASK_OF[task] not in TASK_MASKS:
+                raise UserError(f"--draws: {task} makes no mask")
             loaded = []  # the checkpoint, loaded once for speechx and the oracles
 
             def model():
@@ -183,10 +187,10 @@ def _task_command(task: str):
             for name in names:
                 if name == "speechx":
                     runners[name] = _speechx_runner(model(), seed, (temperature, top_k, top_p), batch_size,
-                                                    max_seconds, with_text, resynth, masking)
+                                                    max_seconds, with_text, resynth, masking, draws)
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
-                             **({"mask": asdict(masking)} if masking else {})}
+                             **({"mask": asdict(masking)} if masking else {}), "draws": WindowOptions(resynth=resynth, draws=draws).n_draws}
                 elif name == "reference":
                     runners[name] = R.reference_system
                 elif oracle_levels(name):
