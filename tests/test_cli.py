@@ -164,9 +164,11 @@ def test_bad_flags_one_line(tmp_path, args):
 @pytest.mark.parametrize("args, says", [
     (["--draws", "0"], "--draws must be >= 1"),
     (["--draws", "2", "--resynth", "codec"], "needs --resynth mask"),
+    (["--mask", "counterpart=yes"], "no counterpart task"),
 ])
 def test_bad_draws_are_refused_before_any_work(wav_file, tmp_path, args, says):
-    r = runner.invoke(app, ["denoise", str(wav_file), str(tmp_path / "o.wav"), *args])
+    r = runner.invoke(app, ["extract-speaker", str(wav_file), str(tmp_path / "o.wav"), "--enroll", str(wav_file),
+                            *args])
     one_line_error(r)
     assert says in r.output and not (tmp_path / "o.wav").exists()
 

@@ -59,6 +59,21 @@ def test_several_estimates_cut_by_their_mean_band_energy():
         M.apply(x, [], SR)
 
 
+def test_a_counterpart_makes_the_gains_a_ratio_of_two_estimates():
+    """counterpart: gain = (E_est / (E_est + E_counterpart))^(exponent/2) in every band; an estimate equal to
+    its counterpart is -3 dB everywhere at exponent 1. A speech estimate against a hiss estimate keeps the
+    tone and cuts the hiss, without looking at the input's level."""
+    x = tone(440) + hiss()
+    est = tone(440) + 0.3 * hiss(seed=1)
+    half = M.apply(x, est, SR, M.MaskOptions(exponent=1.0, floor=0.1), counterpart=[est, est])
+    np.testing.assert_allclose(half, x / np.sqrt(2), atol=1e-4)
+    y = M.apply(x, 0.5 * tone(440), SR, counterpart=hiss(seed=2))
+    assert abs(band_db(y, 300, 600) - band_db(tone(440), 300, 600)) < 1.0
+    assert band_db(hiss(), 4500, 8000) - band_db(y, 4500, 8000) > 8.0
+    with pytest.raises(ValueError, match="one of them"):
+        M.apply(x, est, SR, reference=x, counterpart=est)
+
+
 def test_gains_compare_the_estimate_with_the_reference():
     """A reference (the codec's rendering of the input) replaces the input in the gains' denominator:
     an estimate as quiet as a reference that renders the input 6 dB too quiet keeps everything."""

@@ -84,10 +84,28 @@ def test_draws_are_independent_generations_whose_energies_the_mask_averages(sx, 
     np.testing.assert_allclose(one, M.apply(x, wavs[0], SR, settings, rendered), atol=1e-6)
 
 
-def test_stream_equals_in_memory_run_with_draws(sx):
+def test_counterpart_mask_divides_by_both_tasks_draws(sx):
+    """A denoise mask with counterpart=yes: the window's own draws over its own plus remove-speech's draws
+    of the same window (each prompt's draws in their own batch at batch_size 2)."""
+    x = tone(1.3, seed=5)
+    opts = DecodingOptions(temperature=1.0, seed=2)
+    settings = M.MaskOptions(counterpart=True)
+    row = PL._window_row(sx, 0, Task.NS, x, None, None, Task.SR)
+    own, other = (PL.generate(sx.ar, sx.nar, [p] * 2, opts, sx.codec.frame_rate) for p in (row.prompt, row.counterpart))
+    wav = lambda codes: [PL.to_audio(sx, c)[: len(x)] for c in codes]  # noqa: E731
+    got = PL.run(sx, [PL.Request(Task.NS, audio=x)], opts, PL.WindowOptions(draws=2, batch_size=2, mask=settings))[0]
+    np.testing.assert_allclose(got, M.apply(x, wav(own), SR, settings, counterpart=wav(other)), atol=1e-6)
+    assert not np.allclose(got, PL.run(sx, [PL.Request(Task.NS, audio=x)], opts,
+                                       PL.WindowOptions(draws=2, batch_size=2))[0], atol=1e-3)
+    with pytest.raises(ValueError, match="no counterpart"):
+        PL.run(sx, [PL.Request(Task.TSE, audio=x, enrollment=x)], opts, PL.WindowOptions(mask=settings))
+
+
+@pytest.mark.parametrize("mask", [None, M.MaskOptions(counterpart=True)])
+def test_stream_equals_in_memory_run_with_draws(sx, mask):
     x = tone(5.1, seed=7)
     opts = DecodingOptions(temperature=1.0, seed=1)
-    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2)
+    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask)
     whole = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, win)[0]
     streamed = np.concatenate(list(PL.stream(sx, Task.SR, [x], opts, win)))
     np.testing.assert_allclose(whole, streamed, atol=1e-5)

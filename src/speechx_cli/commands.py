@@ -26,7 +26,7 @@ from .engine import DecodingOptions
 from .jobs import JobOptions
 from .mask import MaskOptions, Resynth
 from .options import Device, OutputFormat
-from .pipeline import TASK_MASKS, WindowOptions
+from .pipeline import COUNTERPARTS, TASK_MASKS, WindowOptions
 from .prompts import Task
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -104,9 +104,12 @@ def mask_settings(task: Task, spec: str | None) -> MaskOptions | None:
     if task not in TASK_MASKS:
         raise UserError(f"--mask: {task.value} makes no mask")
     try:
-        return TASK_MASKS[task].with_overrides(spec)
+        opts = TASK_MASKS[task].with_overrides(spec)
     except ValueError as e:
         raise UserError(str(e)) from None
+    if opts.counterpart and task not in COUNTERPARTS:
+        raise UserError(f"--mask: counterpart: {task.value} has no counterpart task (only denoise and remove-speech)")
+    return opts
 
 
 def job_options(c: Common, task: Task, shard: str | None = None, fmt: OutputFormat | None = None) -> JobOptions:

@@ -42,6 +42,9 @@ class MaskOptions:
     floor: float = 0.32  # deepest cut (-10 dB): a gain never goes below it
     smooth_frames: int = 3  # moving average of band energies over this many STFT frames
     codec_reference: bool = False  # compare with the codec's rendering of the input (the caller passes it)
+    # compare with the estimate plus the model's estimate of the part to drop (the caller generates it: the
+    # counterpart task's output): both pass through the codec, so its bias cancels in the ratio
+    counterpart: bool = False
 
     def with_overrides(self, spec: str) -> "MaskOptions":
         """These options with the fields `spec` names replaced, e.g. "bands=64,floor=0.18,codec_reference=yes"."""
@@ -89,17 +92,23 @@ def _bands(sample_rate: int, n_fft: int, n_bands: int) -> tuple[np.ndarray, np.n
 
 
 def apply(mixture: np.ndarray, estimate: np.ndarray | Sequence[np.ndarray], sample_rate: int,
-          opts: MaskOptions = MaskOptions(), reference: np.ndarray | None = None) -> np.ndarray:
+          opts: MaskOptions = MaskOptions(), reference: np.ndarray | None = None,
+          counterpart: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
     """The mixture with the estimate's band gains applied; same length as the mixture (the
     estimate and the reference are cut or padded with silence to it). The gains are the
     estimate's band energies over the reference's (default: the mixture's own).
 
     `estimate` may be several estimates of the same part (independent draws of the model): their band
     energies are averaged before the ratio, so a cut that one draw makes by chance is softened by the
-    others (the mean of the model's distribution rather than one sample of it)."""
-    estimates = [estimate] if isinstance(estimate, np.ndarray) else list(estimate)
+    others (the mean of the model's distribution rather than one sample of it).
+
+    With `counterpart` (an estimate, or draws, of the part to drop) the denominator is the estimate's band
+    energy plus the counterpart's, not the reference's: a Wiener gain from two estimates of the same codec."""
+    estimates = _draws(estimate)
     if not estimates:
         raise ValueError("mask: no estimate")
+    if counterpart is not None and reference is not None:
+        raise ValueError("mask: a counterpart replaces the reference; give one of them")
     n = len(mixture)
     if n == 0:
         return np.zeros(0, dtype=np.float32)
@@ -117,5 +126,16 @@ def apply(mixture: np.ndarray, estimate: np.ndarray | Sequence[np.ndarray], samp
         return np.maximum(uniform_filter1d(fb @ np.abs(x) ** 2, opts.smooth_frames, axis=1, mode="nearest"), 0.0)
 
     est = np.mean([energies(stft_of(e)) for e in estimates], axis=0)
-    gains = np.clip(np.sqrt(est / (energies(ref) + EPS)) ** opts.exponent, opts.floor, 1.0)
+    if counterpart is not None:
+        others = _draws(counterpart)
+        if not others:
+            raise ValueError("mask: no counterpart estimate")
+        below = est + np.mean([energies(stft_of(e)) for e in others], axis=0)
+    else:
+        below = energies(ref)
+    gains = np.clip(np.sqrt(est / (below + EPS)) ** opts.exponent, opts.floor, 1.0)
     return librosa.istft(spread @ gains * spec, hop_length=hop, length=length)[:n].astype(np.float32)
+
+
+def _draws(x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    return [x] if isinstance(x, np.ndarray) else list(x)

@@ -51,7 +51,9 @@ ResynthOpt = Annotated[Resynth, typer.Option(
          "detail); codec: the codec's own waveform.")]
 MaskOpt = Annotated[Optional[str], typer.Option(
     "--mask", help="With --resynth mask: override the task's mask settings by name, e.g. 'floor=0.1' (cut up to "
-                   "20 dB) or 'bands=32,exponent=1'; names: bands, exponent, floor, smooth_frames, codec_reference.",
+                   "20 dB) or 'bands=32,exponent=1'; names: bands, exponent, floor, smooth_frames, codec_reference, "
+                   "counterpart (denoise, remove-speech: divide by the model's estimate of the part to drop as well, "
+                   "twice the decoding).",
     show_default="the task's own (model card)")]
 DrawsOpt = Annotated[Optional[int], typer.Option(
     "--draws", help="With --resynth mask: generate each window N times (decoded side by side) and cut by the mean "

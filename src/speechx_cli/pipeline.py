@@ -87,6 +87,8 @@ TASK_MASKS = {
     Task.SR: MaskOptions(bands=64, floor=0.18, codec_reference=True),
     Task.TSE: MaskOptions(bands=16, exponent=1.0, floor=0.1),
 }
+# The task whose output is the part a task drops (MaskOptions.counterpart): speech and background.
+COUNTERPARTS = {Task.NS: Task.SR, Task.SR: Task.NS}
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ class _Row:
     source: np.ndarray | None = None  # ns/sr/tse: the input window this row covers
     source_codes: torch.Tensor | None = None  # ns/sr/tse: its codes, (F, K)
     post: torch.Tensor | None = None  # edit: C(post), (Q, K)
+    counterpart: P.Prompt | None = None  # ns/sr with a counterpart mask: the window's prompt of the other task
 
 
 def _edit_frames(sx: SpeechX, req: Request, n_frames: int) -> tuple[int, int]:
@@ -238,20 +241,32 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[in
     # a transcript belongs to the whole file: only a single window may carry it
     t = text if len(windows) == 1 else None
     enroll = voices[id(req.enrollment)] if req.task is Task.TSE else None
-    return [_window_row(sx, i, req.task, w, enroll, t) for w in windows]
+    return [_window_row(sx, i, req.task, w, enroll, t, _counterpart(req.task, win)) for w in windows]
+
+
+def _counterpart(task: Task, window: WindowOptions) -> Task | None:
+    """The task whose draws a window's mask also needs (None: the mask compares with the input)."""
+    opts = window.mask or TASK_MASKS.get(task)
+    if window.resynth is not Resynth.MASK or opts is None or not opts.counterpart:
+        return None
+    if task not in COUNTERPARTS:
+        raise ValueError(f"mask: {task.value} has no counterpart task (only denoise and remove-speech do)")
+    return COUNTERPARTS[task]
 
 
 def _window_row(sx: SpeechX, i: int, task: Task, audio: np.ndarray, enroll: torch.Tensor | None,
-                text: torch.Tensor | None) -> _Row:
-    """The row of one window of a known-length task."""
+                text: torch.Tensor | None, counterpart: Task | None = None) -> _Row:
+    """The row of one window of a known-length task (with the counterpart task's prompt of it)."""
     v, mix = sx.config.codebook_size, to_codes(sx, audio)
-    if task is Task.NS:
-        prompt = P.ns(mix, v, text=text)
-    elif task is Task.SR:
-        prompt = P.sr(mix, v, text=text)
-    else:
-        prompt = P.tse(enroll, mix, v, text=text)
-    return _Row(i, prompt, source=audio, source_codes=mix)
+
+    def prompt(t: Task) -> P.Prompt:
+        if t is Task.NS:
+            return P.ns(mix, v, text=text)
+        if t is Task.SR:
+            return P.sr(mix, v, text=text)
+        return P.tse(enroll, mix, v, text=text)
+    return _Row(i, prompt(task), source=audio, source_codes=mix,
+                counterpart=None if counterpart is None else prompt(counterpart))
 
 
 def _find_post(generated: torch.Tensor, post: torch.Tensor, start: int) -> int:
@@ -297,12 +312,16 @@ def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[list[torch.T
 
 
 def _window_output(sx: SpeechX, task: Task, row: _Row, draws: list[torch.Tensor], window: WindowOptions) -> np.ndarray:
-    """One window's output, as long as its input window, from the codes of its draws."""
+    """One window's output, as long as its input window, from the codes of its draws (its own, then as
+    many of the counterpart task's when the row has one)."""
     n = len(row.source)
     wavs = [to_audio(sx, codes)[:n] for codes in draws]
     if window.resynth is Resynth.CODEC:
         return wavs[0]
     opts = window.mask or TASK_MASKS[task]
+    if row.counterpart is not None:
+        k = len(wavs) // 2
+        return M.apply(row.source, wavs[:k], sx.codec.sample_rate, opts, counterpart=wavs[k:])
     reference = to_audio(sx, row.source_codes)[:n] if opts.codec_reference else None
     return M.apply(row.source, wavs, sx.codec.sample_rate, opts, reference)
 
@@ -331,29 +350,33 @@ def run(sx: SpeechX, requests: list[Request], opts: DecodingOptions,
 def _generate_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, batch_size: int,
                    draws: int = 1) -> list[list[torch.Tensor]]:
     """Generate every row, batch_size prompts at a time, bucketed by condition length (less padding):
-    each row's codes, `draws` times for a window of a known-length task, once for tts and edit rows.
+    each row's codes, `draws` times for a window of a known-length task (then `draws` codes of its
+    counterpart prompt, if it has one), once for tts and edit rows.
 
-    A row's draws always decode in one batch (one larger than batch_size when draws exceed it): every
+    A prompt's draws always decode in one batch (one larger than batch_size when draws exceed it): every
     batch seeds its sampler afresh, so copies in two batches would draw the same samples twice."""
     size = max(batch_size, draws)
-    outs: list[list[torch.Tensor]] = [[] for _ in rows]
-    chunk: list[int] = []
+    units = [(j, rows[j].prompt) for j in range(len(rows))]
+    units += [(j, rows[j].counterpart) for j in range(len(rows)) if rows[j].counterpart is not None]
+    got: dict[tuple[int, int], list[torch.Tensor]] = {}  # (row, 0 own / 1 counterpart) -> codes
+    chunk: list[tuple[int, int]] = []  # (unit, row) per prompt of the batch
 
     def flush() -> None:
-        codes = generate(sx.ar, sx.nar, [rows[j].prompt for j in chunk], opts, sx.codec.frame_rate,
-                         [rows[j].max_frames for j in chunk])
-        for j, o in zip(chunk, codes):
-            outs[j].append(o)
+        codes = generate(sx.ar, sx.nar, [units[u][1] for u, _ in chunk], opts, sx.codec.frame_rate,
+                         [rows[j].max_frames for _, j in chunk])
+        for (u, j), o in zip(chunk, codes):
+            got.setdefault((j, int(u >= len(rows))), []).append(o)
         chunk.clear()
 
-    for j in sorted(range(len(rows)), key=lambda j: len(rows[j].prompt.tokens)):
+    for u in sorted(range(len(units)), key=lambda u: len(units[u][1].tokens)):
+        j = units[u][0]
         n = draws if rows[j].source is not None else 1
         if chunk and len(chunk) + n > size:
             flush()
-        chunk.extend([j] * n)
+        chunk.extend([(u, j)] * n)
     if chunk:
         flush()
-    return outs
+    return [got[j, 0] + got.get((j, 1), []) for j in range(len(rows))]
 
 
 def stream(sx: SpeechX, task: Task, blocks: Iterable[np.ndarray], opts: DecodingOptions,
@@ -369,11 +392,12 @@ def stream(sx: SpeechX, task: Task, blocks: Iterable[np.ndarray], opts: Decoding
     window.validate()
     sr = sx.codec.sample_rate
     enroll = to_codes(sx, enrollment) if task is Task.TSE else None
+    counterpart = _counterpart(task, window)
     joiner = WindowJoiner(_overlap_samples(sx, window))
     pending: list[np.ndarray] = []
 
     def flush() -> Iterator[np.ndarray]:
-        rows = [_window_row(sx, 0, task, w, enroll, None) for w in pending]
+        rows = [_window_row(sx, 0, task, w, enroll, None, counterpart) for w in pending]
         for r, o in zip(rows, _generate_rows(sx, rows, opts, window.batch_size, window.n_draws)):
             yield joiner.push(_window_output(sx, task, r, o, window))
         pending.clear()
