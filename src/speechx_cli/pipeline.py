@@ -34,7 +34,7 @@ SECONDS_PER_PHONEME = 0.25  # generous speaking-rate bound for the TTS/edit fram
 MIN_GENERATION_SECONDS = 1.0
 SENTENCE_PAUSE_SECONDS = 0.25  # silence between the sentences of a long TTS text
 # Generations per window whose band energies the mask averages, by default. Against one draw, 4 raised every
-# known-length task on fresh dev items (denoise STOI +0.017 and SI-SDR +0.7 dB, remove-speech SI-SDR +0.8 dB,
+# known-length task on fresh dev items (denoise STOI +0.020 and SI-SDR +0.7 dB, remove-speech SI-SDR +0.8 dB,
 # extract-speaker SI-SDR +1.3 dB) for a third more time per file (the copies decode side by side); 8 added
 # little more (checkpoints/README.md, "Several draws").
 DRAWS = 4
