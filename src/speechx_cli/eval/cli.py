@@ -190,7 +190,8 @@ def _task_command(task: str):
                                                     max_seconds, with_text, resynth, masking, draws)
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
-                             **({"mask": asdict(masking)} if masking else {}), "draws": WindowOptions(resynth=resynth, draws=draws).n_draws}
+                             **({"mask": asdict(masking)} if masking else {}),
+                             "draws": WindowOptions(resynth=resynth, draws=draws).n_draws}
                 elif name == "reference":
                     runners[name] = R.reference_system
                 elif oracle_levels(name):
