@@ -119,7 +119,6 @@ def apply(mixture: np.ndarray, estimate: np.ndarray | Sequence[np.ndarray], samp
         return librosa.stft(_fit(np.asarray(x, dtype=np.float32), length), n_fft=n_fft, hop_length=hop)
 
     spec = stft_of(mixture)
-    ref = spec if reference is None else stft_of(reference)
     fb, spread = _bands(sample_rate, n_fft, opts.bands)
 
     def energies(x: np.ndarray) -> np.ndarray:  # (bands, frames), smoothed over time
@@ -132,7 +131,7 @@ def apply(mixture: np.ndarray, estimate: np.ndarray | Sequence[np.ndarray], samp
             raise ValueError("mask: no counterpart estimate")
         below = est + np.mean([energies(stft_of(e)) for e in others], axis=0)
     else:
-        below = energies(ref)
+        below = energies(spec if reference is None else stft_of(reference))
     gains = np.clip(np.sqrt(est / (below + EPS)) ** opts.exponent, opts.floor, 1.0)
     return librosa.istft(spread @ gains * spec, hop_length=hop, length=length)[:n].astype(np.float32)
 
