@@ -6,7 +6,8 @@ step appends one column for all rows. Rows differ only in their stopping rule:
   - known length (ns/sr/tse): <eos> is forbidden before `out_frames`, forced at it;
   - otherwise (tts/edit): stop at <eos> or at the row's frame limit;
   - a known prefix (edit: C(pre)) is fed instead of sampled for its first P steps.
-The NAR model then fills codebooks 2..K greedily, one full pass per codebook.
+The NAR model then fills codebooks 2..K greedily, one full pass per codebook. An AR with ar_levels
+A > 1 writes levels 1..A in a delay pattern (delay.py) and the NAR fills A+1..K.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .delay import extra_steps, input_id
 from .model import ARModel, KVCache, NARModel, prefix_lm_mask
 from .prompts import Batch, Prompt, collate, eos_class
 
@@ -117,59 +119,91 @@ def prefill(model: ARModel | NARModel, batch: Batch, caches: list[KVCache]) -> N
 
 
 @torch.inference_mode()
-def decode_step(model: ARModel, token: torch.Tensor, step: int, start: int, key_valid: torch.Tensor,
-                caches: list[KVCache]) -> torch.Tensor:
-    """Feed one output token per row at output position `step` (cache column start+step) -> (B, V+1)."""
+def decode_states(model: ARModel, token: torch.Tensor, step: int, start: int, key_valid: torch.Tensor,
+                  caches: list[KVCache]) -> torch.Tensor:
+    """Feed one output step per row (token (B,), or (B, A) with several AR levels) at output position
+    `step` (cache column start+step) -> the final states (B, d) that the heads read."""
     b = token.shape[0]
     pos = torch.full((b, 1), step, dtype=torch.long, device=token.device)
     col = start + step
     h = model.run(model.embed_output(token[:, None], pos), key_valid[:, None, None, : col + 1], caches, col)
-    return model.head(h[:, -1]).float()
+    return h[:, -1]
+
+
+@torch.inference_mode()
+def decode_step(model: ARModel, token: torch.Tensor, step: int, start: int, key_valid: torch.Tensor,
+                caches: list[KVCache]) -> torch.Tensor:
+    """decode_states, then level 1's logits (B, V+1)."""
+    return model.head(decode_states(model, token, step, start, key_valid, caches)).float()
 
 
 @torch.inference_mode()
 def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: torch.Tensor,
                 known: torch.Tensor, prefix: torch.Tensor, prefix_len: torch.Tensor) -> list[torch.Tensor]:
-    """Codebook-1 codes per row.
+    """The AR's codes per row: (T_b,) codebook-1 codes, or (T_b, A) with A = ar_levels > 1.
 
     limits (B,): most frames a row may produce (= out_frames for known-length rows);
     known (B,) bool: the row must produce exactly `limits` frames;
-    prefix (B, P) / prefix_len (B,): codes fed instead of sampled for the first steps.
+    prefix (B, P) or (B, P, >=A) / prefix_len (B,): codes fed instead of sampled for the first frames.
+    With A > 1, step t writes level k of frame t-k (delay.py): level 1 is sampled and decides the length
+    as at A = 1; the other levels follow it by k steps, take their argmax (as the NAR fills its levels;
+    sampled at the temperature, a 4-level AR's WER was 0.08 higher, within the noise: docs/demo-v2.md)
+    and stop with it.
     """
     device = batch.tokens.device
     b, c = batch.types.shape
-    v = model.cfg.codebook_size
+    v, a = model.cfg.codebook_size, model.cfg.ar_levels
     eos = eos_class(v)
     steps = int(limits.max())
+    tail = extra_steps(a) - 1  # steps after level 1's <eos> that finish the delayed levels
     dtype = next(model.parameters()).dtype
-    caches = make_caches(model, b, c + steps + 1, device, dtype)
-    key_valid = torch.zeros(b, c + steps + 1, dtype=torch.bool, device=device)
+    caches = make_caches(model, b, c + steps + 1 + tail, device, dtype)
+    key_valid = torch.zeros(b, c + steps + 1 + tail, dtype=torch.bool, device=device)
     key_valid[:, :c] = batch.cond_valid
     generator = None
     if opts.seed is not None and opts.draws:
         generator = torch.Generator(device=device).manual_seed(opts.seed)
 
     prefill(model, batch, caches)
-    out = torch.zeros(b, steps, dtype=torch.long, device=device)
+    out = torch.zeros(b, steps + tail + 1, a, dtype=torch.long, device=device)
     lengths = limits.clone()
     done = torch.zeros(b, dtype=torch.bool, device=device)
-    token = torch.full((b,), ARModel.bos(v), dtype=torch.long, device=device)
-    prefix = torch.nn.functional.pad(prefix, (0, steps + 1 - prefix.shape[1]))
-    for t in range(steps + 1):
+    bos, end = input_id(v, "<bos>"), input_id(v, "<eos>")
+    token = torch.full((b, a), bos, dtype=torch.long, device=device)
+    prefix = prefix[..., None] if prefix.dim() == 2 else prefix  # (B, P, levels given)
+    if prefix.shape[1] and prefix.shape[2] < a:
+        raise ValueError(f"generate_ar: a prefix needs the AR's {a} levels, got {prefix.shape[2]}")
+    prefix = prefix[..., :a]
+    prefix = torch.nn.functional.pad(prefix, (0, a - prefix.shape[2], 0, steps + tail + 1 - prefix.shape[1]))
+    for t in range(steps + 1 + tail):
         key_valid[:, c + t] = True
-        logits = decode_step(model, token, t, c, key_valid, caches)
-        no_eos = (t < prefix_len) | (known & (t < limits))
-        logits[:, eos] = logits[:, eos].masked_fill(no_eos, float("-inf"))
-        nxt = sample(logits, opts, generator, escape_rows(out[:, :t], opts))
-        nxt = torch.where(t < prefix_len, prefix[:, t], nxt)
-        nxt = torch.where(t >= limits, eos, nxt)
-        stop = (nxt == eos) & ~done
-        lengths = torch.where(stop, t, lengths)
-        done |= stop
-        if bool(done.all()):
+        h = decode_states(model, token if a > 1 else token[:, 0], t, c, key_valid, caches)
+        if t <= steps and not bool(done.all()):
+            logits = model.head(h).float()
+            no_eos = (t < prefix_len) | (known & (t < limits))
+            logits[:, eos] = logits[:, eos].masked_fill(no_eos, float("-inf"))
+            nxt = sample(logits, opts, generator, escape_rows(out[:, :t, 0], opts))
+            nxt = torch.where(t < prefix_len, prefix[:, t, 0], nxt)
+            nxt = torch.where(t >= limits, eos, nxt)
+            stop = (nxt == eos) & ~done
+            lengths = torch.where(stop, t, lengths)
+            done |= stop
+            out[:, t, 0] = torch.where(done, 0, nxt)
+        if a == 1 and bool(done.all()):
             break
-        out[:, t] = torch.where(done, 0, nxt)
-        token = torch.where(done, 0, nxt)
+        for k in range(1, min(a, t + 1)):  # level k+1 of frame t-k: its argmax, as the NAR fills its levels
+            f = t - k
+            code = model.level_heads[k - 1](h).argmax(-1)
+            out[:, f, k] = torch.where(f < prefix_len, prefix[:, f, k], code)
+        if bool(done.all()) and t >= int(lengths.max()) + tail:
+            break
+        # next step's inputs: level k reads its code of frame t-k (<bos> before it, <eos> after the row ends)
+        frame = t - torch.arange(a, device=device)  # (A,)
+        ended = (frame[None, :] >= lengths[:, None]) & done[:, None]
+        read = out[:, frame.clamp(min=0), torch.arange(a, device=device)]  # (B, A)
+        token = torch.where(frame[None, :] < 0, bos, torch.where(ended, end, read))
+    if a == 1:
+        return [out[i, : lengths[i], 0] for i in range(b)]
     return [out[i, : lengths[i]] for i in range(b)]
 
 
@@ -241,5 +275,5 @@ def generate(ar: ARModel, nar: NARModel, prompts: list[Prompt], opts: DecodingOp
     for i, p in enumerate(prompts):
         prefix[i, : len(p.prefix)] = p.prefix
     prefix_len = torch.tensor([len(p.prefix) for p in prompts], device=device)
-    first = generate_ar(ar, batch, opts, limits, known, prefix[..., 0], prefix_len)
+    first = generate_ar(ar, batch, opts, limits, known, prefix[..., : ar.cfg.ar_levels], prefix_len)
     return [c.cpu() for c in generate_nar(nar, batch, first, prefix, prefix_len)]

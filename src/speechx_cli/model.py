@@ -4,7 +4,8 @@ Both models read the same condition sequence (see prompts.py): phonemes through 
 embedding, codec frames as the sum of their K codebook embeddings, special tokens through the
 same tables (they own reserved rows), plus a kind embedding and sinusoidal positions.
 
-AR: prefix-LM over [condition | <bos>, y1_0 .. y1_{T-1}] predicting codebook 1 and <eos>.
+AR: prefix-LM over [condition | <bos>, y1_0 .. y1_{T-1}] predicting codebook 1 and <eos>; with
+ar_levels A > 1 it predicts levels 1..A in MusicGen's delay pattern (delay.py) and the NAR fills the rest.
 NAR: full attention over [condition | sum_{k<l} emb_k(y_k)] + level embedding, predicting codebook l.
 """
 
@@ -35,10 +36,13 @@ class ModelConfig:
     d_ff: int = 4096
     dropout: float = 0.1
     max_positions: int = 8192  # length of the sinusoid table, per segment
+    ar_levels: int = 1  # codebook levels the AR predicts (delay pattern); the NAR fills the others
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError("d_model must be divisible by n_heads")
+        if not 1 <= self.ar_levels <= self.n_codebooks:
+            raise ValueError(f"ar_levels must be in 1..{self.n_codebooks}")
 
     @property
     def n_acoustic_tokens(self) -> int:
@@ -210,26 +214,37 @@ def _init_weights(m: nn.Module) -> None:
 
 
 class ARModel(_Backbone):
-    """Predicts codebook 1 of the output frame by frame (classes: codebook_size codes + <eos>)."""
+    """Predicts codebook 1 of the output frame by frame (classes: codebook_size codes + <eos>); with
+    cfg.ar_levels A > 1 also levels 2..A, delayed by one step per level (delay.py)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.head = nn.Linear(cfg.d_model, cfg.codebook_size + 1)
+        # levels 2..A (none at A = 1: such checkpoints hold the same tensors as before ar_levels existed)
+        self.level_heads = nn.ModuleList(nn.Linear(cfg.d_model, cfg.codebook_size) for _ in range(cfg.ar_levels - 1))
+        self.level_heads.apply(_init_weights)
 
     def embed_output(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        # tokens (B, T): <bos> or codebook-1 codes -> (B, T, d)
-        x = self.cond.acoustic[0](tokens) + self.cond.position(positions)
-        return x + self.cond.kind.weight[OUTPUT_KIND]
+        # tokens (B, T) at A = 1, else (B, T, A): <bos>, codes or <eos> per level -> (B, T, d)
+        if tokens.dim() == 2:
+            x = self.cond.acoustic[0](tokens)
+        else:
+            x = sum(self.cond.acoustic[k](tokens[..., k]) for k in range(tokens.shape[-1]))
+        return x + self.cond.position(positions) + self.cond.kind.weight[OUTPUT_KIND]
 
     def forward(self, tokens, types, positions, out_tokens, out_valid) -> torch.Tensor:
-        """Teacher-forced logits (B, T, codebook_size + 1) for the output positions."""
+        """Teacher-forced logits (B, T, codebook_size + 1) of level 1 for the output positions."""
         return self.head(self.features(tokens, types, positions, out_tokens, out_valid))
+
+    def level_logits(self, states: torch.Tensor) -> list[torch.Tensor]:
+        """Per AR level, the logits of (..., d) states: level 1 with <eos> (V + 1 classes), then V each."""
+        return [self.head(states)] + [h(states) for h in self.level_heads]
 
     def features(self, tokens, types, positions, out_tokens, out_valid) -> torch.Tensor:
         """The final (normed) hidden states (B, T, d) of the output positions: what the head reads
         (training aids such as an auxiliary CTC head read them too)."""
         t = out_tokens.shape[1]
-        out_pos = torch.arange(t, device=out_tokens.device).expand_as(out_tokens)
+        out_pos = torch.arange(t, device=out_tokens.device).expand(out_tokens.shape[:2])
         x = torch.cat([self.cond(tokens, types, positions), self.embed_output(out_tokens, out_pos)], 1)
         mask = prefix_lm_mask(types != 0, out_valid, causal=True)
         return self.run(x, mask)[:, -t:]

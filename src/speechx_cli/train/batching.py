@@ -139,9 +139,10 @@ class BucketSampler:
         self.cursors = {g: list(state.get(g, [0, 0])) for g in self.names}
 
 
-def nar_levels(seed: int, key: int, n: int, n_codebooks: int) -> np.ndarray:
-    """The NAR codebook (1..K-1) of each example of a batch: from (seed, key), not from rank."""
-    return np.random.default_rng([seed, 2_000_003, key]).integers(1, n_codebooks, size=n)
+def nar_levels(seed: int, key: int, n: int, n_codebooks: int, ar_levels: int = 1) -> np.ndarray:
+    """The NAR codebook (0-based, ar_levels..K-1: the levels the AR does not predict) of each example of
+    a batch: from (seed, key), not from rank."""
+    return np.random.default_rng([seed, 2_000_003, key]).integers(ar_levels, n_codebooks, size=n)
 
 
 def make_batch(data, indices, codebook_size: int) -> Batch:

@@ -64,6 +64,10 @@ class TrainConfig:
             raise ValueError("lr must be > 0, warmup_steps >= 0, min_lr_ratio in [0, 1]")
         if self.aux_ctc_weight < 0 or self.curriculum_steps < 0:
             raise ValueError("aux_ctc_weight and curriculum_steps must be >= 0")
+        if self.aux_ctc_weight > 0 and self.model.ar_levels > 1:
+            raise ValueError("the auxiliary CTC loss reads the states of a one-level AR (ar_levels 1)")
+        if self.model.ar_levels == self.model.n_codebooks and self.train != "ar":
+            raise ValueError("an AR over every level leaves the NAR nothing to learn: train 'ar'")
         if self.aux_ctc_weight > 0 and self.train == "nar":
             raise ValueError("the auxiliary CTC loss reads the AR's states: it needs train 'both' or 'ar'")
         return self

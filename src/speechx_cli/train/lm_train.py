@@ -177,16 +177,24 @@ class LMTrainer(Trainer):
 
     def _load_weights(self, source: Mapping) -> None:
         saved = ModelConfig(**source["model_config"])
-        if replace(saved, dropout=self.cfg.model.dropout) != self.cfg.model:  # dropout may change between stages
+        # dropout may change between stages; an AR may grow levels (their heads start fresh)
+        grows = saved.ar_levels <= self.cfg.model.ar_levels
+        if not grows or replace(saved, dropout=self.cfg.model.dropout,
+                                ar_levels=self.cfg.model.ar_levels) != self.cfg.model:
             raise ValueError(f"checkpoint model config {saved} differs from {self.cfg.model}")
-        self.ar.load_state_dict(source["ar"])
+        missing, unexpected = self.ar.load_state_dict(source["ar"], strict=False)
+        fresh = {k for k in self.ar.state_dict() if k.startswith("level_heads.")
+                 and int(k.split(".")[1]) >= saved.ar_levels - 1}
+        if unexpected or set(missing) != fresh:
+            raise ValueError(f"AR weights do not match: missing {sorted(set(missing) - fresh)[:3]}, "
+                             f"unexpected {unexpected[:3]}")
         self.nar.load_state_dict(source["nar"])
 
     def train_step(self) -> dict[str, Any]:
         """One optimizer update on the global batch of step `self.step`."""
         cfg, v = self.cfg, self.cfg.model.codebook_size
         group, indices = self.sampler.batch(self.step)
-        levels = nar_levels(cfg.seed, self.step, len(indices), cfg.model.n_codebooks)
+        levels = nar_levels(cfg.seed, self.step, len(indices), cfg.model.n_codebooks, cfg.model.ar_levels)
         frames = self.data.target_lengths[indices]
         n_ar, n_nar = float(frames.sum() + len(frames)), float(frames.sum())  # global token counts
         n_ctc = phoneme_count(self.data, indices) if self.ctc is not None else 0
@@ -229,7 +237,7 @@ class LMTrainer(Trainer):
             for task, ix in self.dev_batches[self.d.rank::self.d.world]:
                 batch = make_batch(self.dev, ix, self.cfg.model.codebook_size).to(self.device)
                 lv = torch.as_tensor([int(np.random.default_rng([self.cfg.seed, 3_000_017, int(i)]).integers(
-                    1, self.cfg.model.n_codebooks)) for i in ix])  # fixed per dev example
+                    self.cfg.model.ar_levels, self.cfg.model.n_codebooks)) for i in ix])  # fixed per dev example
                 with self.autocast:
                     a, na = ar_loss(self.ar, batch, reduction="sum")
                     n, nn_ = nar_loss(self.nar, batch, level=lv, reduction="sum")
@@ -376,11 +384,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True)
 PRESETS = ("tiny", "demo", "paper")
 
 
-def _model_config(preset: str, data: Path, dropout: Optional[float]) -> ModelConfig:
+def _model_config(preset: str, data: Path, dropout: Optional[float], ar_levels: int = 1) -> ModelConfig:
     index = read_index(data)
     extra = {} if dropout is None else {"dropout": dropout}
     return getattr(ModelConfig, preset)(codebook_size=index["codebook_size"], n_codebooks=index["n_codebooks"],
-                                        **extra)
+                                        ar_levels=ar_levels, **extra)
 
 
 @app.command("train")
@@ -390,6 +398,8 @@ def train_cli(
     dev: Annotated[Optional[Path], typer.Option(exists=True, file_okay=False, help="dev shards")] = None,
     preset: Annotated[str, typer.Option(help="model size: tiny, demo or paper")] = "demo",
     dropout: Annotated[Optional[float], typer.Option(help="override the preset's dropout")] = None,
+    ar_levels: Annotated[int, typer.Option(help="codebook levels the AR predicts, in the delay pattern (1: the "
+                                                "paper's AR); --init-from an AR with fewer adds fresh heads")] = 1,
     stage: Annotated[str, typer.Option(help="tts (stage 1) or all (stage 2)")] = "all",
     models: Annotated[str, typer.Option("--train", help="both, ar or nar")] = "both",
     init_from: Annotated[Optional[Path], typer.Option("--init-from", "--init", exists=True, dir_okay=False,
@@ -432,7 +442,7 @@ def train_cli(
         if preset not in PRESETS:
             raise typer.BadParameter(f"one of {PRESETS}", param_hint="--preset")
         cfg = TrainConfig(
-            model=_model_config(preset, data, dropout), data=str(data), dev=str(dev) if dev else None,
+            model=_model_config(preset, data, dropout, ar_levels), data=str(data), dev=str(dev) if dev else None,
             out_dir=str(out), stage=stage, train=models, batch_size=batch_size, batch_frames=batch_frames,
             grad_accum=grad_accum, lr=lr, warmup_steps=warmup, decay=decay, weight_decay=weight_decay,
             grad_clip=grad_clip, max_steps=max_steps or 10_000, init_from=str(init_from) if init_from else None,

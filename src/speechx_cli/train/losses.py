@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..delay import delayed_inputs, delayed_labels
 from ..model import ARModel, NARModel
-from ..prompts import IGNORE_INDEX, Batch, eos_class
+from ..prompts import IGNORE_INDEX, Batch
 
 
 def ar_loss(model: ARModel, batch: Batch, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,26 +21,20 @@ def ar_loss(model: ARModel, batch: Batch, reduction: str = "mean") -> tuple[torc
 
 def ar_loss_and_states(model: ARModel, batch: Batch, reduction: str = "mean"
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ar_loss, and the AR's hidden states (B, T+1, d) at the output positions <bos>, y_0 .. y_{T-1}:
-    state i is the model's before it emits frame i (or <eos> at i = T)."""
-    inputs, labels, valid = _ar_tensors(model, batch)
+    """ar_loss, and the AR's hidden states (B, S, d) at its output steps. At ar_levels 1, S = T+1: the
+    states at <bos>, y_0 .. y_{T-1}, state i the model's before it emits frame i (or <eos> at i = T).
+    With several AR levels the loss is the sum over levels, per step (count: the level-1 positions)."""
+    a = model.cfg.ar_levels
+    codes, lengths = batch.targets[..., :a], batch.target_lengths  # (B, T, A), (B,)
+    inputs, valid = delayed_inputs(codes, lengths, model.cfg.codebook_size)
+    labels = delayed_labels(codes, lengths, model.cfg.codebook_size)
+    if a == 1:
+        inputs = inputs[..., 0]  # the paper's AR reads one code per step
     states = model.features(batch.tokens, batch.types, batch.positions, inputs, valid)
-    logits = model.head(states)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                           reduction=reduction)
-    return loss, valid.sum(), states
-
-
-def _ar_tensors(model: ARModel, batch: Batch):
-    codes, lengths = batch.targets[..., 0], batch.target_lengths  # (B, T), (B,)
-    b, t = codes.shape
-    v = model.cfg.codebook_size
-    bos = torch.full((b, 1), ARModel.bos(v), dtype=torch.long, device=codes.device)
-    frame = torch.arange(t + 1, device=codes.device)[None, :]
-    valid = frame <= lengths[:, None]  # (B, T+1): <bos> + T_b frames
-    inputs = torch.cat([bos, codes], 1).masked_fill(~valid, 0)
-    labels = torch.cat([codes, torch.zeros_like(bos)], 1).scatter(1, lengths[:, None], eos_class(v))
-    return inputs, labels.masked_fill(~valid, IGNORE_INDEX), valid
+    loss = sum(F.cross_entropy(logits.flatten(0, 1).float(), labels[..., k].flatten(), ignore_index=IGNORE_INDEX,
+                               reduction=reduction)
+               for k, logits in enumerate(model.level_logits(states)))
+    return loss, (labels[..., 0] != IGNORE_INDEX).sum(), states
 
 
 def nar_loss(model: NARModel, batch: Batch, generator: torch.Generator | None = None,
