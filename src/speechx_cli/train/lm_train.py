@@ -59,7 +59,7 @@ from .dataset import TASK_ID, TASKS, ShardSet, read_index
 from .distributed import Dist, all_sum, gather_rng, init_distributed, pick_device, rank_slices
 from .lm_config import TrainConfig
 from .loop import RunFolder, Schedule, Trainer, set_rng_state
-from .losses import ar_loss, ar_loss_and_states, nar_loss
+from .losses import ar_level_losses, ar_loss_and_states, nar_loss
 
 CHECKPOINT_NAME = "lm_train.pt"
 
@@ -232,6 +232,8 @@ class LMTrainer(Trainer):
     def evaluate(self) -> dict[str, Any]:
         """Mean AR and NAR token losses per dev task (fixed NAR levels; ranks split the batches)."""
         sums = torch.zeros(len(TASKS), 4, device=self.device)  # ar sum, ar count, nar sum, nar count
+        a = self.cfg.model.ar_levels
+        levels = torch.zeros(len(TASKS), 2, a, device=self.device)  # per AR level: sum, count
         self.ar.eval(), self.nar.eval()
         try:
             for task, ix in self.dev_batches[self.d.rank::self.d.world]:
@@ -239,18 +241,23 @@ class LMTrainer(Trainer):
                 lv = torch.as_tensor([int(np.random.default_rng([self.cfg.seed, 3_000_017, int(i)]).integers(
                     self.cfg.model.ar_levels, self.cfg.model.n_codebooks)) for i in ix])  # fixed per dev example
                 with self.autocast:
-                    a, na = ar_loss(self.ar, batch, reduction="sum")
+                    per, counts, _ = ar_level_losses(self.ar, batch)
                     n, nn_ = nar_loss(self.nar, batch, level=lv, reduction="sum")
-                sums[task] += torch.stack([a.float(), na.float(), n.float(), nn_.float()])
+                sums[task] += torch.stack([per.sum().float(), counts[0].float(), n.float(), nn_.float()])
+                levels[task] += torch.stack([per.float(), counts.float()])
         finally:
             self.ar.train(), self.nar.train()
-        sums = all_sum(sums, self.d).cpu()
-        self.dev_losses = {t.value: {"ar": float(sums[i, 0] / sums[i, 1]), "nar": float(sums[i, 2] / sums[i, 3])}
+        sums, levels = all_sum(sums, self.d).cpu(), all_sum(levels, self.d).cpu()
+        self.dev_losses = {t.value: {"ar": float(sums[i, 0] / sums[i, 1]), "nar": float(sums[i, 2] / sums[i, 3]),
+                                     # several AR levels: each one's nats per label ("ar" is their sum per frame)
+                                     **({"ar_levels": (levels[i, 0] / levels[i, 1]).tolist()} if a > 1 else {})}
                            for i, t in enumerate(TASKS) if sums[i, 1] > 0}
         return {"dev": self.dev_losses}
 
     def describe(self, dev: Mapping[str, Any]) -> str:
-        return "dev ar/nar: " + "  ".join(f"{t} {v['ar']:.3f}/{v['nar']:.3f}" for t, v in dev["dev"].items())
+        def ar(v: Mapping[str, Any]) -> str:
+            return "+".join(f"{x:.3f}" for x in v["ar_levels"]) if "ar_levels" in v else f"{v['ar']:.3f}"
+        return "dev ar/nar: " + "  ".join(f"{t} {ar(v)}/{v['nar']:.3f}" for t, v in dev["dev"].items())
 
     def work(self) -> float:
         return self.tokens

@@ -23,7 +23,14 @@ def ar_loss_and_states(model: ARModel, batch: Batch, reduction: str = "mean"
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ar_loss, and the AR's hidden states (B, S, d) at its output steps. At ar_levels 1, S = T+1: the
     states at <bos>, y_0 .. y_{T-1}, state i the model's before it emits frame i (or <eos> at i = T).
-    With several AR levels the loss is the sum over levels, per step (count: the level-1 positions)."""
+    With several AR levels the loss is the sum over levels (count: the level-1 positions)."""
+    sums, counts, states = ar_level_losses(model, batch)
+    loss = sums.sum() if reduction == "sum" else (sums / counts.clamp(min=1)).sum()
+    return loss, counts[0], states
+
+
+def ar_level_losses(model: ARModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per AR level (A = ar_levels): summed cross-entropy (A,), label counts (A,), and the states."""
     a = model.cfg.ar_levels
     codes, lengths = batch.targets[..., :a], batch.target_lengths  # (B, T, A), (B,)
     inputs, valid = delayed_inputs(codes, lengths, model.cfg.codebook_size)
@@ -31,10 +38,10 @@ def ar_loss_and_states(model: ARModel, batch: Batch, reduction: str = "mean"
     if a == 1:
         inputs = inputs[..., 0]  # the paper's AR reads one code per step
     states = model.features(batch.tokens, batch.types, batch.positions, inputs, valid)
-    loss = sum(F.cross_entropy(logits.flatten(0, 1).float(), labels[..., k].flatten(), ignore_index=IGNORE_INDEX,
-                               reduction=reduction)
-               for k, logits in enumerate(model.level_logits(states)))
-    return loss, (labels[..., 0] != IGNORE_INDEX).sum(), states
+    sums = torch.stack([F.cross_entropy(logits.flatten(0, 1).float(), labels[..., k].flatten(),
+                                        ignore_index=IGNORE_INDEX, reduction="sum")
+                        for k, logits in enumerate(model.level_logits(states))])
+    return sums, (labels != IGNORE_INDEX).sum((0, 1)), states
 
 
 def nar_loss(model: NARModel, batch: Batch, generator: torch.Generator | None = None,
