@@ -162,8 +162,8 @@ def test_bad_flags_one_line(tmp_path, args):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--draws", "0"], "--draws must be >= 1"),
-    (["--draws", "2", "--resynth", "codec"], "needs --resynth mask"),
+    (["--draws", "0"], "draws (--draws) must be >= 1"),
+    (["--draws", "2", "--resynth", "codec"], "need resynth mask (--resynth mask)"),
     (["--mask", "counterpart=yes"], "no counterpart task"),
 ])
 def test_bad_draws_are_refused_before_any_work(wav_file, tmp_path, args, says):

@@ -87,11 +87,7 @@ def window_options(seconds: float, batch_size: int, resynth: Resynth, mask: Mask
     """--window, --batch-size, --resynth, --draws and the task's mask settings; the windows overlap by a
     quarter of a window, at most 1 s."""
     _check_window(seconds, batch_size)
-    if draws is not None and draws < 1:
-        raise UserError("--draws must be >= 1")
-    if draws is not None and draws > 1 and resynth is not Resynth.MASK:
-        raise UserError("--draws averages the mask's band energies: it needs --resynth mask")
-    try:
+    try:  # WindowOptions.validate checks --draws (its messages name the flag too)
         return WindowOptions(seconds, min(1.0, seconds / 4), batch_size, resynth, mask, draws).validate()
     except ValueError as e:
         raise UserError(str(e)) from None

@@ -67,9 +67,9 @@ class WindowOptions:
         if self.batch_size < 1:
             raise ValueError("batch size must be >= 1")
         if self.n_draws < 1:
-            raise ValueError("draws must be >= 1")
+            raise ValueError("draws (--draws) must be >= 1")
         if self.n_draws > 1 and self.resynth is not Resynth.MASK:
-            raise ValueError("several draws are averaged by the mask: they need resynth mask")
+            raise ValueError("several draws (--draws) are averaged by the mask: they need resynth mask (--resynth mask)")
         if self.mask is not None:
             self.mask.validate()
         return self
