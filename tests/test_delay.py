@@ -150,3 +150,29 @@ def test_an_ar_grows_levels_from_a_one_level_run_learns_them_and_exports(tmp_pat
     example = synthetic_examples(6)[1]  # ns: output length known
     out = generate(model.ar, model.nar, [example.prompt(V)], DecodingOptions(temperature=0), frame_rate=50)
     assert out[0].shape == example.source.shape
+
+
+def test_an_ar_over_every_level_trains_alone_and_bad_level_counts_are_one_line(tmp_path):
+    import json
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from speechx_cli.cli import app
+    from speechx_cli.train.dataset import FORMAT, FORMAT_VERSION, INDEX_NAME
+    from speechx_cli.train.lm_train import train
+    from tests.test_lm_train import BASE, data
+
+    every = replace(BASE, model=replace(BASE.model, ar_levels=K), train="ar", out_dir=str(tmp_path / "all"),
+                    max_steps=2)
+    result = train(every, data(), data(12, seed=1), progress=False)
+    out = generate(result.ar.eval(), result.nar.eval(), [P.ns(rand_codes(5, 1), V)],
+                   DecodingOptions(temperature=0), frame_rate=50)[0]
+    assert out.shape == (5, K)  # every level from the AR: the NAR fills none
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / INDEX_NAME).write_text(json.dumps(
+        {"format": FORMAT, "version": FORMAT_VERSION, "codebook_size": V, "n_codebooks": K}))
+    for levels in ("0", str(K + 1)):
+        r = CliRunner().invoke(app, ["train", "lm", "--data", str(tmp_path / "shards"), "--preset", "tiny",
+                                     "--out", str(tmp_path / "run"), "--ar-levels", levels])
+        assert r.exit_code != 0 and "ar_levels must be in 1..4" in r.output and "Traceback" not in r.output

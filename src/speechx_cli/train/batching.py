@@ -141,8 +141,10 @@ class BucketSampler:
 
 def nar_levels(seed: int, key: int, n: int, n_codebooks: int, ar_levels: int = 1) -> np.ndarray:
     """The NAR codebook (0-based, ar_levels..K-1: the levels the AR does not predict) of each example of
-    a batch: from (seed, key), not from rank."""
-    return np.random.default_rng([seed, 2_000_003, key]).integers(ar_levels, n_codebooks, size=n)
+    a batch: from (seed, key), not from rank. An AR over every level leaves none (the NAR is then not trained):
+    the last level stands in."""
+    low = min(ar_levels, n_codebooks - 1)
+    return np.random.default_rng([seed, 2_000_003, key]).integers(low, n_codebooks, size=n)
 
 
 def make_batch(data, indices, codebook_size: int) -> Batch:

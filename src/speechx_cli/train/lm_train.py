@@ -239,7 +239,7 @@ class LMTrainer(Trainer):
             for task, ix in self.dev_batches[self.d.rank::self.d.world]:
                 batch = make_batch(self.dev, ix, self.cfg.model.codebook_size).to(self.device)
                 lv = torch.as_tensor([int(np.random.default_rng([self.cfg.seed, 3_000_017, int(i)]).integers(
-                    self.cfg.model.ar_levels, self.cfg.model.n_codebooks)) for i in ix])  # fixed per dev example
+                    min(a, self.cfg.model.n_codebooks - 1), self.cfg.model.n_codebooks)) for i in ix])  # fixed per example
                 with self.autocast:
                     per, counts, _ = ar_level_losses(self.ar, batch)
                     n, nn_ = nar_loss(self.nar, batch, level=lv, reduction="sum")
@@ -448,8 +448,12 @@ def train_cli(
             raise typer.BadParameter("--data is required (unless --resume finds a run in --out)")
         if preset not in PRESETS:
             raise typer.BadParameter(f"one of {PRESETS}", param_hint="--preset")
+        try:
+            model = _model_config(preset, data, dropout, ar_levels)
+        except ValueError as err:  # e.g. --ar-levels outside 1..K of the shards' codec
+            raise typer.BadParameter(str(err)) from err
         cfg = TrainConfig(
-            model=_model_config(preset, data, dropout, ar_levels), data=str(data), dev=str(dev) if dev else None,
+            model=model, data=str(data), dev=str(dev) if dev else None,
             out_dir=str(out), stage=stage, train=models, batch_size=batch_size, batch_frames=batch_frames,
             grad_accum=grad_accum, lr=lr, warmup_steps=warmup, decay=decay, weight_decay=weight_decay,
             grad_clip=grad_clip, max_steps=max_steps or 10_000, init_from=str(init_from) if init_from else None,
