@@ -26,34 +26,33 @@ def input_id(codebook_size: int, name: str) -> int:
     return codebook_size + SPECIAL[name]
 
 
+def _frames(codes: torch.Tensor, shift: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For (B, T, A) codes laid out in T + extra_steps(A) steps: step indices (1, S, 1), the frame that level
+    k holds at step s (s - shift - k, (1, S, A)) and that frame's code (clamped into range, (B, S, A))."""
+    b, t, a = codes.shape
+    step = torch.arange(t + extra_steps(a), device=codes.device)[None, :, None]
+    frame = step - shift - torch.arange(a, device=codes.device)[None, None, :]
+    return step, frame, codes.gather(1, frame.clamp(0, max(t - 1, 0)).expand(b, -1, a))
+
+
 def delayed_inputs(codes: torch.Tensor, lengths: torch.Tensor, codebook_size: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, A) codes, (B,) frame counts -> teacher-forced inputs (B, S, A) and valid steps (B, S).
 
     Step s holds level k's code of frame s-1-k; steps past a row's end hold 0 (masked out).
     """
-    b, t, a = codes.shape
-    s = t + extra_steps(a)
-    step = torch.arange(s, device=codes.device)[None, :, None]  # (1, S, 1)
-    frame = step - 1 - torch.arange(a, device=codes.device)[None, None, :]  # (1, S, A)
-    ends = lengths[:, None, None]
-    gathered = codes.gather(1, frame.clamp(0, max(t - 1, 0)).expand(b, s, a))
+    step, frame, gathered = _frames(codes, 1)
     inputs = torch.where(frame < 0, input_id(codebook_size, "<bos>"),
-                         torch.where(frame >= ends, input_id(codebook_size, "<eos>"), gathered))
-    valid = step[..., 0] < (lengths[:, None] + extra_steps(a))  # (B, S)
+                         torch.where(frame >= lengths[:, None, None], input_id(codebook_size, "<eos>"), gathered))
+    valid = step[..., 0] < (lengths[:, None] + extra_steps(codes.shape[2]))  # (B, S)
     return inputs.masked_fill(~valid[..., None], 0), valid
 
 
 def delayed_labels(codes: torch.Tensor, lengths: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """(B, T, A) codes -> (B, S, A) labels: level k of frame s-k at step s, <eos> for level 1 at s = T,
     IGNORE_INDEX wherever a level has nothing to predict."""
-    b, t, a = codes.shape
-    s = t + extra_steps(a)
-    step = torch.arange(s, device=codes.device)[None, :, None]
-    frame = step - torch.arange(a, device=codes.device)[None, None, :]  # (1, S, A)
-    ends = lengths[:, None, None]
-    gathered = codes.gather(1, frame.clamp(0, max(t - 1, 0)).expand(b, s, a))
-    labels = torch.where((frame >= 0) & (frame < ends), gathered, IGNORE_INDEX)
-    is_eos = (step[..., 0] == lengths[:, None])  # (B, S): level 1's <eos> step
+    step, frame, gathered = _frames(codes, 0)
+    labels = torch.where((frame >= 0) & (frame < lengths[:, None, None]), gathered, IGNORE_INDEX)
+    is_eos = step[..., 0] == lengths[:, None]  # (B, S): level 1's <eos> step
     labels[..., 0] = torch.where(is_eos, eos_class(codebook_size), labels[..., 0])
     return labels
