@@ -189,13 +189,11 @@ def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: tor
             lengths = torch.where(stop, t, lengths)
             done |= stop
             out[:, t, 0] = torch.where(done, 0, nxt)
-        if a == 1 and bool(done.all()):
-            break
         for k in range(1, min(a, t + 1)):  # level k+1 of frame t-k: its argmax, as the NAR fills its levels
             f = t - k
             code = model.level_heads[k - 1](h).argmax(-1)
             out[:, f, k] = torch.where(f < prefix_len, prefix[:, f, k], code)
-        if bool(done.all()) and t >= int(lengths.max()) + tail:
+        if bool(done.all()) and t >= int(lengths.max()) + tail:  # every level of every row written
             break
         # next step's inputs: level k reads its code of frame t-k (<bos> before it, <eos> after the row ends)
         frame = t - torch.arange(a, device=device)  # (A,)
