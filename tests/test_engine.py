@@ -1,11 +1,13 @@
 """Engine equivalences: cached decoding == full forward; known lengths; batching."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from speechx_cli import prompts as P
-from speechx_cli.engine import (DecodingOptions, decode_step, filter_logits, generate, generate_nar, make_caches,
-                                prefill)
+from speechx_cli.engine import (DecodingOptions, _draw, decode_step, filter_logits, generate, generate_nar,
+                                make_caches, prefill)
 from speechx_cli.model import ARModel, ModelConfig, NARModel
 
 CFG = ModelConfig.tiny()
@@ -75,6 +77,36 @@ def test_seeded_sampling_is_reproducible():
     p = [P.ns(rand_codes(8, 11), V)]
     opts = DecodingOptions(temperature=1.0, seed=123)
     assert torch.equal(generate(ar, nar, p, opts, 50)[0], generate(ar, nar, p, opts, 50)[0])
+
+
+@pytest.mark.parametrize("opts", [DecodingOptions(temperature=1.0, seed=5), DecodingOptions(temperature=0, seed=5)])
+def test_sampled_rows_are_the_same_alone_or_in_any_batch(opts):
+    """Each row draws from its own stream (seed, its condition, its copy number): a prompt samples the
+    same codes alone, beside others, or in another order; copies of one prompt in a batch differ; greedy
+    rows with escapes (which draw only when they escape) too."""
+    ar, nar = models()
+    a, b, c = P.ns(rand_codes(20, 8), V), P.tse(rand_codes(3, 9), rand_codes(16, 10), V), P.sr(rand_codes(12, 14), V)
+    alone = {id(p): generate(ar, nar, [p], opts, 50)[0] for p in (a, b, c)}
+    for order in ([a, b, c], [c, a, b]):
+        for p, got in zip(order, generate(ar, nar, order, opts, 50)):
+            assert torch.equal(got, alone[id(p)])
+    if not opts.greedy:
+        first, second = generate(ar, nar, [a, a], opts, 50)
+        assert torch.equal(first, alone[id(a)]) and not torch.equal(first, second)
+        assert not torch.equal(generate(ar, nar, [a], replace(opts, seed=6), 50)[0], alone[id(a)])
+
+
+def test_per_row_draws_follow_each_rows_probabilities():
+    """Row streams draw by each row's own CDF: frequencies match, impossible ids (p = 0) never come up,
+    and a row not asked to draw keeps its stream where it was."""
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.2, 0.0, 0.8]])
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    drawn = torch.stack([_draw(probs, gens) for _ in range(4000)])
+    counts = torch.stack([(drawn == k).float().mean(0) for k in range(3)], 1)
+    torch.testing.assert_close(counts, probs, atol=0.03, rtol=0)
+    before = gens[1].get_state()
+    _draw(probs, gens, torch.tensor([True, False, True]))
+    assert torch.equal(gens[1].get_state(), before)
 
 
 def test_filter_logits_top_k_top_p():

@@ -12,13 +12,14 @@ A > 1 writes levels 1..A in a delay pattern (delay.py) and the NAR fills A+1..K.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 
 from .delay import extra_steps, input_id
 from .model import ARModel, KVCache, NARModel, prefix_lm_mask
-from .prompts import Batch, Prompt, collate, eos_class
+from .prompts import PAD, Batch, Prompt, collate, eos_class
 
 
 # Greedy decoding locks into silence: a silence code, then the same code or a few silence codes for good.
@@ -91,17 +92,53 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def sample(logits: torch.Tensor, opts: DecodingOptions, generator: torch.Generator | None,
+def row_generators(batch: Batch, opts: DecodingOptions) -> list[torch.Generator] | None:
+    """One random stream per row, seeded by the seed and the row's own condition (and, for the k-th copy
+    of a condition in the batch, by k): a row draws the same samples whatever else is in its batch, so a
+    file comes out the same alone or in a folder, and copies of one prompt (draws) differ. None when
+    decoding draws nothing (greedy without escapes) or has no seed."""
+    if opts.seed is None or not opts.draws:
+        return None
+    seen: dict[bytes, int] = {}
+    generators = []
+    for tokens, types in zip(batch.tokens.cpu(), batch.types.cpu()):
+        valid = types != PAD
+        key = tokens[valid].numpy().tobytes() + types[valid].numpy().tobytes()
+        copy = seen[key] = seen.get(key, -1) + 1
+        digest = hashlib.blake2b(key, digest_size=8, key=f"{opts.seed}/{copy}".encode()).digest()
+        seed = int.from_bytes(digest, "little") & (2**63 - 1)
+        generators.append(torch.Generator(device=batch.tokens.device).manual_seed(seed))
+    return generators
+
+
+def _draw(probs: torch.Tensor, generators: torch.Generator | list[torch.Generator] | None,
+          rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, V) probabilities -> (B,) drawn ids; with one generator per row, each row from its own stream,
+    and only the `rows` (B,) bool that need a draw advance theirs (the others get 0)."""
+    if not isinstance(generators, list):
+        return torch.multinomial(probs, 1, generator=generators).squeeze(-1)
+    # one uniform per drawing row from its stream, then the inverse of each row's CDF (one batched search)
+    draw = torch.ones(probs.shape[0], dtype=torch.bool, device=probs.device) if rows is None else rows
+    u = torch.zeros(probs.shape[0], dtype=probs.dtype, device=probs.device)
+    for i in draw.nonzero().flatten().tolist():
+        u[i] = torch.rand((), generator=generators[i], device=probs.device)
+    cdf = probs.cumsum(-1)
+    ids = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
+    last = probs.shape[1] - 1 - (probs > 0).flip(-1).int().argmax(-1)  # a rounding past the end: the last possible id
+    return torch.where(draw, torch.minimum(ids, last), 0)
+
+
+def sample(logits: torch.Tensor, opts: DecodingOptions, generator: torch.Generator | list[torch.Generator] | None,
            escape: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, V) logits -> (B,) token ids. Greedy rows flagged in `escape` (B,) bool sample at temperature 1."""
+    """(B, V) logits -> (B,) token ids. Greedy rows flagged in `escape` (B,) bool sample at temperature 1.
+    `generator`: one for the batch, or one per row (row_generators)."""
     if opts.greedy:
         best = logits.argmax(-1)
         if escape is None or not bool(escape.any()):
             return best
-        drawn = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
-        return torch.where(escape, drawn, best)
+        return torch.where(escape, _draw(logits.softmax(-1), generator, escape), best)
     probs = filter_logits(logits / opts.temperature, opts.top_k, opts.top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return _draw(probs, generator)
 
 
 def make_caches(model: ARModel | NARModel, batch: int, length: int, device, dtype) -> list[KVCache]:
@@ -160,9 +197,7 @@ def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: tor
     caches = make_caches(model, b, c + steps + 1 + tail, device, dtype)
     key_valid = torch.zeros(b, c + steps + 1 + tail, dtype=torch.bool, device=device)
     key_valid[:, :c] = batch.cond_valid
-    generator = None
-    if opts.seed is not None and opts.draws:
-        generator = torch.Generator(device=device).manual_seed(opts.seed)
+    generator = row_generators(batch, opts)
 
     prefill(model, batch, caches)
     out = torch.zeros(b, steps + tail + 1, a, dtype=torch.long, device=device)

@@ -10,7 +10,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..engine import DecodingOptions, decode_step, escape_rows, generate_ar, make_caches, prefill, sample
+from ..engine import (DecodingOptions, decode_step, escape_rows, generate_ar, make_caches, prefill, row_generators,
+                      sample)
 from ..model import ARModel
 from ..prompts import Batch, eos_class
 
@@ -28,9 +29,7 @@ def generate_uncached(model: ARModel, batch: Batch, steps: int, opts: DecodingOp
     """Baseline without a KV cache: every step re-runs ARModel.forward over the condition and all
     outputs so far. Same rules as the engine for a known length (no <eos>) -> (B, steps) codes."""
     b, v = batch.types.shape[0], model.cfg.codebook_size
-    generator = None
-    if opts.seed is not None and opts.draws:
-        generator = torch.Generator().manual_seed(opts.seed)
+    generator = row_generators(batch, opts)  # the engine's streams: the same samples
     out = torch.full((b, steps + 1), ARModel.bos(v), dtype=torch.long)  # (B, 1 + steps): <bos>, codes
     valid = torch.ones(b, steps + 1, dtype=torch.bool)
     for t in range(steps):
