@@ -165,6 +165,8 @@ def test_bad_flags_one_line(tmp_path, args):
     (["--draws", "0"], "draws (--draws) must be >= 1"),
     (["--draws", "2", "--resynth", "codec"], "need resynth mask (--resynth mask)"),
     (["--mask", "counterpart=yes"], "no counterpart task"),
+    (["--passes", "0"], "passes (--passes) must be >= 1"),
+    (["--passes", "2", "--resynth", "codec"], "they need resynth mask (--resynth mask)"),
 ])
 def test_bad_draws_are_refused_before_any_work(wav_file, tmp_path, args, says):
     r = runner.invoke(app, ["extract-speaker", str(wav_file), str(tmp_path / "o.wav"), "--enroll", str(wav_file),

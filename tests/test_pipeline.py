@@ -1,4 +1,6 @@
-"""Pipeline: windows for long inputs, streaming == in-memory, edit splicing."""
+"""Pipeline (and windows.py): windows for long inputs, streaming == in-memory, edit splicing."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import torch
 from speechx_cli import checkpoint
 from speechx_cli import mask as M
 from speechx_cli import pipeline as PL
+from speechx_cli import windows as W
 from speechx_cli.engine import DecodingOptions
 from speechx_cli.mask import Resynth
 from speechx_cli.prompts import Task
@@ -22,17 +25,17 @@ def sx(tiny_checkpoint):
 def test_split_windows_cover_the_input_and_joiner_restores_it():
     x = np.arange(1000, dtype=np.float32)
     blocks = [x[i: i + 77] for i in range(0, 1000, 77)]  # block size unrelated to the window
-    windows = list(PL.split_windows(blocks, 300, 50))
+    windows = list(W.split_windows(blocks, 300, 50))
     assert [len(w) for w in windows] == [300, 300, 300, 250]
     assert np.array_equal(windows[1][:50], windows[0][-50:])
-    joiner = PL.WindowJoiner(50)
+    joiner = W.WindowJoiner(50)
     y = np.concatenate([joiner.push(w) for w in windows] + [joiner.finish()])
     np.testing.assert_allclose(y, x, rtol=1e-6)  # identical windows crossfade into the input itself
 
 
 def test_short_input_is_one_window():
-    assert [len(w) for w in PL.split_windows([np.ones(10)], 300, 50)] == [10]
-    assert list(PL.split_windows([np.ones(300)], 300, 50))[-1].shape == (300,)
+    assert [len(w) for w in W.split_windows([np.ones(10)], 300, 50)] == [10]
+    assert list(W.split_windows([np.ones(300)], 300, 50))[-1].shape == (300,)
 
 
 def test_stream_equals_in_memory_run(sx):
@@ -120,6 +123,51 @@ def test_draws_need_the_mask_and_default_to_one_with_the_codec():
     assert PL.WindowOptions(resynth=Resynth.CODEC).validate().n_draws == 1
 
 
+@pytest.mark.parametrize("task", [Task.SR, Task.TSE])
+def test_a_second_pass_is_the_task_run_again_on_each_windows_output(sx, task):
+    """passes=2: every window goes through the model again, its first output as its input; one window
+    (and the transcript, the enrollment kept) is exactly the task run twice. Passes 3 differs from 2."""
+    x, enroll = tone(1.3, seed=5), tone(0.8, seed=6)
+    opts = DecodingOptions(temperature=1.0, seed=2)
+    def req(a):
+        return PL.Request(task, audio=a, enrollment=enroll if task is Task.TSE else None, text="a tone")
+    once = PL.run(sx, [req(x)], opts, PL.WindowOptions(draws=2, passes=1))[0]
+    twice = PL.run(sx, [req(x)], opts, PL.WindowOptions(draws=2, passes=2))[0]
+    np.testing.assert_allclose(twice, PL.run(sx, [req(once)], opts, PL.WindowOptions(draws=2, passes=1))[0], atol=1e-6)
+    assert not np.allclose(twice, once, atol=1e-3)
+    assert not np.allclose(PL.run(sx, [req(x)], opts, PL.WindowOptions(draws=2, passes=3))[0], twice, atol=1e-3)
+
+
+def test_passes_per_window_stream_as_they_run_and_leave_tts_alone(sx):
+    """Over several windows, passes work window by window: the stream equals the in-memory run. A tts
+    request run beside them is not run again: it comes out as it does with one pass."""
+    x = tone(5.1, seed=7)
+    opts = DecodingOptions(temperature=1.0, seed=1)
+    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, passes=2)
+    both = [PL.Request(Task.SR, audio=x), PL.Request(Task.TTS, enrollment=x, text="hi")]
+    (whole, speech), (whole1, speech1) = PL.run(sx, both, opts, win), PL.run(sx, both, opts, replace(win, passes=1))
+    np.testing.assert_allclose(whole, np.concatenate(list(PL.stream(sx, Task.SR, [x], opts, win))), atol=1e-5)
+    assert not np.allclose(whole, whole1, atol=1e-3)
+    assert np.array_equal(speech, speech1)
+
+
+def test_a_file_comes_out_the_same_alone_or_beside_others(sx):
+    """Sampled with draws, each request's output does not depend on what else shares its batches."""
+    x, y = tone(1.3, seed=5), tone(2.2, seed=9)
+    opts = DecodingOptions(temperature=1.0, seed=3)
+    reqs = [PL.Request(Task.NS, audio=x), PL.Request(Task.SR, audio=y), PL.Request(Task.NS, audio=y)]
+    together = PL.run(sx, reqs, opts, PL.WindowOptions(draws=2, batch_size=4))
+    for req, got in zip(reqs, together):
+        np.testing.assert_allclose(got, PL.run(sx, [req], opts, PL.WindowOptions(draws=2))[0], atol=1e-5)
+
+
+def test_passes_need_the_mask():
+    with pytest.raises(ValueError, match="passes"):
+        PL.WindowOptions(passes=0).validate()
+    with pytest.raises(ValueError, match="resynth mask"):
+        PL.WindowOptions(passes=2, resynth=Resynth.CODEC).validate()
+
+
 def test_edit_output_keeps_pre_and_post(sx):
     x = tone(2.0, seed=4)
     y = PL.edit(sx, x, "the dog sat down", span=(0.6, 1.2), background="keep",
@@ -152,7 +200,7 @@ def test_long_tts_text_is_split_into_sentences(sx):
 
 
 def test_joiner_matches_levels_at_a_join():
-    joiner = PL.WindowJoiner(100)
+    joiner = W.WindowJoiner(100)
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
     first = joiner.push(a)
@@ -168,8 +216,8 @@ def test_no_seam_at_window_joins():
     the output/input level ratio stays flat across every join, and the spectrum is the input's."""
     x = tone(12.0, seed=5)
     rng = np.random.default_rng(0)
-    windows = list(PL.split_windows([x], 2 * SR, SR // 2))
-    joiner = PL.WindowJoiner(SR // 2)
+    windows = list(W.split_windows([x], 2 * SR, SR // 2))
+    joiner = W.WindowJoiner(SR // 2)
     gains = rng.uniform(0.6, 1.6, len(windows))
     y = np.concatenate([joiner.push(w * g) for w, g in zip(windows, gains)] + [joiner.finish()])
     hop = SR // 20

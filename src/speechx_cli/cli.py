@@ -33,8 +33,8 @@ from .eval.cli import eval_app
 from .files import atomic_path
 from .mask import Resynth
 from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, ForceOpt,
-                      FormatOpt, MaskOpt, OutputFormat, RateOpt, ResynthOpt, SeedOpt, ShardOpt, TempOpt, TextOpt,
-                      TopKOpt, TopPOpt, WindowOpt)
+                      FormatOpt, MaskOpt, OutputFormat, PassesOpt, RateOpt, ResynthOpt, SeedOpt, ShardOpt, TempOpt,
+                      TextOpt, TopKOpt, TopPOpt, WindowOpt)
 from .prompts import Task
 from .train.cli import app as train_app
 
@@ -136,12 +136,13 @@ def denoise(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature,
     top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None,
     batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None,
-    draws: DrawsOpt = None, shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
+    draws: DrawsOpt = None, passes: PassesOpt = 1, shard: ShardOpt = None, fmt: FormatOpt = None,
+    bitrate: BitrateOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws)
+                   resynth, mask, bitrate, draws, passes)
         _run_files(c, Task.NS, inp, outp, text, shard=shard, fmt=fmt)
 
 
@@ -151,12 +152,12 @@ def remove_speech(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
-    shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
+    passes: PassesOpt = 1, shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws)
+                   resynth, mask, bitrate, draws, passes)
         _run_files(c, Task.SR, inp, outp, text, shard=shard, fmt=fmt)
 
 
@@ -168,12 +169,12 @@ def extract_speaker(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
-    shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
+    passes: PassesOpt = 1, shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws)
+                   resynth, mask, bitrate, draws, passes)
         _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard, fmt=fmt)
 
 

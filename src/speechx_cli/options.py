@@ -58,6 +58,9 @@ MaskOpt = Annotated[Optional[str], typer.Option(
 DrawsOpt = Annotated[Optional[int], typer.Option(
     "--draws", help="With --resynth mask: generate each window N times (decoded side by side) and cut by the mean "
                     "of their band energies.", show_default="4 with the mask, 1 with the codec")]
+PassesOpt = Annotated[int, typer.Option(
+    "--passes", help="With --resynth mask: run each window through the model N times, each pass on the last "
+                     "one's output (the mask cuts again what it left; N times the work).")]
 
 
 class OutputFormat(str, Enum):

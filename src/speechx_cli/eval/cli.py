@@ -29,8 +29,8 @@ from ..commands import (UserError, checkpoint_path, decoding_options, err, guard
 from ..commands import out as stdout
 from ..engine import DecodingOptions
 from ..mask import Resynth
-from ..options import (BatchOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, MaskOpt, ResynthOpt, TempOpt, TopKOpt,
-                       TopPOpt)
+from ..options import (BatchOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, MaskOpt, PassesOpt, ResynthOpt, TempOpt,
+                       TopKOpt, TopPOpt)
 from ..pipeline import TASK_MASKS, WindowOptions
 from . import devset as B
 from . import report as R
@@ -128,9 +128,10 @@ def _codec(path: Path, device: Device):
 
 
 def _speechx_runner(sx, seed: int, sampling: tuple[float, int, float], batch_size: int,
-                    max_seconds: float, with_text: bool, resynth: Resynth, mask=None, draws: int | None = None):
+                    max_seconds: float, with_text: bool, resynth: Resynth, mask=None, draws: int | None = None,
+                    passes: int = 1):
     decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
-    window = window_options(10.0, batch_size, resynth, mask, draws)
+    window = window_options(10.0, batch_size, resynth, mask, draws, passes)
     return R.speechx_system(sx, decoding, window, with_text)
 
 
@@ -153,7 +154,7 @@ def _task_command(task: str):
         temperature: TempOpt = DecodingOptions.temperature,
         top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         resynth: ResynthOpt = Resynth.MASK,
-        mask: MaskOpt = None, draws: DrawsOpt = None,
+        mask: MaskOpt = None, draws: DrawsOpt = None, passes: PassesOpt = 1,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -178,6 +179,8 @@ def _task_command(task: str):
             masking = mask_settings(TASK_OF[task], mask)
             if draws is not None and draws > 1 and TASK_OF[task] not in TASK_MASKS:
                 raise UserError(f"--draws: {task} makes no mask")
+            if passes > 1 and TASK_OF[task] not in TASK_MASKS:
+                raise UserError(f"--passes: {task} makes no mask")
             loaded = []  # the checkpoint, loaded once for speechx and the oracles
 
             def model():
@@ -187,11 +190,12 @@ def _task_command(task: str):
             for name in names:
                 if name == "speechx":
                     runners[name] = _speechx_runner(model(), seed, (temperature, top_k, top_p), batch_size,
-                                                    max_seconds, with_text, resynth, masking, draws)
+                                                    max_seconds, with_text, resynth, masking, draws, passes)
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {}),
-                             "draws": WindowOptions(resynth=resynth, draws=draws).n_draws}
+                             "draws": WindowOptions(resynth=resynth, draws=draws).n_draws,
+                             "passes": passes}
                 elif name == "reference":
                     runners[name] = R.reference_system
                 elif oracle_levels(name):
