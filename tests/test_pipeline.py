@@ -151,16 +151,6 @@ def test_passes_per_window_stream_as_they_run_and_leave_tts_alone(sx):
     assert np.array_equal(speech, speech1)
 
 
-def test_a_file_comes_out_the_same_alone_or_beside_others(sx):
-    """Sampled with draws, each request's output does not depend on what else shares its batches."""
-    x, y = tone(1.3, seed=5), tone(2.2, seed=9)
-    opts = DecodingOptions(temperature=1.0, seed=3)
-    reqs = [PL.Request(Task.NS, audio=x), PL.Request(Task.SR, audio=y), PL.Request(Task.NS, audio=y)]
-    together = PL.run(sx, reqs, opts, PL.WindowOptions(draws=2, batch_size=4))
-    for req, got in zip(reqs, together):
-        np.testing.assert_allclose(got, PL.run(sx, [req], opts, PL.WindowOptions(draws=2))[0], atol=1e-5)
-
-
 def test_passes_need_the_mask():
     with pytest.raises(ValueError, match="passes"):
         PL.WindowOptions(passes=0).validate()
