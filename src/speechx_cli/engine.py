@@ -124,7 +124,8 @@ def _draw(probs: torch.Tensor, generators: torch.Generator | list[torch.Generato
         u[i] = torch.rand((), generator=generators[i], device=probs.device)
     cdf = probs.cumsum(-1)
     ids = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1)
-    last = probs.shape[1] - 1 - (probs > 0).flip(-1).int().argmax(-1)  # a rounding past the end: the last possible id
+    # a draw rounded past the end takes the last id the row can take
+    last = probs.shape[1] - 1 - (probs > 0).flip(-1).int().argmax(-1)
     return torch.where(draw, torch.minimum(ids, last), 0)
 
 

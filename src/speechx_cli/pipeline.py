@@ -56,7 +56,7 @@ class WindowOptions:
     # the codec's waveform
     draws: int | None = None
     # times each window goes through the model: a pass's input is the previous pass's output, so the mask
-    # cuts again what the last one left (remove-speech: 2.4-3.6 dB less speech left, SI-SDR the same within
+    # cuts again what the last one left (remove-speech: 2.4-4.3 dB less speech left, SI-SDR the same within
     # its noise; checkpoints/README.md, "Two passes")
     passes: int = 1
 
