@@ -384,14 +384,49 @@ def test_oracle_systems_keep_the_true_levels_and_fill_the_rest(bench, tiny_check
         oracle_system(sx, k + 1)
 
 
-def test_oracle_systems_in_the_tts_report_and_refused_elsewhere(bench, tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("task", ["remove-speech", "extract-speaker"])
+def test_oracle_systems_of_known_length_tasks(bench, tiny_checkpoint, task):
+    """A known-length item's oracle is as long as its mixture: oracleK is the reference's codes cut to the
+    mixture's frames, decoded as speechx decodes (--resynth codec: the codes' audio; the mask: the input
+    masked by it); the same in one batch as item by item."""
+    from speechx_cli.checkpoint import load
+    from speechx_cli.eval.oracle import oracle_codes, oracle_system
+    from speechx_cli.mask import Resynth
+    from speechx_cli.pipeline import WindowOptions, to_audio, to_codes
+
+    sx = load(tiny_checkpoint)
+    load_ = R.Loader(bench)
+    items, sr, k = bench.items_for(task), sx.codec.sample_rate, sx.config.n_codebooks
+    frames = [len(to_codes(sx, load_(i.input, sr))) for i in items]
+    true = [to_codes(sx, load_(i.reference, sr))[:n] for i, n in zip(items, frames)]
+    assert all(torch.equal(c, t) for c, t in zip(oracle_codes(sx, load_, items, k), true))
+    together = oracle_codes(sx, load_, items, 1)
+    alone = [oracle_codes(sx, load_, [i], 1)[0] for i in items]
+    assert all(torch.equal(a, b) for a, b in zip(together, alone))
+    assert all(torch.equal(c[:, 0], t[:, 0]) and len(c) == n for c, t, n in zip(together, true, frames))
+    inputs = [load_(i.input, sr) for i in items]
+    codec_out = oracle_system(sx, k, WindowOptions(resynth=Resynth.CODEC))(bench, items)
+    masked = oracle_system(sx, k)(bench, items)
+    for x, t, c, m in zip(inputs, true, codec_out, masked):
+        assert np.array_equal(c.audio, to_audio(sx, t)[: len(x)])
+        assert len(m.audio) == len(x) and not np.array_equal(m.audio, c.audio)
+        assert np.max(np.abs(m.audio)) <= np.max(np.abs(x)) * 1.5  # a gain on the input, not the codec's audio
+
+
+def test_oracle_systems_in_the_reports_and_refused_elsewhere(bench, tiny_checkpoint, tmp_path):
     r = runner.invoke(app, ["eval", "tts", str(bench.root), "--checkpoint", str(tiny_checkpoint), "--systems",
                             "oracle1,oracle2", "--limit", "1", "--out", str(tmp_path / "r"), "--no-plots"])
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert {row["system"] for row in report["items"]} == {"oracle1", "oracle2"}
     assert report["checkpoint"] == str(tiny_checkpoint)
-    for args in (["tts", "--systems", "oracle99"], ["denoise", "--systems", "oracle1"]):
+    r = runner.invoke(app, ["eval", "remove-speech", str(bench.root), "--checkpoint", str(tiny_checkpoint),
+                            "--systems", "oracle1", "--limit", "1", "--out", str(tmp_path / "s"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "s" / "report.json").read_text())["items"]
+    assert {row["system"] for row in rows} == {"oracle1"} and all("si_sdr" in row["metrics"] for row in rows)
+    for args in (["tts", "--systems", "oracle99"], ["edit", "--systems", "oracle1"],
+                 ["denoise", "--systems", "oracle1", "--mask", "counterpart=yes"]):
         r = runner.invoke(app, ["eval", args[0], str(bench.root), "--checkpoint", str(tiny_checkpoint), *args[1:],
                                 "--out", str(tmp_path / "x")])
         assert "oracle" in _one_line_error(r)

@@ -93,7 +93,7 @@ def test_counterpart_mask_divides_by_both_tasks_draws(sx):
     x = tone(1.3, seed=5)
     opts = DecodingOptions(temperature=1.0, seed=2)
     settings = M.MaskOptions(counterpart=True)
-    row = PL._window_row(sx, 0, Task.NS, x, None, None, Task.SR)
+    row = PL.window_row(sx, 0, Task.NS, x, None, None, Task.SR)
     own, other = (PL.generate(sx.ar, sx.nar, [p] * 2, opts, sx.codec.frame_rate) for p in (row.prompt, row.counterpart))
     wav = lambda codes: [PL.to_audio(sx, c)[: len(x)] for c in codes]  # noqa: E731
     got = PL.run(sx, [PL.Request(Task.NS, audio=x)], opts, PL.WindowOptions(draws=2, batch_size=2, mask=settings))[0]

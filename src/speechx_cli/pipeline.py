@@ -200,7 +200,7 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[in
     # a transcript belongs to the whole file: only a single window may carry it
     t = text if len(windows) == 1 else None
     enroll = voices[id(req.enrollment)] if req.task is Task.TSE else None
-    return [_window_row(sx, i, req.task, w, enroll, t, _counterpart(req.task, win)) for w in windows]
+    return [window_row(sx, i, req.task, w, enroll, t, _counterpart(req.task, win)) for w in windows]
 
 
 def _counterpart(task: Task, window: WindowOptions) -> Task | None:
@@ -213,7 +213,7 @@ def _counterpart(task: Task, window: WindowOptions) -> Task | None:
     return COUNTERPARTS[task]
 
 
-def _window_row(sx: SpeechX, i: int, task: Task, audio: np.ndarray, enroll: torch.Tensor | None,
+def window_row(sx: SpeechX, i: int, task: Task, audio: np.ndarray, enroll: torch.Tensor | None,
                 text: torch.Tensor | None, counterpart: Task | None = None) -> _Row:
     """The row of one window of a known-length task (with the counterpart task's prompt of it)."""
     v, mix = sx.config.codebook_size, to_codes(sx, audio)
@@ -266,11 +266,11 @@ def _finish(sx: SpeechX, req: Request, rows: list[_Row], outs: list[list[torch.T
         fade = int(CROSSFADE_SECONDS * sx.codec.sample_rate)
         return splice(req.audio, middle, start, end, fade)
     joiner = WindowJoiner(_overlap_samples(sx, window))
-    parts = [joiner.push(_window_output(sx, req.task, r, o, window)) for r, o in zip(rows, outs)]
+    parts = [joiner.push(window_output(sx, req.task, r, o, window)) for r, o in zip(rows, outs)]
     return np.concatenate(parts + [joiner.finish()])
 
 
-def _window_output(sx: SpeechX, task: Task, row: _Row, draws: list[torch.Tensor], window: WindowOptions) -> np.ndarray:
+def window_output(sx: SpeechX, task: Task, row: _Row, draws: list[torch.Tensor], window: WindowOptions) -> np.ndarray:
     """One window's output, as long as its input window, from the codes of its draws (its own, then as
     many of the counterpart task's when the row has one)."""
     n = len(row.source)
@@ -292,8 +292,8 @@ def _next_passes(sx: SpeechX, rows: list[_Row], outs: list[list[torch.Tensor]], 
     rows, outs = list(rows), list(outs)
     again = [j for j, r in enumerate(rows) if r.source is not None]
     for _ in range(window.passes - 1 if again else 0):
-        new = [_window_row(sx, rows[j].request, rows[j].prompt.task,
-                           _window_output(sx, rows[j].prompt.task, rows[j], outs[j], window), rows[j].enroll,
+        new = [window_row(sx, rows[j].request, rows[j].prompt.task,
+                           window_output(sx, rows[j].prompt.task, rows[j], outs[j], window), rows[j].enroll,
                            rows[j].text, None if rows[j].counterpart is None else rows[j].counterpart.task)
                for j in again]
         for j, row, out in zip(again, new, _generate_rows(sx, new, opts, window.batch_size, window.n_draws)):
@@ -374,10 +374,10 @@ def stream(sx: SpeechX, task: Task, blocks: Iterable[np.ndarray], opts: Decoding
     pending: list[np.ndarray] = []
 
     def flush() -> Iterator[np.ndarray]:
-        rows = [_window_row(sx, 0, task, w, enroll, None, counterpart) for w in pending]
+        rows = [window_row(sx, 0, task, w, enroll, None, counterpart) for w in pending]
         outs = _generate_rows(sx, rows, opts, window.batch_size, window.n_draws)
         for r, o in zip(*_next_passes(sx, rows, outs, opts, window)):
-            yield joiner.push(_window_output(sx, task, r, o, window))
+            yield joiner.push(window_output(sx, task, r, o, window))
         pending.clear()
 
     for w in split_windows(blocks, int(window.seconds * sr), int(window.overlap * sr)):

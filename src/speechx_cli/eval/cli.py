@@ -36,7 +36,7 @@ from . import devset as B
 from . import report as R
 from .codec_cost import codec_cost
 from .devset import TASK_OF, TASKS
-from .oracle import oracle_levels, oracle_system
+from .oracle import ORACLE_TASKS, oracle_levels, oracle_system
 from .peers import PEERS, peers_for
 
 eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers on a dev benchmark "
@@ -45,7 +45,8 @@ eval_app = typer.Typer(no_args_is_help=True, help="Measure speechx and its peers
 SystemsOpt = Annotated[Optional[str], typer.Option(
     "--systems", help="Comma-separated systems: speechx and/or peers (passthrough, deepfilternet, noisereduce); "
     "reference: each item's true answer (the metrics' ceiling, e.g. the recognizer's WER on the voices); "
-    "tts only, oracleN: the true answer's first N codebook levels, the NAR fills the rest (where words are lost).",
+    "oracleN (not edit): the true answer's first N codebook levels, the NAR fills the rest, the output made "
+    "from them as speechx makes it (where the AR, the NAR and the codec lose).",
     show_default="speechx and the task's peers")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="At most N items per subset.")]
 OutOpt = Annotated[Optional[Path], typer.Option(
@@ -79,10 +80,11 @@ def _systems(task: str, spec: str | None) -> list[str]:
         return ["speechx"] + [p.name for p in peers_for(task)]
     names = [s.strip() for s in spec.split(",") if s.strip()]
     known = ["speechx", *PEERS, "reference"]
-    bad = [n for n in names if n not in known and not (task == "tts" and oracle_levels(n))]
+    oracles = TASK_OF[task] in ORACLE_TASKS
+    bad = [n for n in names if n not in known and not (oracles and oracle_levels(n))]
     if bad or not names:
         raise UserError(f"--systems: unknown system(s) {', '.join(bad) or '(none given)'}; "
-                        f"choose from {', '.join(known)}{', oracleN' if task == 'tts' else ''}")
+                        f"choose from {', '.join(known)}{', oracleN' if oracles else ''}")
     return list(dict.fromkeys(names))
 
 
@@ -200,7 +202,8 @@ def _task_command(task: str):
                     runners[name] = R.reference_system
                 elif oracle_levels(name):
                     try:
-                        runners[name] = oracle_system(model(), oracle_levels(name))
+                        runners[name] = oracle_system(model(), oracle_levels(name),
+                                                      window_options(10.0, batch_size, resynth, masking, None, 1))
                     except ValueError as e:
                         raise UserError(f"--systems: {e}") from None
                     info |= {"checkpoint": str(checkpoint or default_path())}
