@@ -293,8 +293,8 @@ def _next_passes(sx: SpeechX, rows: list[_Row], outs: list[list[torch.Tensor]], 
     again = [j for j, r in enumerate(rows) if r.source is not None]
     for _ in range(window.passes - 1 if again else 0):
         new = [window_row(sx, rows[j].request, rows[j].prompt.task,
-                           window_output(sx, rows[j].prompt.task, rows[j], outs[j], window), rows[j].enroll,
-                           rows[j].text, None if rows[j].counterpart is None else rows[j].counterpart.task)
+                          window_output(sx, rows[j].prompt.task, rows[j], outs[j], window), rows[j].enroll,
+                          rows[j].text, None if rows[j].counterpart is None else rows[j].counterpart.task)
                for j in again]
         for j, row, out in zip(again, new, _generate_rows(sx, new, opts, window.batch_size, window.n_draws)):
             rows[j], outs[j] = row, out
