@@ -47,14 +47,17 @@ def _check(sx: SpeechX, levels: int) -> None:
         raise ValueError(f"oracle{levels}: this checkpoint has codebook levels 1..{sx.config.n_codebooks}")
 
 
-def oracle_codes(sx: SpeechX, load: Loader, items: list[Item], levels: int,
-                 rows: list | None = None) -> list[torch.Tensor]:
-    """Per item, (T, K) codes: the reference's levels 1..`levels`, the NAR's fill of the rest. rows: each
-    known-length item's window row (`_row`), if made already."""
+def oracle_codes(sx: SpeechX, load: Loader, items: list[Item], levels: int) -> list[torch.Tensor]:
+    """Per item, (T, K) codes: the reference's levels 1..`levels`, the NAR's fill of the rest."""
+    return _rows_and_codes(sx, load, items, levels)[1]
+
+
+def _rows_and_codes(sx: SpeechX, load: Loader, items: list[Item], levels: int) -> tuple[list, list[torch.Tensor]]:
+    """oracle_codes, with each known-length item's window row (`_row`; None for tts) that made its prompt."""
     _check(sx, levels)
     k, v, sr = sx.config.n_codebooks, sx.config.codebook_size, sx.codec.sample_rate
     _check_items(items)
-    rows = rows or [_row(sx, load, i) for i in items]
+    rows = [_row(sx, load, i) for i in items]
     prompts, first = [], []
     for i, row in zip(items, rows):
         answer = to_codes(sx, load(i.reference, sr))
@@ -67,7 +70,7 @@ def oracle_codes(sx: SpeechX, load: Loader, items: list[Item], levels: int,
     none = torch.zeros(len(items), 0, k, dtype=torch.long, device=sx.device)
     filled = generate_nar(sx.nar, P.collate(prompts).to(sx.device), first, none,
                           torch.zeros(len(items), dtype=torch.long, device=sx.device))
-    return [c.cpu() for c in filled]
+    return rows, [c.cpu() for c in filled]
 
 
 def _check_items(items: list[Item]) -> None:
@@ -96,10 +99,8 @@ def oracle_system(sx: SpeechX, levels: int, window: WindowOptions = WindowOption
         raise ValueError(f"oracle{levels}: a counterpart mask needs the other task's draws; oracles make none")
 
     def run(bench: Benchmark, items: list[Item]) -> list[Output]:
-        _check_items(items)
         load = Loader(bench)  # each file is read once, for the codes and for the output
-        rows = [_row(sx, load, i) for i in items]
-        codes = oracle_codes(sx, load, items, levels, rows)
+        rows, codes = _rows_and_codes(sx, load, items, levels)
         return [Output(np.asarray(to_audio(sx, c)[: len(load(i.reference, sr))] if row is None else
                                   window_output(sx, row.prompt.task, row, [c], window), np.float32), sr)
                 for i, row, c in zip(items, rows, codes)]
