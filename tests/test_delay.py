@@ -1,6 +1,8 @@
 """The AR over several codebook levels (delay pattern): layouts, cached == teacher-forced, batching,
 prefixes, and training from a one-level AR."""
 
+from dataclasses import replace
+
 import torch
 
 from speechx_cli import prompts as P
@@ -61,7 +63,7 @@ def test_greedy_generation_is_the_argmax_of_the_teacher_forced_model():
     limits = frame_limits(prompts, opts, 50)
     known = torch.ones(2, dtype=torch.bool)
     none = torch.zeros(2, 0, dtype=torch.long)
-    outs = generate_ar(ar, batch, opts, limits, known, none, torch.zeros(2, dtype=torch.long))
+    outs = generate_ar(ar, batch, opts, limits, known, none, torch.zeros(2, 0, dtype=torch.bool))
     assert [tuple(o.shape) for o in outs] == [(9, 3), (6, 3)]
     codes = torch.zeros(2, 9, 3, dtype=torch.long)
     for i, o in enumerate(outs):
@@ -176,3 +178,25 @@ def test_an_ar_over_every_level_trains_alone_and_bad_level_counts_are_one_line(t
         r = CliRunner().invoke(app, ["train", "lm", "--data", str(tmp_path / "shards"), "--preset", "tiny",
                                      "--out", str(tmp_path / "run"), "--ar-levels", levels])
         assert r.exit_code != 0 and "ar_levels must be in 1..4" in r.output and "Traceback" not in r.output
+
+
+def test_given_frames_are_fed_on_every_level_and_the_rest_follow_them():
+    """Prompt.given: a known-length row's given frames come out as its prefix's codes on every level (the AR's
+    three and the NAR's), and every other code is the greedy choice of the teacher-forced model on that output:
+    the given codes are the history the next frames read."""
+    ar, nar = models()
+    mix = rand_codes(9, 1)
+    given = torch.tensor([0, 1, 1, 0, 0, 1, 0, 0, 0], dtype=torch.bool)
+    prompt = replace(P.sr(mix, V), prefix=mix, given=given)
+    out = generate(ar, nar, [prompt], DecodingOptions(temperature=0, escape_after=0), frame_rate=50)[0]
+    assert out.shape == (9, K) and torch.equal(out[given], mix[given])
+    inputs, valid = delayed_inputs(out[None, :, :3], torch.tensor([9]), V)
+    labels = delayed_labels(out[None, :, :3], torch.tensor([9]), V)[0]
+    batch = P.collate([prompt])
+    with torch.no_grad():
+        logits = ar.level_logits(ar.features(batch.tokens, batch.types, batch.positions, inputs, valid))
+    for k in range(3):
+        frame = torch.arange(len(labels)) - k  # label position t of level k is frame t - k
+        here = (labels[:, k] != X) & (labels[:, k] != EOS) & ~given[frame.clamp(0, 8)]
+        assert here.sum() >= 4
+        assert torch.equal(logits[k][0, :, :V].argmax(-1)[here], labels[here, k])

@@ -122,7 +122,7 @@ def test_nar_with_condition_cache_matches_full_forward():
     batch = P.collate(ps)
     first = [torch.randint(0, V, (6,)), torch.randint(0, V, (3,))]
     empty = torch.zeros(2, 0, K, dtype=torch.long)
-    fast = generate_nar(nar, batch, first, empty, torch.zeros(2, dtype=torch.long))
+    fast = generate_nar(nar, batch, first, empty, torch.zeros(2, 0, dtype=torch.bool))
     # reference: the model's own full forward pass, one level at a time
     codes = torch.zeros(2, 6, K, dtype=torch.long)
     codes[0, :, 0], codes[1, :3, 0] = first
@@ -157,10 +157,27 @@ def test_nar_given_its_own_first_levels_reproduces_its_fill():
     ps = [P.tts(torch.tensor([5, 6]), rand_codes(4, 13), V), P.tts(torch.tensor([7]), rand_codes(5, 14), V)]
     batch = P.collate(ps)
     first = [torch.randint(0, V, (6,)), torch.randint(0, V, (4,))]
-    empty, zero = torch.zeros(2, 0, K, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+    empty, zero = torch.zeros(2, 0, K, dtype=torch.long), torch.zeros(2, 0, dtype=torch.bool)
     full = generate_nar(nar, batch, first, empty, zero)
     for known in (1, 2, K):
         again = generate_nar(nar, batch, [f[:, :known] for f in full], empty, zero)
         assert all(torch.equal(a, f) for a, f in zip(again, full))
     with pytest.raises(ValueError, match="known levels"):
         generate_nar(nar, batch, [full[0][:, :2], full[1][:, :3]], empty, zero)
+
+
+def test_given_frames_replace_the_draws_and_nothing_given_is_plain_generation():
+    """Prompt.given on a one-level AR: no frame given is exactly the generation without a prefix; the given
+    frames come out as the prefix's codes on every level, in a batch as alone."""
+    ar, nar = models()
+    mix = rand_codes(12, 8)
+    opts = DecodingOptions(temperature=1.0, seed=3)
+    plain = generate(ar, nar, [P.sr(mix, V), P.ns(mix, V)], opts, frame_rate=50)
+    nothing = replace(P.sr(mix, V), prefix=mix, given=torch.zeros(12, dtype=torch.bool))
+    assert all(torch.equal(a, b) for a, b in zip(plain, generate(ar, nar, [nothing, P.ns(mix, V)], opts, 50)))
+    given = torch.arange(12) % 3 == 0
+    some = replace(P.sr(mix, V), prefix=mix, given=given)
+    together = generate(ar, nar, [some, P.ns(mix, V)], opts, frame_rate=50)
+    assert torch.equal(together[0][given], mix[given]) and not torch.equal(together[0], plain[0])
+    assert torch.equal(together[1], plain[1])
+    assert torch.equal(generate(ar, nar, [some], opts, frame_rate=50)[0], together[0])

@@ -309,6 +309,8 @@ def test_cli_usage_errors(bench):
                                 ("tts", "floor=1", "makes no mask")):
         r = runner.invoke(app, ["eval", task, str(bench.root), "--systems", "passthrough", "--mask", spec])
         assert message in _one_line_error(r)
+    r = runner.invoke(app, ["eval", "denoise", str(bench.root), "--systems", "passthrough", "--speech-free-db", "5"])
+    assert "only remove-speech" in _one_line_error(r)
 
 
 def test_missing_eval_packages_are_one_line_errors(bench, monkeypatch):

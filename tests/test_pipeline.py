@@ -9,6 +9,8 @@ import torch
 from speechx_cli import checkpoint
 from speechx_cli import mask as M
 from speechx_cli import pipeline as PL
+from speechx_cli import prompts as P
+from speechx_cli import speechfree as S
 from speechx_cli import windows as W
 from speechx_cli.engine import DecodingOptions
 from speechx_cli.mask import Resynth
@@ -104,11 +106,11 @@ def test_counterpart_mask_divides_by_both_tasks_draws(sx):
         PL.run(sx, [PL.Request(Task.TSE, audio=x, enrollment=x)], opts, PL.WindowOptions(mask=settings))
 
 
-@pytest.mark.parametrize("mask", [None, M.MaskOptions(counterpart=True)])
-def test_stream_equals_in_memory_run_with_draws(sx, mask):
+@pytest.mark.parametrize("mask, speech_free_db", [(None, 0.0), (M.MaskOptions(counterpart=True), 0.0), (None, 3.0)])
+def test_stream_equals_in_memory_run_with_draws(sx, mask, speech_free_db):
     x = tone(5.1, seed=7)
     opts = DecodingOptions(temperature=1.0, seed=1)
-    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask)
+    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask, speech_free_db=speech_free_db)
     whole = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, win)[0]
     streamed = np.concatenate(list(PL.stream(sx, Task.SR, [x], opts, win)))
     np.testing.assert_allclose(whole, streamed, atol=1e-5)
@@ -231,3 +233,46 @@ def test_shared_enrollment_is_encoded_once_per_run(sx, monkeypatch):
     assert encoded.count(len(enroll)) == 1 and len(encoded) == 4  # one enrollment + three mixtures
     for y, want in zip(outs, expected):
         np.testing.assert_allclose(y, want, atol=1e-5)
+
+
+def test_speech_free_frames_are_those_whose_speech_estimate_is_far_under_the_input():
+    """Per codec frame: the mean energy of the estimates against the source's; a silent source frame never counts."""
+    hop = 4
+    source = np.repeat([1.0, 1.0, 0.0, 1.0, 1.0], hop).astype(np.float32)
+    speech = [np.repeat([1.0, 0.1, 0.0, 0.45, 0.1], hop), np.repeat([1.0, 0.1, 0.0, 0.45, 0.0], hop)]
+    # mean energies 1, 0.01, 0, 0.2, 0.005: 0, 20, -, 7, 23 dB under the source; then a source that ends early
+    np.testing.assert_allclose(S.frame_energy(source, hop, 6), [1, 1, 0, 1, 1, 0])
+    assert S.speech_free(source, speech, hop, 5, 10.0).tolist() == [False, True, False, False, True]
+    assert S.speech_free(source, speech, hop, 5, 5.0).tolist() == [False, True, False, True, True]
+    assert S.speech_free(source[:16], speech, hop, 5, 5.0).tolist() == [False, True, False, True, False]
+
+
+def test_remove_speech_feeds_its_input_where_its_denoise_draws_find_no_speech(sx):
+    """remove-speech == its window's denoise draws, then its own draws with the input's codes given in the frames
+    where those draws are `speech_free_db` under the input, under the task's mask; 0 dB turns it off."""
+    x = tone(1.3, seed=5)
+    opts = DecodingOptions(temperature=1.0, seed=2)
+    row = PL.window_row(sx, 0, Task.SR, x, None, None)
+    mix, hop, frames = row.source_codes, sx.codec.hop_length, len(row.source_codes)
+    speech = [PL.to_audio(sx, c) for c in PL.generate(sx.ar, sx.nar, [P.ns(mix, sx.config.codebook_size)] * 2,
+                                                      opts, sx.codec.frame_rate)]
+    under = 10 * np.log10(S.frame_energy(x, hop, frames) / np.mean([S.frame_energy(s, hop, frames) for s in speech], 0))
+    db = float(np.median(under))  # a threshold that picks about half of this untrained model's frames
+    free = S.speech_free(x, speech, hop, frames, db)
+    assert 0 < int(free.sum()) < frames
+    settings = PL.TASK_MASKS[Task.SR]
+    rendered = PL.to_audio(sx, mix)[: len(x)]
+
+    def masked(prompt):
+        codes = PL.generate(sx.ar, sx.nar, [prompt] * 2, opts, sx.codec.frame_rate)
+        return codes, M.apply(x, [PL.to_audio(sx, c)[: len(x)] for c in codes], SR, settings, rendered)
+    codes, expected = masked(replace(row.prompt, prefix=mix, given=free))
+    assert all(torch.equal(c[free], mix[free]) for c in codes)
+    got = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(draws=2, speech_free_db=db))[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    off = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(draws=2, speech_free_db=0))[0]
+    plain, unforced = masked(row.prompt)
+    np.testing.assert_allclose(off, unforced, atol=1e-6)
+    assert not all(torch.equal(a, b) for a, b in zip(codes, plain))
+    with pytest.raises(ValueError, match="speech-free"):
+        PL.WindowOptions(speech_free_db=-1).validate()

@@ -34,8 +34,9 @@ from .files import atomic_path
 from .mask import Resynth
 from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, ForceOpt,
                       FormatOpt, MaskOpt, OutputFormat, PassesOpt, RateOpt, ResynthOpt, SeedOpt, ShardOpt, TempOpt,
-                      TextOpt, TopKOpt, TopPOpt, WindowOpt)
+                      SpeechFreeOpt, TextOpt, TopKOpt, TopPOpt, WindowOpt)
 from .prompts import Task
+from .speechfree import SPEECH_FREE_DB
 from .train.cli import app as train_app
 
 # Typer >= 0.28 vendors its own click; older ones use the click package.
@@ -152,12 +153,13 @@ def remove_speech(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
-    passes: PassesOpt = 1, shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
+    passes: PassesOpt = 1, speech_free_db: SpeechFreeOpt = SPEECH_FREE_DB, shard: ShardOpt = None,
+    fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes)
+                   resynth, mask, bitrate, draws, passes, speech_free_db)
         _run_files(c, Task.SR, inp, outp, text, shard=shard, fmt=fmt)
 
 

@@ -5,7 +5,8 @@ left-padded (prompts.collate), so every row's output starts at the same cache co
 step appends one column for all rows. Rows differ only in their stopping rule:
   - known length (ns/sr/tse): <eos> is forbidden before `out_frames`, forced at it;
   - otherwise (tts/edit): stop at <eos> or at the row's frame limit;
-  - a known prefix (edit: C(pre)) is fed instead of sampled for its first P steps.
+  - given frames are fed instead of sampled: a prefix (edit: C(pre), its first P steps), or any frames
+    of the output (remove-speech: the input's own codes where it holds no speech, speechfree.py).
 The NAR model then fills codebooks 2..K greedily, one full pass per codebook. An AR with ar_levels
 A > 1 writes levels 1..A in a delay pattern (delay.py) and the NAR fills A+1..K.
 """
@@ -177,12 +178,13 @@ def decode_step(model: ARModel, token: torch.Tensor, step: int, start: int, key_
 
 @torch.inference_mode()
 def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: torch.Tensor,
-                known: torch.Tensor, prefix: torch.Tensor, prefix_len: torch.Tensor) -> list[torch.Tensor]:
+                known: torch.Tensor, prefix: torch.Tensor, given: torch.Tensor) -> list[torch.Tensor]:
     """The AR's codes per row: (T_b,) codebook-1 codes, or (T_b, A) with A = ar_levels > 1.
 
     limits (B,): most frames a row may produce (= out_frames for known-length rows);
     known (B,) bool: the row must produce exactly `limits` frames;
-    prefix (B, P) or (B, P, >=A) / prefix_len (B,): codes fed instead of sampled for the first frames.
+    prefix (B, P) or (B, P, >=A) / given (B, P) bool: codes of the first P frames, and which of them are fed
+    instead of sampled (every level the AR writes; a plain prefix gives all of its frames).
     With A > 1, step t writes level k of frame t-k (delay.py): level 1 is sampled and decides the length
     as at A = 1; the other levels follow it by k steps, take their argmax (as the NAR fills its levels;
     sampled at the temperature, a 4-level AR's WER was 0.08 higher, within the noise: docs/demo-v2.md)
@@ -211,15 +213,16 @@ def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: tor
         raise ValueError(f"generate_ar: a prefix needs the AR's {a} levels, got {prefix.shape[2]}")
     prefix = prefix[..., :a]
     prefix = torch.nn.functional.pad(prefix, (0, a - prefix.shape[2], 0, steps + tail + 1 - prefix.shape[1]))
+    given = _pad_frames(given, steps + tail + 1)
     for t in range(steps + 1 + tail):
         key_valid[:, c + t] = True
         h = decode_states(model, token if a > 1 else token[:, 0], t, c, key_valid, caches)
         if t <= steps and not bool(done.all()):
             logits = model.head(h).float()
-            no_eos = (t < prefix_len) | (known & (t < limits))
+            no_eos = given[:, t] | (known & (t < limits))
             logits[:, eos] = logits[:, eos].masked_fill(no_eos, float("-inf"))
             nxt = sample(logits, opts, generator, escape_rows(out[:, :t, 0], opts))
-            nxt = torch.where(t < prefix_len, prefix[:, t, 0], nxt)
+            nxt = torch.where(given[:, t], prefix[:, t, 0], nxt)
             nxt = torch.where(t >= limits, eos, nxt)
             stop = (nxt == eos) & ~done
             lengths = torch.where(stop, t, lengths)
@@ -228,7 +231,7 @@ def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: tor
         for k in range(1, min(a, t + 1)):  # level k+1 of frame t-k: its argmax, as the NAR fills its levels
             f = t - k
             code = model.level_heads[k - 1](h).argmax(-1)
-            out[:, f, k] = torch.where(f < prefix_len, prefix[:, f, k], code)
+            out[:, f, k] = torch.where(given[:, f], prefix[:, f, k], code)
         if bool(done.all()) and t >= int(lengths.max()) + tail:  # every level of every row written
             break
         # next step's inputs: level k reads its code of frame t-k (<bos> before it, <eos> after the row ends)
@@ -243,8 +246,10 @@ def generate_ar(model: ARModel, batch: Batch, opts: DecodingOptions, limits: tor
 
 @torch.inference_mode()
 def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefix: torch.Tensor,
-                 prefix_len: torch.Tensor) -> list[torch.Tensor]:
+                 given: torch.Tensor) -> list[torch.Tensor]:
     """Fill codebooks 2..K greedily. first: per-row (T_b,) codebook-1 codes -> per-row (T_b, K).
+
+    prefix (B, P, K) / given (B, P) bool: frames whose every level is the prefix's instead of the argmax.
 
     A row of `first` may be (T_b, L) instead: its first L levels are known (the same L in every row)
     and only levels L+1..K are filled; eval/oracle.py gives the true answer's levels this way.
@@ -257,15 +262,15 @@ def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefi
     b, t = len(first), max(1, int(lengths.max()))
     c = batch.types.shape[1]
     codes = torch.zeros(b, t, k, dtype=torch.long, device=device)
-    given = {1 if f.dim() == 1 else f.shape[1] for f in first}
-    if len(given) != 1 or not 1 <= min(given) <= k:
-        raise ValueError(f"generate_nar: rows give {sorted(given)} known levels; need one count in 1..{k}")
-    known = given.pop()
+    counts = {1 if f.dim() == 1 else f.shape[1] for f in first}
+    if len(counts) != 1 or not 1 <= min(counts) <= k:
+        raise ValueError(f"generate_nar: rows give {sorted(counts)} known levels; need one count in 1..{k}")
+    known = counts.pop()
     for i, f in enumerate(first):
         codes[i, : len(f), :known] = f.reshape(len(f), known)
     frame = torch.arange(t, device=device)
     out_valid = frame[None, :] < lengths[:, None]  # (B, T)
-    from_prefix = frame[None, :] < prefix_len[:, None]
+    from_prefix = _pad_frames(given, t)
     prefix = torch.nn.functional.pad(prefix, (0, 0, 0, max(0, t - prefix.shape[1])))[:, :t]
 
     caches = make_caches(model, b, c + t, device, next(model.parameters()).dtype)
@@ -278,6 +283,11 @@ def generate_nar(model: NARModel, batch: Batch, first: list[torch.Tensor], prefi
         logits = model.heads[level - 1](h)
         codes[..., level] = torch.where(from_prefix, prefix[..., level], logits.argmax(-1))
     return [codes[i, : lengths[i]] for i in range(b)]
+
+
+def _pad_frames(given: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B, P) bool -> (B, frames): False past P."""
+    return torch.nn.functional.pad(given.bool(), (0, max(0, frames - given.shape[1])))[:, :frames]
 
 
 def frame_limits(prompts: list[Prompt], opts: DecodingOptions, frame_rate: float,
@@ -306,8 +316,9 @@ def generate(ar: ARModel, nar: NARModel, prompts: list[Prompt], opts: DecodingOp
     k = prompts[0].n_codebooks
     p_max = max(len(p.prefix) for p in prompts)
     prefix = torch.zeros(len(prompts), p_max, k, dtype=torch.long, device=device)
+    given = torch.zeros(len(prompts), p_max, dtype=torch.bool, device=device)
     for i, p in enumerate(prompts):
         prefix[i, : len(p.prefix)] = p.prefix
-    prefix_len = torch.tensor([len(p.prefix) for p in prompts], device=device)
-    first = generate_ar(ar, batch, opts, limits, known, prefix[..., : ar.cfg.ar_levels], prefix_len)
-    return [c.cpu() for c in generate_nar(nar, batch, first, prefix, prefix_len)]
+        given[i, : len(p.prefix)] = True if p.given is None else p.given
+    first = generate_ar(ar, batch, opts, limits, known, prefix[..., : ar.cfg.ar_levels], given)
+    return [c.cpu() for c in generate_nar(nar, batch, first, prefix, given)]

@@ -6,6 +6,8 @@ Long inputs of the known-length tasks (denoise, remove-speech, extract-speaker) 
 overlapping windows no longer than the model was trained on, generated as one batch, and joined
 with linear crossfades over the overlaps. Each window's output is, by default, its input with the
 generated audio's band energies applied as gains (mask.py); `Resynth.CODEC` keeps the codec's waveform.
+With `speech_free_db`, remove-speech generates each window's denoise draws first and gives the model the
+input's own codes where they find no speech (speechfree.py).
 
 Word-level editing (`edit_words`): diff the transcripts, align the input's words and plan one step per
 changed group of words (editplan.py), then run the steps right to left (`edit_steps`).
@@ -14,7 +16,7 @@ changed group of words (editplan.py), then run the steps right to left (`edit_st
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -23,6 +25,7 @@ import torch
 from . import editplan as E
 from . import mask as M
 from . import prompts as P
+from . import speechfree as S
 from . import text as T
 from .audio import CROSSFADE_SECONDS, splice
 from .checkpoint import SpeechX
@@ -59,6 +62,9 @@ class WindowOptions:
     # cuts again what the last one left (remove-speech: 2.4-4.3 dB less speech left, SI-SDR the same within
     # its noise; checkpoints/README.md, "Two passes")
     passes: int = 1
+    # remove-speech: feed the input's own codes in the frames where the window's denoise draws (generated
+    # first) are this many dB under the input (speechfree.py; 0: off, the default)
+    speech_free_db: float = S.SPEECH_FREE_DB
 
     @property
     def n_draws(self) -> int:
@@ -79,6 +85,8 @@ class WindowOptions:
             raise ValueError("passes (--passes) must be >= 1")
         if self.passes > 1 and self.resynth is not Resynth.MASK:
             raise ValueError("several passes (--passes) cut the input again: they need resynth mask (--resynth mask)")
+        if self.speech_free_db < 0:
+            raise ValueError("speech-free threshold (--speech-free-db) must be >= 0 dB (0: off)")
         if self.mask is not None:
             self.mask.validate()
         return self
@@ -296,7 +304,7 @@ def _next_passes(sx: SpeechX, rows: list[_Row], outs: list[list[torch.Tensor]], 
                           window_output(sx, rows[j].prompt.task, rows[j], outs[j], window), rows[j].enroll,
                           rows[j].text, None if rows[j].counterpart is None else rows[j].counterpart.task)
                for j in again]
-        for j, row, out in zip(again, new, _generate_rows(sx, new, opts, window.batch_size, window.n_draws)):
+        for j, row, out in zip(again, new, _generate_windows(sx, new, opts, window)):
             rows[j], outs[j] = row, out
     return rows, outs
 
@@ -314,13 +322,36 @@ def run(sx: SpeechX, requests: list[Request], opts: DecodingOptions,
     voices: dict[int, torch.Tensor] = {}  # the requests keep their arrays alive: ids stay unique
     for i, req in enumerate(requests):
         rows.extend(_rows(sx, i, req.validate(), window, voices))
-    outs = _generate_rows(sx, rows, opts, window.batch_size, window.n_draws)
+    outs = _generate_windows(sx, rows, opts, window)
     rows, outs = _next_passes(sx, rows, outs, opts, window)
     results = []
     for i, req in enumerate(requests):
         mine = [(r, o) for r, o in zip(rows, outs) if r.request == i]
         results.append(_finish(sx, req, [r for r, _ in mine], [o for _, o in mine], window))
     return results
+
+
+def _generate_windows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions,
+                      window: WindowOptions) -> list[list[torch.Tensor]]:
+    """_generate_rows with the window options' draws, remove-speech's windows with their speech-free frames given."""
+    return _generate_rows(sx, _speech_free_rows(sx, rows, opts, window), opts, window.batch_size, window.n_draws)
+
+
+def _speech_free_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: WindowOptions) -> list[_Row]:
+    """The rows, each remove-speech window's prompt giving its input's codes in its speech-free frames
+    (speechfree.py): the windows' denoise draws are generated first, as many as the window's own."""
+    todo = [j for j, r in enumerate(rows) if r.prompt.task is Task.SR and r.source is not None]
+    if window.speech_free_db <= 0 or not todo:
+        return rows
+    v, hop = sx.config.codebook_size, sx.codec.hop_length
+    denoise = [_Row(rows[j].request, P.ns(rows[j].source_codes, v, text=rows[j].text), source=rows[j].source)
+               for j in todo]
+    rows = list(rows)
+    for j, draws in zip(todo, _generate_rows(sx, denoise, opts, window.batch_size, window.n_draws)):
+        row, frames = rows[j], len(rows[j].source_codes)
+        free = S.speech_free(row.source, [to_audio(sx, c) for c in draws], hop, frames, window.speech_free_db)
+        rows[j] = replace(row, prompt=replace(row.prompt, prefix=row.source_codes, given=free))
+    return rows
 
 
 def _generate_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, batch_size: int,
@@ -375,7 +406,7 @@ def stream(sx: SpeechX, task: Task, blocks: Iterable[np.ndarray], opts: Decoding
 
     def flush() -> Iterator[np.ndarray]:
         rows = [window_row(sx, 0, task, w, enroll, None, counterpart) for w in pending]
-        outs = _generate_rows(sx, rows, opts, window.batch_size, window.n_draws)
+        outs = _generate_windows(sx, rows, opts, window)
         for r, o in zip(*_next_passes(sx, rows, outs, opts, window)):
             yield joiner.push(window_output(sx, task, r, o, window))
         pending.clear()

@@ -84,6 +84,9 @@ class Prompt:
     positions: torch.Tensor  # (C,)
     prefix: torch.Tensor  # (P, K) output frames known in advance (C(pre) for edits), P may be 0
     out_frames: int | None  # exact output length for ns/sr/tse, else None
+    # (P,) bool: which frames of `prefix` the engine feeds instead of generating (None: all of them, a plain
+    # prefix); remove-speech gives its input's codes as the prefix and feeds only the speech-free frames
+    given: torch.Tensor | None = None
 
     @property
     def n_codebooks(self) -> int:

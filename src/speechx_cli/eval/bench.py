@@ -228,7 +228,7 @@ def bench_nar(s: Setup, plan: Plan, memory: dict, log: Log) -> dict:
     batch = P.collate([P.ns(rand_codes(s.cfg, frames, g), s.cfg.codebook_size)])
     first = [rand_codes(s.cfg, frames, g)[:, 0]]
     k = s.cfg.n_codebooks
-    no_prefix, zero = torch.zeros(1, 0, k, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    no_prefix, zero = torch.zeros(1, 0, k, dtype=torch.long), torch.zeros(1, 0, dtype=torch.bool)
     log(f"{s.name}: NAR, {k - 1} levels x {frames} frames")
     phase = measure(lambda: generate_nar(s.nar, batch, first, no_prefix, zero), plan.repeat)
     memory["nar"] = phase.memory()

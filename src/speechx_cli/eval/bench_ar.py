@@ -21,7 +21,7 @@ def run_cached(model: ARModel, batch: Batch, steps: int, opts: DecodingOptions) 
     limits = torch.full((b,), steps, dtype=torch.long)
     known = torch.ones(b, dtype=torch.bool)
     no_prefix = torch.zeros(b, 0, dtype=torch.long)
-    return torch.stack(generate_ar(model, batch, opts, limits, known, no_prefix, torch.zeros(b, dtype=torch.long)))
+    return torch.stack(generate_ar(model, batch, opts, limits, known, no_prefix, torch.zeros(b, 0, dtype=torch.bool)))
 
 
 @torch.inference_mode()

@@ -32,6 +32,8 @@ from ..mask import Resynth
 from ..options import (BatchOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, MaskOpt, PassesOpt, ResynthOpt, TempOpt,
                        TopKOpt, TopPOpt)
 from ..pipeline import TASK_MASKS, WindowOptions
+from ..prompts import Task
+from ..speechfree import SPEECH_FREE_DB
 from . import devset as B
 from . import report as R
 from .codec_cost import codec_cost
@@ -131,9 +133,9 @@ def _codec(path: Path, device: Device):
 
 def _speechx_runner(sx, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth, mask=None, draws: int | None = None,
-                    passes: int = 1):
+                    passes: int = 1, speech_free_db: float = SPEECH_FREE_DB):
     decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
-    window = window_options(10.0, batch_size, resynth, mask, draws, passes)
+    window = window_options(10.0, batch_size, resynth, mask, draws, passes, speech_free_db)
     return R.speechx_system(sx, decoding, window, with_text)
 
 
@@ -157,6 +159,8 @@ def _task_command(task: str):
         top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         resynth: ResynthOpt = Resynth.MASK,
         mask: MaskOpt = None, draws: DrawsOpt = None, passes: PassesOpt = 1,
+        speech_free_db: Annotated[Optional[float], typer.Option(
+            "--speech-free-db", help="remove-speech: as the command's flag.", show_default=str(SPEECH_FREE_DB))] = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -183,6 +187,9 @@ def _task_command(task: str):
                 raise UserError(f"--draws: {task} makes no mask")
             if passes > 1 and TASK_OF[task] not in TASK_MASKS:
                 raise UserError(f"--passes: {task} makes no mask")
+            if speech_free_db is not None and TASK_OF[task] is not Task.SR:
+                raise UserError(f"--speech-free-db: only remove-speech keeps speech-free frames, not {task}")
+            speech_free_db = SPEECH_FREE_DB if speech_free_db is None else speech_free_db
             loaded = []  # the checkpoint, loaded once for speechx and the oracles
 
             def model():
@@ -192,12 +199,14 @@ def _task_command(task: str):
             for name in names:
                 if name == "speechx":
                     runners[name] = _speechx_runner(model(), seed, (temperature, top_k, top_p), batch_size,
-                                                    max_seconds, with_text, resynth, masking, draws, passes)
+                                                    max_seconds, with_text, resynth, masking, draws, passes,
+                                                    speech_free_db)
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {}),
                              "draws": WindowOptions(resynth=resynth, draws=draws).n_draws,
-                             "passes": passes}
+                             "passes": passes,
+                             **({"speech_free_db": speech_free_db} if TASK_OF[task] is Task.SR else {})}
                 elif name == "reference":
                     runners[name] = R.reference_system
                 elif oracle_levels(name):

@@ -69,7 +69,7 @@ def _rows_and_codes(sx: SpeechX, load: Loader, items: list[Item], levels: int) -
         first.append(answer[:, :levels].to(sx.device))
     none = torch.zeros(len(items), 0, k, dtype=torch.long, device=sx.device)
     filled = generate_nar(sx.nar, P.collate(prompts).to(sx.device), first, none,
-                          torch.zeros(len(items), dtype=torch.long, device=sx.device))
+                          torch.zeros(len(items), 0, dtype=torch.bool, device=sx.device))
     return rows, [c.cpu() for c in filled]
 
 
