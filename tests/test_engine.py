@@ -181,3 +181,5 @@ def test_given_frames_replace_the_draws_and_nothing_given_is_plain_generation():
     assert torch.equal(together[0][given], mix[given]) and not torch.equal(together[0], plain[0])
     assert torch.equal(together[1], plain[1])
     assert torch.equal(generate(ar, nar, [some], opts, frame_rate=50)[0], together[0])
+    with pytest.raises(ValueError, match="given marks"):
+        generate(ar, nar, [replace(some, given=given[:5])], opts, frame_rate=50)

@@ -318,6 +318,8 @@ def generate(ar: ARModel, nar: NARModel, prompts: list[Prompt], opts: DecodingOp
     prefix = torch.zeros(len(prompts), p_max, k, dtype=torch.long, device=device)
     given = torch.zeros(len(prompts), p_max, dtype=torch.bool, device=device)
     for i, p in enumerate(prompts):
+        if p.given is not None and p.given.shape != (len(p.prefix),):
+            raise ValueError(f"generate: given marks {tuple(p.given.shape)} frames of a {len(p.prefix)}-frame prefix")
         prefix[i, : len(p.prefix)] = p.prefix
         given[i, : len(p.prefix)] = True if p.given is None else p.given
     first = generate_ar(ar, batch, opts, limits, known, prefix[..., : ar.cfg.ar_levels], given)
