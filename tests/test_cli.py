@@ -175,11 +175,14 @@ def test_bad_draws_are_refused_before_any_work(wav_file, tmp_path, args, says):
     assert says in r.output and not (tmp_path / "o.wav").exists()
 
 
-def test_a_negative_speech_free_threshold_is_refused_before_any_work(wav_file, tmp_path):
-    r = runner.invoke(app, ["remove-speech", str(wav_file), str(tmp_path / "o.wav"), "--speech-free-db", "-1"])
-    assert "must be >= 0 dB" in one_line_error(r) and not (tmp_path / "o.wav").exists()
+def test_a_bad_speech_free_mode_is_refused_before_any_work(wav_file, tmp_path, tiny_checkpoint):
+    r = runner.invoke(app, ["remove-speech", str(wav_file), str(tmp_path / "o.wav"), "--speech-free", "denoise=-1"])
+    assert "use auto, off, detector" in one_line_error(r) and not (tmp_path / "o.wav").exists()
+    r = runner.invoke(app, ["remove-speech", str(wav_file), str(tmp_path / "o.wav"), "--speech-free", "detector",
+                            "--checkpoint", str(tiny_checkpoint)])
+    assert "has no speech-free detector" in one_line_error(r) and not (tmp_path / "o.wav").exists()
     r = runner.invoke(app, ["extract-speaker", str(wav_file), str(tmp_path / "o.wav"), "--enroll", str(wav_file),
-                            "--speech-free-db", "5"])
+                            "--speech-free", "denoise"])
     assert r.exit_code != 0 and not (tmp_path / "o.wav").exists()  # only remove-speech has the flag
 
 

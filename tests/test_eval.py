@@ -309,7 +309,7 @@ def test_cli_usage_errors(bench):
                                 ("tts", "floor=1", "makes no mask")):
         r = runner.invoke(app, ["eval", task, str(bench.root), "--systems", "passthrough", "--mask", spec])
         assert message in _one_line_error(r)
-    r = runner.invoke(app, ["eval", "denoise", str(bench.root), "--systems", "passthrough", "--speech-free-db", "5"])
+    r = runner.invoke(app, ["eval", "denoise", str(bench.root), "--systems", "passthrough", "--speech-free", "denoise"])
     assert "only remove-speech" in _one_line_error(r)
 
 

@@ -12,6 +12,7 @@ from speechx_cli import pipeline as PL
 from speechx_cli import prompts as P
 from speechx_cli import speechfree as S
 from speechx_cli import windows as W
+from speechx_cli.detector import DetectorConfig, SpeechFreeDetector
 from speechx_cli.engine import DecodingOptions
 from speechx_cli.mask import Resynth
 from speechx_cli.prompts import Task
@@ -106,11 +107,15 @@ def test_counterpart_mask_divides_by_both_tasks_draws(sx):
         PL.run(sx, [PL.Request(Task.TSE, audio=x, enrollment=x)], opts, PL.WindowOptions(mask=settings))
 
 
-@pytest.mark.parametrize("mask, speech_free_db", [(None, 0.0), (M.MaskOptions(counterpart=True), 0.0), (None, 3.0)])
-def test_stream_equals_in_memory_run_with_draws(sx, mask, speech_free_db):
+@pytest.mark.parametrize("mask, speech_free", [(None, "off"), (M.MaskOptions(counterpart=True), "off"),
+                                               (None, "denoise=3"), (None, "detector=0.5")])
+def test_stream_equals_in_memory_run_with_draws(sx, mask, speech_free):
     x = tone(5.1, seed=7)
     opts = DecodingOptions(temperature=1.0, seed=1)
-    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask, speech_free_db=speech_free_db)
+    torch.manual_seed(0)
+    sx = replace(sx, detector=SpeechFreeDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8)))
+    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask,
+                           speech_free=S.SpeechFree.parse(speech_free))
     whole = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, win)[0]
     streamed = np.concatenate(list(PL.stream(sx, Task.SR, [x], opts, win)))
     np.testing.assert_allclose(whole, streamed, atol=1e-5)
@@ -249,7 +254,7 @@ def test_speech_free_frames_are_those_whose_speech_estimate_is_far_under_the_inp
 
 def test_remove_speech_feeds_its_input_where_its_denoise_draws_find_no_speech(sx):
     """remove-speech == its window's denoise draws, then its own draws with the input's codes given in the frames
-    where those draws are `speech_free_db` under the input, under the task's mask; 0 dB turns it off."""
+    where those draws are DB under the input, under the task's mask; off turns it off."""
     x = tone(1.3, seed=5)
     opts = DecodingOptions(temperature=1.0, seed=2)
     row = PL.window_row(sx, 0, Task.SR, x, None, None)
@@ -268,11 +273,43 @@ def test_remove_speech_feeds_its_input_where_its_denoise_draws_find_no_speech(sx
         return codes, M.apply(x, [PL.to_audio(sx, c)[: len(x)] for c in codes], SR, settings, rendered)
     codes, expected = masked(replace(row.prompt, prefix=mix, given=free))
     assert all(torch.equal(c[free], mix[free]) for c in codes)
-    got = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(draws=2, speech_free_db=db))[0]
+    got = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts,
+                 PL.WindowOptions(draws=2, speech_free=S.SpeechFree("denoise", db)))[0]
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    off = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(draws=2, speech_free_db=0))[0]
+    off = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(draws=2))[0]
     plain, unforced = masked(row.prompt)
     np.testing.assert_allclose(off, unforced, atol=1e-6)
     assert not all(torch.equal(a, b) for a, b in zip(codes, plain))
-    with pytest.raises(ValueError, match="speech-free"):
-        PL.WindowOptions(speech_free_db=-1).validate()
+    # the checkpoint's detector instead: its frames given, nothing generated before
+    torch.manual_seed(0)
+    detector = SpeechFreeDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8))
+    p = float(torch.sigmoid(detector(torch.from_numpy(x)[None], frames)).median())
+    free = detector.speech_free(x, frames, p)
+    assert 0 < int(free.sum()) < frames
+    codes, expected = masked(replace(row.prompt, prefix=mix, given=free))
+    got = PL.run(replace(sx, detector=detector), [PL.Request(Task.SR, audio=x)], opts,
+                 PL.WindowOptions(draws=2, speech_free=S.SpeechFree("detector", p)))[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # auto, the default: the detector (at its own threshold) where the checkpoint has one; off (above) where not
+    detector.cfg = replace(detector.cfg, threshold=p)
+    auto = PL.run(replace(sx, detector=detector), [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(draws=2))[0]
+    np.testing.assert_allclose(auto, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="no speech-free detector"):
+        PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(speech_free=S.SpeechFree("detector")))
+
+
+@pytest.mark.parametrize("spec, parsed", [("off", S.SpeechFree()), ("auto", S.SPEECH_FREE),
+                                          ("detector", S.SpeechFree("detector")),
+                                          ("detector=0.7", S.SpeechFree("detector", 0.7)),
+                                          (" denoise = 12 ", S.SpeechFree("denoise", 12.0))])
+def test_speech_free_specs(spec, parsed):
+    assert S.SpeechFree.parse(spec) == parsed and S.SpeechFree.parse(str(parsed)) == parsed
+    assert S.SpeechFree.parse("denoise").db == S.DENOISE_DB
+    assert parsed.resolve(True).mode != "auto" and parsed.resolve(False).mode != "auto"
+    assert S.SPEECH_FREE.resolve(True).mode == "detector" and S.SPEECH_FREE.resolve(False).mode == "off"
+
+
+@pytest.mark.parametrize("spec", ["on", "detector=1.5", "denoise=-1", "denoise=x", "off=3", "auto=0.5", ""])
+def test_bad_speech_free_specs_are_refused(spec):
+    with pytest.raises(ValueError, match="--speech-free"):
+        S.SpeechFree.parse(spec)

@@ -1,9 +1,10 @@
 """Checkpoint files, and the one reader of each kind.
 
 Inference checkpoints: one safetensors file (no pickle: loading never runs code). Tensors: ``ar.*``,
-``nar.*`` and, for a codec that stores its weights, ``codec.*``. Header metadata (strings): format,
-format_version, model_config, codec_config (its "kind" is a row of codecs.KINDS), phoneme_table,
-special_tokens, info (JSON). The official pretrained EnCodec is referenced by its config only; its
+``nar.*``, for a codec that stores its weights ``codec.*``, and optionally ``detector.*`` (remove-speech's
+speech-free frame detector, detector.py). Header metadata (strings): format, format_version, model_config,
+codec_config (its "kind" is a row of codecs.KINDS), phoneme_table, special_tokens, info (JSON), and
+detector_config where there is a detector. The official pretrained EnCodec is referenced by its config only; its
 weights stay where the encodec package keeps them.
 
 Training checkpoints (train/loop.py): torch.save of tensors and plain containers, read back with
@@ -27,6 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import codecs
+from . import detector as D
 from .codec import Codec
 from .files import atomic_path
 from .model import ARModel, ModelConfig, NARModel
@@ -57,6 +59,7 @@ class SpeechX:
     config: ModelConfig
     phoneme_table: list[str]
     info: dict = field(default_factory=dict)
+    detector: D.SpeechFreeDetector | None = None  # remove-speech's speech-free frames (optional)
 
     @property
     def device(self) -> torch.device:
@@ -79,7 +82,7 @@ def default_path() -> Path | None:
 
 
 def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None = None,
-         half: bool = False) -> Path:
+         half: bool = False, detector: D.SpeechFreeDetector | None = None) -> Path:
     """Write an inference checkpoint atomically (temp file in the same folder, then rename).
 
     half=True stores floating-point tensors as float16 (half the size; loading casts back)."""
@@ -88,6 +91,12 @@ def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None 
     tensors |= {f"nar.{k}": v for k, v in nar.state_dict().items()}
     if codec.stores_weights:
         tensors |= {f"codec.{k}": v for k, v in codec.state_dict().items()}
+    if detector is not None:
+        if (detector.cfg.sample_rate, detector.cfg.hop_length) != (codec.sample_rate, codec.hop_length):
+            raise CheckpointError(f"the speech-free detector reads {detector.cfg.sample_rate} Hz in frames of "
+                                  f"{detector.cfg.hop_length}, the codec makes {codec.sample_rate} Hz in frames of "
+                                  f"{codec.hop_length}: train it with the codec's")
+        tensors |= {f"detector.{k}": v for k, v in detector.state_dict().items()}
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
@@ -99,7 +108,7 @@ def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None 
         "phoneme_table": json.dumps(list(PHONEME_TABLE)),
         "special_tokens": json.dumps(list(SPECIAL_TOKENS)),
         "info": json.dumps(info or {}),
-    }
+    } | ({"detector_config": detector.cfg.to_json()} if detector is not None else {})
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
@@ -174,14 +183,21 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> SpeechX:
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     cfg = ModelConfig(**json.loads(meta["model_config"]))
-    parts = read_tensors(path, ("ar", "nar", "codec"))
+    parts = read_tensors(path, ("ar", "nar", "codec", "detector"))
     ar = _build(ARModel, cfg, parts["ar"], device)
     nar = _build(NARModel, cfg, parts["nar"], device)
     codec = _codec(path, codec_config(path, meta), parts["codec"], device)
     if codec.n_codebooks != cfg.n_codebooks or codec.codebook_size != cfg.codebook_size:
         raise CheckpointError(f"{path}: codec ({codec.n_codebooks} x {codec.codebook_size}) does not "
                               f"match the model ({cfg.n_codebooks} x {cfg.codebook_size})")
-    return SpeechX(ar, nar, codec, cfg, json.loads(meta["phoneme_table"]), json.loads(meta.get("info", "{}")))
+    detector = None
+    if "detector_config" in meta:
+        try:
+            detector = D.build(meta["detector_config"], parts["detector"]).to(device)
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+    return SpeechX(ar, nar, codec, cfg, json.loads(meta["phoneme_table"]), json.loads(meta.get("info", "{}")),
+                   detector)
 
 
 def _codec(path: str | Path, config: dict, state: dict[str, torch.Tensor], device) -> Codec:
@@ -192,13 +208,22 @@ def _codec(path: str | Path, config: dict, state: dict[str, torch.Tensor], devic
 
 
 def replace_codec(src: str | Path, codec: Codec, dst: str | Path, info: dict | None = None,
-                  half: bool = False) -> Path:
+                  half: bool = False, detector: D.SpeechFreeDetector | None = None) -> Path:
     """Write `src`'s models with another codec that makes the same tokens (a decoder fine-tuned or
-    replaced, e.g. a Vocos decoder on the tokens of `src`'s codec): no language model to retrain."""
+    replaced, e.g. a Vocos decoder on the tokens of `src`'s codec): no language model to retrain. With
+    `detector`, that speech-free detector instead of `src`'s."""
     old = load(src)
     if codecs.fingerprint(codec) != codecs.fingerprint(old.codec):
         raise CheckpointError(f"{src}: the new codec's tokens differ from those its language model was trained on")
-    return save(dst, old.ar, old.nar, codec, info={**old.info, **(info or {})}, half=half)
+    return save(dst, old.ar, old.nar, codec, info={**old.info, **(info or {})}, half=half,
+                detector=detector or old.detector)
+
+
+def with_detector(src: str | Path, detector: D.SpeechFreeDetector | None, dst: str | Path, info: dict | None = None,
+                  half: bool = False) -> Path:
+    """Write `src`'s models and codec with another speech-free detector (None: without one)."""
+    old = load(src)
+    return save(dst, old.ar, old.nar, old.codec, info={**old.info, **(info or {})}, half=half, detector=detector)
 
 
 def load_codec(spec: str | Path, device: str | torch.device = "cpu") -> Codec:

@@ -25,8 +25,8 @@ from . import codecs
 from . import editplan as E
 from . import jobs
 from .align import ALIGN_SAMPLE_RATE, transcribe
-from .commands import (Common, UserError, check_input, check_output, checkpoint_path, common, err, guard,
-                       job_options, load_model, out, parse_span, progress, save, warn_clipped)
+from .commands import (Common, UserError, check_detector, check_input, check_output, checkpoint_path, common, err,
+                       guard, job_options, load_model, out, parse_span, progress, save, warn_clipped)
 from .engine import DecodingOptions
 from .eval import bench as B
 from .eval.cli import eval_app
@@ -36,7 +36,7 @@ from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, D
                       FormatOpt, MaskOpt, OutputFormat, PassesOpt, RateOpt, ResynthOpt, SeedOpt, ShardOpt, TempOpt,
                       SpeechFreeOpt, TextOpt, TopKOpt, TopPOpt, WindowOpt)
 from .prompts import Task
-from .speechfree import SPEECH_FREE_DB
+from .speechfree import SPEECH_FREE
 from .train.cli import app as train_app
 
 # Typer >= 0.28 vendors its own click; older ones use the click package.
@@ -89,6 +89,7 @@ def _run_files(c: Common, task: Task, inp: Path, outp: Path, text: str | None = 
     check_output(outp, c.force)
     duration = A.info(inp).duration_s
     model = load_model(c.checkpoint, c.device)
+    check_detector(model.sx, task, opts.window)
     ref = A.load(enroll, model.sample_rate, allow_silence=False)[0] if enroll is not None else None
     with progress() as bar:
         job = bar.add_task(f"{task.value} {inp.name}", total=round(duration))
@@ -106,6 +107,7 @@ def _run_folder(c: Common, task: Task, inp: Path, outp: Path, opts, text: str | 
     if not todo and not skipped:
         raise UserError(f"{inp}: no audio files found")
     model = load_model(c.checkpoint, c.device)
+    check_detector(model.sx, task, opts.window)
     ref = A.load(enroll, model.sample_rate, allow_silence=False)[0] if enroll is not None else None
     with progress() as bar:
         job = bar.add_task(task.value, total=len(todo))
@@ -153,13 +155,13 @@ def remove_speech(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
-    passes: PassesOpt = 1, speech_free_db: SpeechFreeOpt = SPEECH_FREE_DB, shard: ShardOpt = None,
+    passes: PassesOpt = 1, speech_free: SpeechFreeOpt = str(SPEECH_FREE), shard: ShardOpt = None,
     fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes, speech_free_db)
+                   resynth, mask, bitrate, draws, passes, speech_free)
         _run_files(c, Task.SR, inp, outp, text, shard=shard, fmt=fmt)
 
 

@@ -61,10 +61,12 @@ DrawsOpt = Annotated[Optional[int], typer.Option(
 PassesOpt = Annotated[int, typer.Option(
     "--passes", help="With --resynth mask: run each window through the model N times, each pass on the last "
                      "one's output (the mask cuts again what it left; N times the work).")]
-SpeechFreeOpt = Annotated[float, typer.Option(
-    "--speech-free-db", help="Keep the input's own codes in the frames where the model's denoise draws (run first) "
-                             "are this many dB under the input, e.g. 10: the background is the input there (twice "
-                             "the decoding; no gain measured with the demo checkpoint, model card). 0 = off.")]
+SpeechFreeOpt = Annotated[str, typer.Option(
+    "--speech-free", help="remove-speech: give the input's own codes in the frames found free of speech (the "
+                          "background is the input there): auto (detector if the checkpoint has one, else off), off, "
+                          "detector[=P] (the checkpoint's speech-free detector, probability above P) or "
+                          "denoise[=DB] (the model's denoise draws, run first, DB under the input; twice the "
+                          "decoding). Measured in the model card.")]
 
 
 class OutputFormat(str, Enum):

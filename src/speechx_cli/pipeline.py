@@ -6,8 +6,8 @@ Long inputs of the known-length tasks (denoise, remove-speech, extract-speaker) 
 overlapping windows no longer than the model was trained on, generated as one batch, and joined
 with linear crossfades over the overlaps. Each window's output is, by default, its input with the
 generated audio's band energies applied as gains (mask.py); `Resynth.CODEC` keeps the codec's waveform.
-With `speech_free_db`, remove-speech generates each window's denoise draws first and gives the model the
-input's own codes where they find no speech (speechfree.py).
+With `speech_free`, remove-speech gives the model the input's own codes in the frames where it finds no
+speech: by the checkpoint's detector, or by denoise draws generated first (speechfree.py).
 
 Word-level editing (`edit_words`): diff the transcripts, align the input's words and plan one step per
 changed group of words (editplan.py), then run the steps right to left (`edit_steps`).
@@ -62,9 +62,8 @@ class WindowOptions:
     # cuts again what the last one left (remove-speech: 2.4-4.3 dB less speech left, SI-SDR the same within
     # its noise; checkpoints/README.md, "Two passes")
     passes: int = 1
-    # remove-speech: feed the input's own codes in the frames where the window's denoise draws (generated
-    # first) are this many dB under the input (speechfree.py; 0: off, the default)
-    speech_free_db: float = S.SPEECH_FREE_DB
+    # remove-speech: feed the input's own codes in the frames found free of speech (speechfree.py)
+    speech_free: S.SpeechFree = S.SPEECH_FREE
 
     @property
     def n_draws(self) -> int:
@@ -85,8 +84,7 @@ class WindowOptions:
             raise ValueError("passes (--passes) must be >= 1")
         if self.passes > 1 and self.resynth is not Resynth.MASK:
             raise ValueError("several passes (--passes) cut the input again: they need resynth mask (--resynth mask)")
-        if self.speech_free_db < 0:
-            raise ValueError("speech-free threshold (--speech-free-db) must be >= 0 dB (0: off)")
+        self.speech_free.validate()
         if self.mask is not None:
             self.mask.validate()
         return self
@@ -339,18 +337,27 @@ def _generate_windows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions,
 
 def _speech_free_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: WindowOptions) -> list[_Row]:
     """The rows, each remove-speech window's prompt giving its input's codes in its speech-free frames
-    (speechfree.py): the windows' denoise draws are generated first, as many as the window's own."""
+    (speechfree.py): found by the checkpoint's detector, or by the windows' denoise draws, generated first (as
+    many as the window's own)."""
     todo = [j for j, r in enumerate(rows) if r.prompt.task is Task.SR and r.source is not None]
-    if window.speech_free_db <= 0 or not todo:
+    mode = window.speech_free.resolve(sx.detector is not None).mode
+    if mode == "off" or not todo:
         return rows
-    v, hop = sx.config.codebook_size, sx.codec.hop_length
-    denoise = [_Row(rows[j].request, P.ns(rows[j].source_codes, v, text=rows[j].text), source=rows[j].source)
-               for j in todo]
+    if mode == "detector":
+        if sx.detector is None:
+            raise ValueError("--speech-free detector: this checkpoint has no speech-free detector")
+        free = [sx.detector.speech_free(rows[j].source, len(rows[j].source_codes), window.speech_free.value)
+                for j in todo]
+    else:
+        v, hop = sx.config.codebook_size, sx.codec.hop_length
+        denoise = [_Row(rows[j].request, P.ns(rows[j].source_codes, v, text=rows[j].text), source=rows[j].source)
+                   for j in todo]
+        free = [S.speech_free(rows[j].source, [to_audio(sx, c) for c in draws], hop, len(rows[j].source_codes),
+                              window.speech_free.db)
+                for j, draws in zip(todo, _generate_rows(sx, denoise, opts, window.batch_size, window.n_draws))]
     rows = list(rows)
-    for j, draws in zip(todo, _generate_rows(sx, denoise, opts, window.batch_size, window.n_draws)):
-        row, frames = rows[j], len(rows[j].source_codes)
-        free = S.speech_free(row.source, [to_audio(sx, c) for c in draws], hop, frames, window.speech_free_db)
-        rows[j] = replace(row, prompt=replace(row.prompt, prefix=row.source_codes, given=free))
+    for j, given in zip(todo, free):
+        rows[j] = replace(rows[j], prompt=replace(rows[j].prompt, prefix=rows[j].source_codes, given=given))
     return rows
 
 

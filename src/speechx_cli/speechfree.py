@@ -1,27 +1,73 @@
-"""remove-speech's speech-free frames: where the model's own denoise draws put the speech far under the input.
+"""remove-speech's speech-free frames: where the input holds no speech, so that its own codes are the background's.
 
 remove-speech loses at the AR's first level: given the true background's level 1, the same NAR and mask
 reach +7.9 dB SI-SDR over the input, where the AR free-running reaches +3.0; teacher-forced on the true
 background's history it reaches +7.4, so it knows the answer frame by frame and drifts from its own
 history (docs/demo-v2.md, "Where denoise, remove-speech and extract-speaker lose"). Where the input holds no
 speech, the background is the input itself, and so are its codes: feeding them there (Prompt.given) holds the
-AR to the background. Which frames: those where the mean energy of the window's denoise draws (the model's
-estimate of the speech) is `--speech-free-db` under the input's.
+AR to the background. With the true speech-free frames that gained +2.0 dB (one seed).
 
-Off by default (SPEECH_FREE_DB = 0): with the true speech-free frames it gained +2.0 dB SI-SDR (one seed),
-but with this detector +0.5 dB over the three benchmarks it was tuned on (three seeds, 10 dB) and nothing on
-30 fresh items (-0.2 dB at 10 dB, +0.1 at 15), for twice the time. The detector is what is short: this
-checkpoint's denoise draws also drop speech, and 40% of the frames they find at 10 dB hold speech louder
-than the background (24% at 20 dB; docs/demo-v2.md, "Speech-free frames in the pipeline"). A checkpoint
-with a better denoise AR, or a better detector, is what would turn it on.
+`--speech-free` says how the frames are found:
+    auto            the default: detector where the checkpoint has one, else off
+    off             none given
+    detector[=P]    the checkpoint's speech-free detector (detector.py), frames with probability above P
+                    (default: the threshold it was trained with): +2.0 dB SI-SDR on 180 fresh pairs, as much
+                    as the true speech-free frames gave, at no cost in time (docs/demo-v2.md, "A speech-free
+                    detector")
+    denoise[=DB]    frames where the mean energy of the window's denoise draws (generated first, as many as
+                    its own draws) is DB under the input's (default 10): +0.5 dB on the benchmarks it was
+                    tuned on, nothing on fresh items, for twice the time; those draws drop speech as
+                    remove-speech's do (docs/demo-v2.md, "Speech-free frames in the pipeline")
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-SPEECH_FREE_DB = 0.0  # off; 10-15 dB is where it was measured
+MODES = ("auto", "off", "detector", "denoise")
+DENOISE_DB = 10.0  # denoise's default: where it was measured (10-15 dB)
+USAGE = "use auto, off, detector[=P] (0 < P < 1) or denoise[=DB] (DB > 0)"
+
+
+@dataclass(frozen=True)
+class SpeechFree:
+    """How remove-speech finds its speech-free frames (`--speech-free MODE[=VALUE]`)."""
+
+    mode: str = "off"  # of MODES
+    value: float | None = None  # detector: probability threshold (None: its own); denoise: dB (None: DENOISE_DB)
+
+    @classmethod
+    def parse(cls, spec: str) -> "SpeechFree":
+        mode, sep, value = spec.strip().partition("=")
+        try:
+            return cls(mode.strip(), float(value) if sep else None).validate()
+        except ValueError:
+            raise ValueError(f"--speech-free {spec!r}: {USAGE}") from None
+
+    def validate(self) -> "SpeechFree":
+        if self.mode not in MODES or (self.mode in ("auto", "off") and self.value is not None) or (
+                self.value is not None and not (0 < self.value < 1 if self.mode == "detector" else self.value > 0)):
+            raise ValueError(f"--speech-free {self}: {USAGE}")
+        return self
+
+    def resolve(self, has_detector: bool) -> "SpeechFree":
+        """auto made concrete for a checkpoint with or without a detector."""
+        if self.mode != "auto":
+            return self
+        return SpeechFree("detector" if has_detector else "off")
+
+    @property
+    def db(self) -> float:
+        return DENOISE_DB if self.value is None else self.value
+
+    def __str__(self) -> str:
+        return self.mode if self.value is None else f"{self.mode}={self.value:g}"
+
+
+SPEECH_FREE = SpeechFree("auto")  # the checkpoint's detector where it has one
 
 
 def frame_energy(audio: np.ndarray, hop: int, frames: int) -> np.ndarray:

@@ -24,8 +24,8 @@ from rich.console import Console
 from .. import audio as A
 from ..checkpoint import default_path, load_codec
 from ..files import atomic_path
-from ..commands import (UserError, checkpoint_path, decoding_options, err, guard, load_model, mask_settings,
-                        progress, resolve_device, window_options)
+from ..commands import (UserError, check_detector, checkpoint_path, decoding_options, err, guard, load_model,
+                        mask_settings, progress, resolve_device, window_options)
 from ..commands import out as stdout
 from ..engine import DecodingOptions
 from ..mask import Resynth
@@ -33,7 +33,7 @@ from ..options import (BatchOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, Mas
                        TopKOpt, TopPOpt)
 from ..pipeline import TASK_MASKS, WindowOptions
 from ..prompts import Task
-from ..speechfree import SPEECH_FREE_DB
+from ..speechfree import SPEECH_FREE, SpeechFree
 from . import devset as B
 from . import report as R
 from .codec_cost import codec_cost
@@ -133,9 +133,10 @@ def _codec(path: Path, device: Device):
 
 def _speechx_runner(sx, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth, mask=None, draws: int | None = None,
-                    passes: int = 1, speech_free_db: float = SPEECH_FREE_DB):
+                    passes: int = 1, speech_free: str = str(SPEECH_FREE)):
     decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
-    window = window_options(10.0, batch_size, resynth, mask, draws, passes, speech_free_db)
+    window = window_options(10.0, batch_size, resynth, mask, draws, passes, speech_free)
+    check_detector(sx, Task.SR, window)
     return R.speechx_system(sx, decoding, window, with_text)
 
 
@@ -159,8 +160,8 @@ def _task_command(task: str):
         top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         resynth: ResynthOpt = Resynth.MASK,
         mask: MaskOpt = None, draws: DrawsOpt = None, passes: PassesOpt = 1,
-        speech_free_db: Annotated[Optional[float], typer.Option(
-            "--speech-free-db", help="remove-speech: as the command's flag.", show_default=str(SPEECH_FREE_DB))] = None,
+        speech_free: Annotated[Optional[str], typer.Option(
+            "--speech-free", help="remove-speech: as the command's flag.", show_default=str(SPEECH_FREE))] = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -187,9 +188,9 @@ def _task_command(task: str):
                 raise UserError(f"--draws: {task} makes no mask")
             if passes > 1 and TASK_OF[task] not in TASK_MASKS:
                 raise UserError(f"--passes: {task} makes no mask")
-            if speech_free_db is not None and TASK_OF[task] is not Task.SR:
-                raise UserError(f"--speech-free-db: only remove-speech keeps speech-free frames, not {task}")
-            speech_free_db = SPEECH_FREE_DB if speech_free_db is None else speech_free_db
+            if speech_free is not None and TASK_OF[task] is not Task.SR:
+                raise UserError(f"--speech-free: only remove-speech keeps speech-free frames, not {task}")
+            speech_free = str(SPEECH_FREE) if speech_free is None else speech_free
             loaded = []  # the checkpoint, loaded once for speechx and the oracles
 
             def model():
@@ -200,13 +201,14 @@ def _task_command(task: str):
                 if name == "speechx":
                     runners[name] = _speechx_runner(model(), seed, (temperature, top_k, top_p), batch_size,
                                                     max_seconds, with_text, resynth, masking, draws, passes,
-                                                    speech_free_db)
+                                                    speech_free)
+                    found = SpeechFree.parse(speech_free).resolve(model().detector is not None)  # auto made concrete
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {}),
                              "draws": WindowOptions(resynth=resynth, draws=draws).n_draws,
                              "passes": passes,
-                             **({"speech_free_db": speech_free_db} if TASK_OF[task] is Task.SR else {})}
+                             **({"speech_free": str(found)} if TASK_OF[task] is Task.SR else {})}
                 elif name == "reference":
                     runners[name] = R.reference_system
                 elif oracle_levels(name):

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import typer
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from .. import checkpoint
@@ -360,8 +361,9 @@ def _weights_from(path: str) -> dict:
 # ---- export -------------------------------------------------------------------------------------
 
 def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | None = None,
-           half: bool = False) -> Path:
-    """Write an inference checkpoint (checkpoint.save) from a training checkpoint and its codec.
+           half: bool = False, detector=None) -> Path:
+    """Write an inference checkpoint (checkpoint.save) from a training checkpoint and its codec (and, if
+    given, remove-speech's speech-free detector).
 
     Refuses a codec other than the one the training data were encoded with (config and weights).
     """
@@ -382,7 +384,7 @@ def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | 
     run = ckpt["config"]
     meta = {"step": ckpt["step"], "stage": run["stage"], "tokens": ckpt["tokens"], "data": run["data"],
             **(info or {})}
-    return checkpoint.save(out_path, ar.eval(), nar.eval(), codec, info=meta, half=half)
+    return checkpoint.save(out_path, ar.eval(), nar.eval(), codec, info=meta, half=half, detector=detector)
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -476,6 +478,10 @@ def export_cli(
     force: Annotated[bool, typer.Option("--force", help="overwrite OUT")] = False,
     half: Annotated[bool, typer.Option("--half", help="store weights as float16 (half the size)")] = False,
     info: Annotated[Optional[str], typer.Option(help="JSON object added to the checkpoint's info")] = None,
+    detector: Annotated[Optional[Path], typer.Option(
+        exists=True, dir_okay=False, help="remove-speech's speech-free detector to include (detector.safetensors of "
+                                          "python -m speechx_cli.train.detector_train; an inference checkpoint "
+                                          "keeps its own without it)")] = None,
 ) -> None:
     """Turn a training checkpoint into an inference checkpoint (safetensors); given an inference checkpoint,
     swap its codec for one that makes the same tokens (e.g. a Vocos decoder trained on them)."""
@@ -483,11 +489,14 @@ def export_cli(
         raise typer.BadParameter(f"{out} exists (use --force)", param_hint="OUT")
     try:
         codec, extra = checkpoint.load_codec(codec_checkpoint), json.loads(info) if info else None
+        if detector is not None:
+            from .detector_train import load as load_detector
+            detector = load_detector(detector)
         if training_checkpoint.suffix == ".safetensors":
-            path = checkpoint.replace_codec(training_checkpoint, codec, out, info=extra, half=half)
+            path = checkpoint.replace_codec(training_checkpoint, codec, out, info=extra, half=half, detector=detector)
         else:
-            path = export(training_checkpoint, codec, out, info=extra, half=half)
-    except (FileNotFoundError, ValueError) as err:
+            path = export(training_checkpoint, codec, out, info=extra, half=half, detector=detector)
+    except (FileNotFoundError, ValueError, KeyError, SafetensorError) as err:
         raise typer.BadParameter(str(err)) from err
     typer.echo(f"wrote {path}")
 

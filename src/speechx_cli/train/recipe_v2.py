@@ -12,8 +12,10 @@ tokenizer would need an LM from scratch, which two CPU cores cannot afford at a 
    variants of every training utterance) for stage 2, dev examples of its dev speakers;
 4. LM stage 1 (TTS) from v1's weights, then stage 2 (all tasks), both with the alignment aid that won
    the ablation (`train/ablate.py`; plain training, no aid, in the shipped run);
-5. export: v2's LM with the Vocos decoder;
-6. examples: `make demo`'s inputs from the corpus's natural dev voices (Kokoro blends no stage trained on).
+5. detector: remove-speech's speech-free frame detector (`detector_train.py`, a few minutes) on the
+   corpus's simulated remove-speech mixtures;
+6. export: v2's LM with the Vocos decoder and the detector;
+7. examples: `make demo`'s inputs from the corpus's natural dev voices (Kokoro blends no stage trained on).
 
     python -m speechx_cli.train.recipe_v2 all --base runs/speechx-v1.safetensors   # after recipe.py all
     python -m speechx_cli.train.recipe_v2 all --base my-v1.safetensors  # from a v1 checkpoint you hold
@@ -33,6 +35,7 @@ import typer
 
 from .. import checkpoint
 from .ablate import ARMS as AIDS, aid_flags
+from .detector_train import WEIGHTS_NAME
 from ..children import run_module
 from .recipe import _resume_flag, examples, train
 
@@ -66,6 +69,8 @@ class RecipeV2:
     batch_frames: int = 2400
     shard_threads: int = 2
     lm_processes: int = 2
+    detector_examples: int = 4000  # simulated remove-speech mixtures (docs/demo-v2.md, "A speech-free detector")
+    detector_steps: int = 2500
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -87,6 +92,10 @@ class RecipeV2:
 
     def lm_ckpt(self, stage: str) -> Path:
         return self.runs / f"lm-v2-{stage}" / "lm_train.pt"
+
+    @property
+    def detector_file(self) -> Path:
+        return self.runs / "detector-v2" / WEIGHTS_NAME
 
 
 def corpus(r: RecipeV2) -> None:
@@ -146,8 +155,18 @@ def lm(r: RecipeV2) -> Path:
     return ckpt if r.lm_stages == 1 else _lm(r, "all", r.shards("train"), r.stage2_steps, ckpt)
 
 
+def detector(r: RecipeV2) -> None:
+    """Skipped once its weights are written (a killed run resumes from its last saved step)."""
+    if r.detector_file.exists():
+        return
+    run_module("speechx_cli.train.detector_train", "run", str(r.detector_file.parent), "--corpus", str(r.corpus),
+               "--examples", str(r.detector_examples), "--steps", str(r.detector_steps), "--seed", str(r.seed),
+               "--threads", "2", threads=2)
+
+
 def export(r: RecipeV2, ckpt: Path) -> None:
-    facts = {"recipe": "make demo-checkpoint (v2)", "base": str(r.base), "lm_stages": r.lm_stages}
+    facts = {"recipe": "make demo-checkpoint (v2)", "base": str(r.base), "lm_stages": r.lm_stages,
+             "detector_steps": r.detector_steps, "detector_examples": r.detector_examples}
     stages = [("decoder", r.decoder_ckpt), ("lm_stage1", r.lm_ckpt("tts")), ("lm_stage2", r.lm_ckpt("all"))]
     if r.lm_stages:
         facts["aid"] = r.aid
@@ -160,7 +179,7 @@ def export(r: RecipeV2, ckpt: Path) -> None:
         if "trained_s" in saved:  # wall hours over every resumed part (runs before it was kept lack it)
             facts[f"{name}_hours"] = round(float(saved["trained_s"]) / 3600, 2)
     train("export", str(ckpt), str(r.out), "--codec-checkpoint", str(r.decoder_ckpt), "--force", "--half",
-          "--info", json.dumps(facts), threads=1)
+          "--detector", str(r.detector_file), "--info", json.dumps(facts), threads=1)
 
 
 Opt = typer.Option
@@ -188,7 +207,9 @@ def run_all(
     corpus(r)
     decoder(r)
     shards(r)
-    export(r, lm(r))
+    model = lm(r)
+    detector(r)
+    export(r, model)
     examples(r.corpus, seed=r.seed, speakers=NATURAL)
 
 

@@ -1,0 +1,113 @@
+"""A small speech-free frame detector: in which codec frames of a noisy input is the speech far under the noise?
+
+remove-speech holds its AR to the background where the input holds no speech (speechfree.py, Prompt.given):
+there the background's codes are the input's own. With the true speech-free frames that gained +2.0 dB
+SI-SDR; with frames picked by the model's own denoise draws nothing on fresh items, because those draws drop
+speech too (docs/demo-v2.md, "Speech-free frames in the pipeline"). This detector does not come from the AR: a
+few convolutions and a bidirectional GRU over the input's log-mel frames, one logit per codec frame, trained
+on the training simulation's remove-speech mixtures to say where the speech is `label_db` under the
+background (train/detector_train.py).
+
+The features are level-free: each band's log energy minus its mean over the input, and each frame's log
+energy minus the input's loudest frame's, so the input's gain does not change the answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import librosa
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_FLOOR = 1e-8
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    sample_rate: int = 16_000  # the codec's: one output per codec frame
+    hop_length: int = 320
+    n_fft: int = 1024
+    n_mels: int = 64
+    channels: int = 128
+    layers: int = 3  # dilated convolutions (dilation 1, 2, 4, ...) before the GRU
+    hidden: int = 96  # per GRU direction
+    label_db: float = 10.0  # a frame is speech-free where the speech is this far under the background
+    threshold: float = 0.5  # probability above which a frame is taken as speech-free
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "DetectorConfig":
+        return cls(**json.loads(text))
+
+    def validate(self) -> "DetectorConfig":
+        if min(self.sample_rate, self.hop_length, self.n_fft, self.n_mels, self.channels, self.layers,
+               self.hidden) < 1 or self.n_fft < self.hop_length or not 0 < self.threshold < 1:
+            raise ValueError("detector config: sizes must be >= 1, n_fft >= hop_length, 0 < threshold < 1")
+        return self
+
+
+class SpeechFreeDetector(nn.Module):
+    def __init__(self, cfg: DetectorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg.validate()
+        fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+        self.register_buffer("mel", torch.from_numpy(fb).float(), persistent=False)
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+        convs, width = [], cfg.n_mels + 1
+        for i in range(cfg.layers):
+            convs.append(nn.Conv1d(width, cfg.channels, 5, padding=2 * 2 ** i, dilation=2 ** i))
+            width = cfg.channels
+        self.convs = nn.ModuleList(convs)
+        self.gru = nn.GRU(cfg.channels, cfg.hidden, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * cfg.hidden, 1)
+
+    def features(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, N) audio at the codec's rate -> (B, frames, n_mels + 1) level-free features, frame k centred on
+        the codec frame's samples [k * hop, (k + 1) * hop)."""
+        hop, n_fft = self.cfg.hop_length, self.cfg.n_fft
+        audio = F.pad(audio, (0, max(0, frames * hop - audio.shape[-1])))[..., : frames * hop]
+        side = (n_fft - hop) // 2
+        audio = F.pad(audio, (side, n_fft - hop - side))
+        spec = torch.stft(audio, n_fft, hop, window=self.window, center=False, return_complex=True)
+        power = spec.abs().square()[..., :frames]  # (B, bins, frames)
+        bands = torch.log(self.mel @ power + LOG_FLOOR)
+        level = torch.log(power.sum(1, keepdim=True) + LOG_FLOOR)
+        x = torch.cat([bands - bands.mean(-1, keepdim=True), level - level.amax(-1, keepdim=True)], 1)
+        return x.transpose(1, 2)
+
+    def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, N) audio -> (B, frames) logits: > 0 where the frame is more likely speech-free than not."""
+        x = self.features(audio, frames).transpose(1, 2)
+        for i, conv in enumerate(self.convs):
+            y = F.gelu(conv(x))
+            x = y if i == 0 else x + y
+        h, _ = self.gru(x.transpose(1, 2))
+        return self.out(h).squeeze(-1)
+
+    @torch.no_grad()
+    def speech_free(self, audio: np.ndarray, frames: int, threshold: float | None = None) -> torch.Tensor:
+        """(frames,) bool for one input (float32 mono at the codec's rate): frames whose probability of being
+        speech-free is above `threshold` (None: the config's) and that are not silent."""
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(self.window.device)
+        p = torch.sigmoid(self(x, frames))[0].cpu()
+        hop = self.cfg.hop_length
+        padded = F.pad(x[0].cpu(), (0, max(0, frames * hop - x.shape[-1])))[: frames * hop]
+        silent = padded.reshape(frames, hop).square().mean(1) == 0
+        return (p > (self.cfg.threshold if threshold is None else threshold)) & ~silent
+
+
+def build(config_json: str, state: dict[str, torch.Tensor]) -> SpeechFreeDetector:
+    """A detector from its config (JSON, as files store it) and weights; ValueError when they do not fit."""
+    try:
+        model = SpeechFreeDetector(DetectorConfig.from_json(config_json))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except (TypeError, json.JSONDecodeError, RuntimeError) as e:
+        raise ValueError(f"speech-free detector does not match its config: {str(e).splitlines()[0]}") from None
+    return model.eval()
+

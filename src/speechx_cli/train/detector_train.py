@@ -1,0 +1,218 @@
+"""Train the speech-free frame detector (detector.py) on the training simulation's remove-speech mixtures.
+
+    python -m speechx_cli.train.detector_train run runs/detector --corpus data/corpus-v2s \
+        --examples 4000 --steps 3000
+
+Examples: `Simulator.example(i, seed, Task.SR)` of the corpus's training split (every noise, SNR, room
+and level the LM's remove-speech examples see): the mixture, and per codec frame a label, 1 where the speech
+(mixture - background) is `label_db` under the background. A second seed's examples of the same split
+are the validation set (the dev split stays for the benchmarks). The threshold kept is the lowest whose
+validation precision (picked frames that are speech-free) reaches `--precision`: forcing a frame that holds
+speech puts that speech into the background.
+
+OUT holds data-train.npz / data-val.npz (the examples, made once), state.pt (resumes a killed run from
+its last `--save-every`), detector.safetensors (the weights, the config with the threshold in its header)
+and report.json (validation loss and, per threshold, frames picked, precision and recall).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import librosa
+import numpy as np
+import torch
+import torch.nn.functional as F
+import typer
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..detector import DetectorConfig, SpeechFreeDetector, build
+from ..files import atomic_path
+from ..prompts import Task
+from .simulate import Corpus, SimulationOptions, Simulator
+
+WEIGHTS_NAME = "detector.safetensors"
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(2, 20))
+
+
+def frame_labels(speech: np.ndarray, background: np.ndarray, hop: int, label_db: float) -> np.ndarray:
+    """(len // hop,) 1.0 where the frame's speech energy is `label_db` under its background's."""
+    n = len(speech) // hop * hop
+    es = np.mean(speech[:n].astype(np.float64).reshape(-1, hop) ** 2, axis=1)
+    eb = np.mean(background[:n].astype(np.float64).reshape(-1, hop) ** 2, axis=1)
+    return (es < eb * 10 ** (-label_db / 10)).astype(np.float32)
+
+
+def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
+    """n remove-speech mixtures of the corpus's training split, concatenated: audio, labels and offsets."""
+    sim = Simulator(Corpus.load(corpus, "train"), SimulationOptions(tasks=(Task.SR,)))
+    audio, labels, starts = [], [], [0]
+    for i in range(n):
+        ex = sim.example(i, seed, Task.SR)
+        source, target = ex.source, ex.target
+        if sim.corpus.sample_rate != cfg.sample_rate:  # the codec's rate (e.g. 24 kHz for EnCodec)
+            source, target = (librosa.resample(x, orig_sr=sim.corpus.sample_rate, target_sr=cfg.sample_rate)
+                              for x in (source, target))
+        y = frame_labels(source - target, target, cfg.hop_length, cfg.label_db)
+        audio.append(source[: len(y) * cfg.hop_length].astype(np.float32))
+        labels.append(y)
+        starts.append(starts[-1] + len(y))
+    return {"audio": np.concatenate(audio), "labels": np.concatenate(labels), "starts": np.asarray(starts)}
+
+
+def _examples(out: Path, name: str, corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
+    path = out / f"data-{name}.npz"
+    if not path.exists():
+        data = make_examples(corpus, n, seed, cfg)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **data)
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _item(data: dict[str, np.ndarray], i: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = data["starts"][i], data["starts"][i + 1]
+    return data["audio"][a * hop: b * hop], data["labels"][a:b]
+
+
+def _batch(data: dict[str, np.ndarray], rng: np.random.Generator, size: int, max_frames: int,
+           hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`size` random examples, each cropped at a random place to the batch's shortest (<= max_frames)."""
+    items = [_item(data, int(i), hop) for i in rng.integers(len(data["starts"]) - 1, size=size)]
+    frames = min(max_frames, *(len(y) for _, y in items))
+    xs, ys = [], []
+    for x, y in items:
+        k = int(rng.integers(len(y) - frames + 1))
+        xs.append(x[k * hop: (k + frames) * hop])
+        ys.append(y[k: k + frames])
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+@torch.no_grad()
+def validate(model: SpeechFreeDetector, data: dict[str, np.ndarray]) -> dict:
+    """Validation loss, and per threshold: the share of frames picked, precision and recall."""
+    model.eval()
+    hop = model.cfg.hop_length
+    probs, labels, loss = [], [], 0.0
+    for i in range(len(data["starts"]) - 1):
+        x, y = _item(data, i, hop)
+        logits = model(torch.from_numpy(x)[None], len(y))[0]
+        loss += float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(y), reduction="sum"))
+        probs.append(torch.sigmoid(logits).numpy())
+        labels.append(y)
+    model.train()
+    p, y = np.concatenate(probs), np.concatenate(labels).astype(bool)
+    rows = []
+    for t in THRESHOLDS:
+        picked = p > t
+        rows.append({"threshold": t, "picked": float(picked.mean()),
+                     "precision": float(y[picked].mean()) if picked.any() else float("nan"),
+                     "recall": float(picked[y].mean()) if y.any() else float("nan")})
+    return {"loss": loss / len(y), "speech_free": float(y.mean()), "thresholds": rows}
+
+
+def choose_threshold(rows: list[dict], precision: float) -> float:
+    """The lowest threshold whose precision reaches `precision` (the highest one tried if none does)."""
+    good = [r["threshold"] for r in rows if r["precision"] >= precision]
+    return min(good) if good else max(r["threshold"] for r in rows)
+
+
+def save(path: Path, model: SpeechFreeDetector) -> Path:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"detector_config": model.cfg.to_json()})
+    return path
+
+
+def load(path: str | Path) -> SpeechFreeDetector:
+    """A detector file of `save` (checkpoint.with_detector puts it into an inference checkpoint)."""
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        return build(f.metadata()["detector_config"], {k: f.get_tensor(k) for k in f.keys()})
+
+
+def train(out: Path, corpus: Path, examples: int, val_examples: int, steps: int, batch: int = 16,
+          max_frames: int = 300, lr: float = 2e-3, precision: float = 0.8, seed: int = 0,
+          save_every: int = 200, cfg: DetectorConfig = DetectorConfig(), log=print,
+          stop_at: int | None = None) -> dict | None:
+    """Train (resuming from OUT/state.pt), choose the threshold, write the weights and the report. With
+    `stop_at`, stop after that step (its state saved; None returned): a later call goes on from there."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    data = _examples(out, "train", corpus, examples, seed, cfg)
+    val = _examples(out, "val", corpus, val_examples, seed + 1, cfg)
+    log(f"examples: {len(data['starts']) - 1} train, {len(val['starts']) - 1} validation "
+        f"({time.time() - t0:.0f} s); speech-free frames: {data['labels'].mean():.1%}")
+    torch.manual_seed(seed)
+    model = SpeechFreeDetector(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
+    step, state_path = 0, out / "state.pt"
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=True)
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        step = int(state["step"])
+        log(f"resumed at step {step}")
+    t1, running = time.time(), []
+    while step < steps:
+        rng = np.random.default_rng([seed, step])  # the batch depends on the step only: resume == straight
+        x, y = _batch(data, rng, batch, max_frames, cfg.hop_length)
+        loss = F.binary_cross_entropy_with_logits(model(x, y.shape[1]), y)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        running.append(loss.item())
+        if step % save_every == 0 or step in (steps, stop_at):
+            log(f"step {step}: train loss {np.mean(running):.4f} ({(time.time() - t1) / len(running):.3f} s/step)")
+            running, t1 = [], time.time()
+            with atomic_path(state_path) as tmp:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "step": step}, tmp)
+        if step == stop_at:
+            return None
+    report = validate(model, val)
+    model.cfg = replace(cfg, threshold=choose_threshold(report["thresholds"], precision))
+    report |= {"threshold": model.cfg.threshold, "precision_target": precision, "steps": steps,
+               "examples": examples, "wall_s": time.time() - t0}
+    save(out / WEIGHTS_NAME, model)
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1))
+    return report
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+
+
+@app.callback()
+def main() -> None:
+    """Train the speech-free frame detector (detector.py)."""
+
+
+@app.command("run")
+def run(out: Path, corpus: Annotated[Path, typer.Option(help="corpus folder (train/corpus.py)")],
+        examples: int = 4000, val_examples: int = 400, steps: int = 3000, batch: int = 16, lr: float = 2e-3,
+        precision: Annotated[float, typer.Option(help="validation precision the threshold must reach")] = 0.8,
+        seed: int = 0, threads: int = 2,
+        sample_rate: Annotated[int, typer.Option(help="the codec's sample rate (the demo's: 16000)")] = 16_000,
+        hop_length: Annotated[int, typer.Option(help="the codec's samples per frame (the demo's: 320)")] = 320) -> None:
+    """Make the examples (once), train, choose the threshold; rerun to resume. The detector works on the
+    frames of the codec it will ship with: give that codec's rate and hop (EnCodec 24 kHz: 24000, 320)."""
+    torch.set_num_threads(threads)
+    cfg = DetectorConfig(sample_rate=sample_rate, hop_length=hop_length)
+    report = train(out, corpus, examples, val_examples, steps, batch, lr=lr, precision=precision, seed=seed,
+                   cfg=cfg)
+    print(f"validation loss {report['loss']:.4f}; threshold {report['threshold']}: "
+          + ", ".join(f"{k} {r[k]:.1%}" for r in report["thresholds"] if r["threshold"] == report["threshold"]
+                      for k in ("picked", "precision", "recall")))
+
+
+if __name__ == "__main__":
+    app()

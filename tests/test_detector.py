@@ -1,0 +1,131 @@
+"""The speech-free frame detector: level-free features on the codec's frames, labels, training and its file."""
+
+import numpy as np
+import pytest
+import torch
+
+from speechx_cli.detector import DetectorConfig, SpeechFreeDetector
+from speechx_cli.train import detector_train as D
+from tests.test_simulate import tiny  # noqa: F401  (the tiny espeak corpus fixture)
+
+SMALL = DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8)
+HOP = SMALL.hop_length
+
+
+def _noise(seconds: float, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 0.05, int(seconds * 16_000)).astype(np.float32)
+
+
+def test_features_are_level_free_and_on_the_codec_frames():
+    torch.manual_seed(0)
+    model = SpeechFreeDetector(SMALL)
+    x = _noise(1.0) * 0.01
+    x[10 * HOP: 11 * HOP] += _noise(HOP / 16_000, 1) * 20  # a burst exactly in codec frame 10
+    feats = model.features(torch.from_numpy(x)[None], 50)[0]
+    loud = model.features(torch.from_numpy(x * 7.0)[None], 50)[0]
+    assert feats.shape == (50, SMALL.n_mels + 1)
+    torch.testing.assert_close(feats, loud, atol=1e-2, rtol=0)  # only the log floor differs
+    assert int(feats[:, -1].argmax()) == 10  # the level channel peaks on the burst's own frame
+    # a short input is padded to the frames asked for
+    assert model.features(torch.from_numpy(x[: 20 * HOP])[None], 50).shape == (1, 50, SMALL.n_mels + 1)
+
+
+def test_silent_frames_are_never_speech_free():
+    model = SpeechFreeDetector(SMALL)
+    x = _noise(1.0)
+    x[: 20 * HOP] = 0.0
+    free = model.speech_free(x, 50, threshold=1e-6)  # every frame with sound passes this threshold
+    assert not free[:20].any() and free[20:].all()
+
+
+def test_frame_labels_mark_where_the_speech_is_under_the_background():
+    background = np.full(10 * HOP, 0.1, dtype=np.float32)
+    speech = np.zeros(10 * HOP, dtype=np.float32)
+    speech[3 * HOP: 5 * HOP] = 0.1  # equal to the background: not speech-free
+    speech[6 * HOP: 7 * HOP] = 0.05  # 6 dB under: not at 10 dB, yes at 5 dB
+    assert D.frame_labels(speech, background, HOP, 10.0).tolist() == [1, 1, 1, 0, 0, 1, 0, 1, 1, 1]
+    assert D.frame_labels(speech, background, HOP, 5.0).tolist() == [1, 1, 1, 0, 0, 1, 1, 1, 1, 1]
+
+
+def test_threshold_is_the_lowest_reaching_the_precision():
+    rows = [{"threshold": 0.3, "precision": 0.6}, {"threshold": 0.5, "precision": 0.82},
+            {"threshold": 0.7, "precision": 0.9}]
+    assert D.choose_threshold(rows, 0.8) == 0.5
+    assert D.choose_threshold(rows, 0.95) == 0.7
+
+
+def test_examples_are_the_simulations_mixtures_with_their_labels(tiny):  # noqa: F811
+    data = D.make_examples(tiny.root, 3, 0, SMALL)
+    assert len(data["starts"]) == 4 and data["starts"][-1] == len(data["labels"])
+    assert len(data["audio"]) == len(data["labels"]) * HOP
+    x, y = D._item(data, 1, HOP)
+    assert len(x) == len(y) * HOP and set(np.unique(y)) <= {0.0, 1.0}
+
+
+def test_resumed_training_equals_straight_and_the_file_round_trips(tiny, tmp_path):  # noqa: F811
+    kw = dict(corpus=tiny.root, examples=6, val_examples=2, steps=4, batch=2, max_frames=40, cfg=SMALL,
+              save_every=3, log=lambda *_: None)
+    straight = D.train(tmp_path / "a", **kw)
+    assert D.train(tmp_path / "b", stop_at=2, **kw) is None  # killed after step 2
+    resumed = D.train(tmp_path / "b", **kw)
+    assert resumed["loss"] == straight["loss"] and resumed["threshold"] == straight["threshold"]
+    one, two = D.load(tmp_path / "a" / D.WEIGHTS_NAME), D.load(tmp_path / "b" / D.WEIGHTS_NAME)
+    for (k, v), w in zip(one.state_dict().items(), two.state_dict().values()):
+        torch.testing.assert_close(v, w, msg=k)
+    assert one.cfg.threshold == straight["threshold"] and 0 < straight["speech_free"] < 1
+    x = torch.from_numpy(_noise(0.5))[None]
+    assert one(x, 25).shape == (1, 25)
+
+
+@pytest.mark.parametrize("bad", [dict(threshold=1.0), dict(n_fft=100), dict(layers=0)])
+def test_bad_configs_are_refused(bad):
+    with pytest.raises(ValueError):
+        DetectorConfig(**bad).validate()
+
+
+def test_an_inference_checkpoint_carries_the_detector(tiny_checkpoint, tmp_path):
+    from speechx_cli import checkpoint
+    assert checkpoint.load(tiny_checkpoint).detector is None
+    torch.manual_seed(0)
+    model = SpeechFreeDetector(SMALL).eval()
+    x = torch.from_numpy(_noise(0.6))[None]
+    for half in (False, True):
+        path = checkpoint.with_detector(tiny_checkpoint, model, tmp_path / f"d{half}.safetensors", half=half)
+        got = checkpoint.load(path).detector
+        assert got.cfg == model.cfg
+        torch.testing.assert_close(got(x, 30), model(x, 30), atol=1e-2 if half else 0, rtol=0)
+    # a codec replaced keeps it; None takes it out
+    again = checkpoint.load(tmp_path / "dFalse.safetensors")
+    kept = checkpoint.replace_codec(tmp_path / "dFalse.safetensors", again.codec, tmp_path / "kept.safetensors")
+    assert checkpoint.load(kept).detector is not None
+    assert checkpoint.load(checkpoint.with_detector(kept, None, tmp_path / "none.safetensors")).detector is None
+
+
+def test_export_puts_a_trained_detector_into_a_checkpoint(tiny_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from speechx_cli import checkpoint
+    from speechx_cli.cli import app
+    torch.manual_seed(1)
+    model = SpeechFreeDetector(SMALL).eval()
+    D.save(tmp_path / "det.safetensors", model)
+    out = tmp_path / "with.safetensors"
+    r = CliRunner().invoke(app, ["train", "export", str(tiny_checkpoint), str(out), "--codec-checkpoint",
+                                 str(tiny_checkpoint), "--detector", str(tmp_path / "det.safetensors")])
+    assert r.exit_code == 0, r.output
+    x = torch.from_numpy(_noise(0.4))[None]
+    torch.testing.assert_close(checkpoint.load(out).detector(x, 20), model(x, 20))
+    r = CliRunner().invoke(app, ["train", "export", str(tiny_checkpoint), str(tmp_path / "bad.safetensors"),
+                                 "--codec-checkpoint", str(tiny_checkpoint), "--detector", str(tiny_checkpoint)])
+    assert r.exit_code != 0 and not (tmp_path / "bad.safetensors").exists()  # not a detector file
+
+
+def test_a_detector_is_made_for_its_codecs_frames(tiny, tiny_checkpoint, tmp_path):  # noqa: F811
+    from speechx_cli import checkpoint
+    at24 = DetectorConfig(sample_rate=24_000, n_mels=16, channels=8, layers=2, hidden=8)
+    data16, data24 = D.make_examples(tiny.root, 2, 0, SMALL), D.make_examples(tiny.root, 2, 0, at24)
+    assert len(data24["audio"]) == len(data24["labels"]) * HOP  # resampled to 24 kHz, framed by its hop
+    assert abs(len(data24["labels"]) - 1.5 * len(data16["labels"])) <= 2
+    with pytest.raises(checkpoint.CheckpointError, match="train it with the codec's"):
+        checkpoint.with_detector(tiny_checkpoint, SpeechFreeDetector(at24), tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
