@@ -11,8 +11,8 @@ AR to the background. With the true speech-free frames that gained +2.0 dB (one 
     auto            the default: detector where the checkpoint has one, else off
     off             none given
     detector[=P]    the checkpoint's speech-free detector (detector.py), frames with probability above P
-                    (default: the threshold it was trained with): +2.0 dB SI-SDR on 180 fresh pairs, as much
-                    as the true speech-free frames gave, at no cost in time (docs/demo-v2.md, "A speech-free
+                    (default: the threshold it was trained with): +2.2 dB SI-SDR on 240 fresh pairs, more
+                    than the true speech-free frames gave, at no cost in time (docs/demo-v2.md, "A speech-free
                     detector")
     denoise[=DB]    frames where the mean energy of the window's denoise draws (generated first, as many as
                     its own draws) is DB under the input's (default 10): +0.5 dB on the benchmarks it was

@@ -69,8 +69,8 @@ class RecipeV2:
     batch_frames: int = 2400
     shard_threads: int = 2
     lm_processes: int = 2
-    detector_examples: int = 4000  # simulated remove-speech mixtures (docs/demo-v2.md, "A speech-free detector")
-    detector_steps: int = 2500
+    detector_examples: int = 12000  # simulated remove-speech mixtures (docs/demo-v2.md, "A speech-free detector")
+    detector_steps: int = 7500
     seed: int = 0
 
     def __post_init__(self) -> None:
