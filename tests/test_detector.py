@@ -129,3 +129,13 @@ def test_a_detector_is_made_for_its_codecs_frames(tiny, tiny_checkpoint, tmp_pat
     with pytest.raises(checkpoint.CheckpointError, match="train it with the codec's"):
         checkpoint.with_detector(tiny_checkpoint, SpeechFreeDetector(at24), tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_bad_runs_are_one_line_errors(tiny, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+    run = ["run", str(tmp_path / "d"), "--examples", "2", "--val-examples", "1", "--steps", "1", "--batch", "1"]
+    r = CliRunner().invoke(D.app, [*run, "--corpus", str(tmp_path / "nowhere")])
+    assert r.exit_code == 2 and "nowhere" in r.output and "Traceback" not in r.output
+    assert CliRunner().invoke(D.app, [*run, "--corpus", str(tiny.root)]).exit_code == 0
+    again = CliRunner().invoke(D.app, [*run[:-4], "--steps", "2", "--batch", "1", "--corpus", str(tiny.root)])
+    assert again.exit_code == 2 and "other settings" in again.output

@@ -216,7 +216,7 @@ def replace_codec(src: str | Path, codec: Codec, dst: str | Path, info: dict | N
     if codecs.fingerprint(codec) != codecs.fingerprint(old.codec):
         raise CheckpointError(f"{src}: the new codec's tokens differ from those its language model was trained on")
     return save(dst, old.ar, old.nar, codec, info={**old.info, **(info or {})}, half=half,
-                detector=detector or old.detector)
+                detector=old.detector if detector is None else detector)
 
 
 def with_detector(src: str | Path, detector: D.SpeechFreeDetector | None, dst: str | Path, info: dict | None = None,

@@ -10,7 +10,8 @@ are the validation set (the dev split stays for the benchmarks). The threshold k
 validation precision (picked frames that are speech-free) reaches `--precision`: forcing a frame that holds
 speech puts that speech into the background.
 
-OUT holds data-train.npz / data-val.npz (the examples, made once), state.pt (resumes a killed run from
+OUT holds settings.json (a rerun with other settings is refused), data-train.npz / data-val.npz (the
+examples, made once), state.pt (resumes a killed run from
 its last `--save-every`), detector.safetensors (the weights, the config with the threshold in its header)
 and report.json (validation loss and, per threshold, frames picked, precision and recall).
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -32,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..detector import DetectorConfig, SpeechFreeDetector, build
-from ..files import atomic_path
+from ..files import atomic_path, claim_folder
 from ..prompts import Task
 from .simulate import Corpus, SimulationOptions, Simulator
 
@@ -142,7 +143,12 @@ def train(out: Path, corpus: Path, examples: int, val_examples: int, steps: int,
           stop_at: int | None = None) -> dict | None:
     """Train (resuming from OUT/state.pt), choose the threshold, write the weights and the report. With
     `stop_at`, stop after that step (its state saved; None returned): a later call goes on from there."""
-    out.mkdir(parents=True, exist_ok=True)
+    if not (Path(corpus) / "manifest.jsonl").is_file():
+        raise FileNotFoundError(f"{corpus}: not a corpus (no manifest.jsonl)")
+    settings = {"corpus": str(Path(corpus).resolve()), "examples": examples, "val_examples": val_examples,
+                "steps": steps, "batch": batch, "max_frames": max_frames, "lr": lr, "seed": seed, "config": asdict(cfg)}
+    claim_folder(out, "settings.json", settings, False, f"{out} holds a detector run made with other settings: "
+                 "give another folder", lambda: None)
     t0 = time.time()
     data = _examples(out, "train", corpus, examples, seed, cfg)
     val = _examples(out, "val", corpus, val_examples, seed + 1, cfg)
@@ -206,9 +212,13 @@ def run(out: Path, corpus: Annotated[Path, typer.Option(help="corpus folder (tra
     """Make the examples (once), train, choose the threshold; rerun to resume. The detector works on the
     frames of the codec it will ship with: give that codec's rate and hop (EnCodec 24 kHz: 24000, 320)."""
     torch.set_num_threads(threads)
-    cfg = DetectorConfig(sample_rate=sample_rate, hop_length=hop_length)
-    report = train(out, corpus, examples, val_examples, steps, batch, lr=lr, precision=precision, seed=seed,
-                   cfg=cfg)
+    try:
+        cfg = DetectorConfig(sample_rate=sample_rate, hop_length=hop_length).validate()
+        report = train(out, corpus, examples, val_examples, steps, batch, lr=lr, precision=precision, seed=seed,
+                       cfg=cfg)
+    except (OSError, ValueError) as e:  # a missing or broken corpus, no noise bank, another run's folder
+        typer.echo(f"error: {str(e).splitlines()[0]}", err=True)
+        raise typer.Exit(2) from None
     print(f"validation loss {report['loss']:.4f}; threshold {report['threshold']}: "
           + ", ".join(f"{k} {r[k]:.1%}" for r in report["thresholds"] if r["threshold"] == report["threshold"]
                       for k in ("picked", "precision", "recall")))
