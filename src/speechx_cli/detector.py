@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .speechfree import frame_energy
+
 LOG_FLOOR = 1e-8
 
 
@@ -96,9 +98,7 @@ class SpeechFreeDetector(nn.Module):
         speech-free is above `threshold` (None: the config's) and that are not silent."""
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(self.window.device)
         p = torch.sigmoid(self(x, frames))[0].cpu()
-        hop = self.cfg.hop_length
-        padded = F.pad(x[0].cpu(), (0, max(0, frames * hop - x.shape[-1])))[: frames * hop]
-        silent = padded.reshape(frames, hop).square().mean(1) == 0
+        silent = torch.from_numpy(frame_energy(audio, self.cfg.hop_length, frames) == 0)
         return (p > (self.cfg.threshold if threshold is None else threshold)) & ~silent
 
 

@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 from ..detector import DetectorConfig, SpeechFreeDetector, build
 from ..files import atomic_path, claim_folder
 from ..prompts import Task
+from ..speechfree import frame_energy
 from .simulate import Corpus, SimulationOptions, Simulator
 
 WEIGHTS_NAME = "detector.safetensors"
@@ -43,9 +44,8 @@ THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(2, 20))
 
 def frame_labels(speech: np.ndarray, background: np.ndarray, hop: int, label_db: float) -> np.ndarray:
     """(len // hop,) 1.0 where the frame's speech energy is `label_db` under its background's."""
-    n = len(speech) // hop * hop
-    es = np.mean(speech[:n].astype(np.float64).reshape(-1, hop) ** 2, axis=1)
-    eb = np.mean(background[:n].astype(np.float64).reshape(-1, hop) ** 2, axis=1)
+    frames = len(speech) // hop
+    es, eb = frame_energy(speech, hop, frames), frame_energy(background, hop, frames)
     return (es < eb * 10 ** (-label_db / 10)).astype(np.float32)
 
 
