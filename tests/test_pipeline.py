@@ -158,6 +158,26 @@ def test_passes_per_window_stream_as_they_run_and_leave_tts_alone(sx):
     assert np.array_equal(speech, speech1)
 
 
+def test_remove_speech_takes_two_passes_by_default_where_it_finds_speech_free_frames(sx):
+    """passes=None: 2 for remove-speech with the mask and the detector (auto), else 1; other tasks 1."""
+    torch.manual_seed(0)
+    with_detector = replace(sx, detector=SpeechFreeDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8)))
+    x, opts = tone(1.3, seed=4), DecodingOptions(temperature=1.0, seed=3)
+
+    def out(model, task, **kw):
+        req = PL.Request(task, audio=x, enrollment=x if task is Task.TSE else None)
+        return PL.run(model, [req], opts, PL.WindowOptions(draws=2, **kw))[0]
+    np.testing.assert_allclose(out(with_detector, Task.SR), out(with_detector, Task.SR, passes=2), atol=1e-6)
+    assert not np.allclose(out(with_detector, Task.SR), out(with_detector, Task.SR, passes=1), atol=1e-3)
+    np.testing.assert_allclose(out(sx, Task.SR), out(sx, Task.SR, passes=1), atol=1e-6)  # no detector
+    np.testing.assert_allclose(out(with_detector, Task.TSE), out(with_detector, Task.TSE, passes=1), atol=1e-6)
+    w = PL.WindowOptions()
+    assert (w.n_passes(Task.SR, True), w.n_passes(Task.SR, False), w.n_passes(Task.NS, True)) == (2, 1, 1)
+    assert PL.WindowOptions(resynth=Resynth.CODEC).validate().n_passes(Task.SR, True) == 1
+    for mode in ("off", "denoise"):
+        assert PL.WindowOptions(speech_free=S.SpeechFree(mode)).n_passes(Task.SR, True) == 1
+
+
 def test_passes_need_the_mask():
     with pytest.raises(ValueError, match="passes"):
         PL.WindowOptions(passes=0).validate()
@@ -288,11 +308,12 @@ def test_remove_speech_feeds_its_input_where_its_denoise_draws_find_no_speech(sx
     assert 0 < int(free.sum()) < frames
     codes, expected = masked(replace(row.prompt, prefix=mix, given=free))
     got = PL.run(replace(sx, detector=detector), [PL.Request(Task.SR, audio=x)], opts,
-                 PL.WindowOptions(draws=2, speech_free=S.SpeechFree("detector", p)))[0]
+                 PL.WindowOptions(draws=2, passes=1, speech_free=S.SpeechFree("detector", p)))[0]
     np.testing.assert_allclose(got, expected, atol=1e-6)
     # auto, the default: the detector (at its own threshold) where the checkpoint has one; off (above) where not
     detector.cfg = replace(detector.cfg, threshold=p)
-    auto = PL.run(replace(sx, detector=detector), [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(draws=2))[0]
+    auto = PL.run(replace(sx, detector=detector), [PL.Request(Task.SR, audio=x)], opts,
+                  PL.WindowOptions(draws=2, passes=1))[0]
     np.testing.assert_allclose(auto, expected, atol=1e-6)
     with pytest.raises(ValueError, match="no speech-free detector"):
         PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(speech_free=S.SpeechFree("detector")))

@@ -139,7 +139,7 @@ def denoise(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature,
     top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None,
     batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None,
-    draws: DrawsOpt = None, passes: PassesOpt = 1, shard: ShardOpt = None, fmt: FormatOpt = None,
+    draws: DrawsOpt = None, passes: PassesOpt = None, shard: ShardOpt = None, fmt: FormatOpt = None,
     bitrate: BitrateOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
@@ -155,7 +155,7 @@ def remove_speech(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
-    passes: PassesOpt = 1, speech_free: SpeechFreeOpt = str(SPEECH_FREE), shard: ShardOpt = None,
+    passes: PassesOpt = None, speech_free: SpeechFreeOpt = str(SPEECH_FREE), shard: ShardOpt = None,
     fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Remove the speech: keep only the background."""
@@ -173,7 +173,7 @@ def extract_speaker(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
-    passes: PassesOpt = 1, shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
+    passes: PassesOpt = None, shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with guard():

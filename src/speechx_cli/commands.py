@@ -54,13 +54,13 @@ class Common:
     mask: str | None = None  # --mask overrides, resolved per task (mask_settings)
     bitrate: int | None = None  # kbps of compressed outputs (mp3, m4a, ...); None = audio's default
     draws: int | None = None  # generations per window whose band energies the mask averages (None: the default)
-    passes: int = 1  # times each window goes through the model
+    passes: int | None = None  # times each window goes through the model (None: the task's default)
     speech_free: str = str(SPEECH_FREE)  # remove-speech: --speech-free, how speech-free frames are found
 
 
 def common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
            batch_size=8, window=10.0, resynth=Resynth.MASK, mask=None, bitrate=None, draws=None,
-           passes=1, speech_free=str(SPEECH_FREE)) -> Common:
+           passes=None, speech_free=str(SPEECH_FREE)) -> Common:
     opts = decoding_options(seed, temperature, top_k, top_p)
     if sample_rate is not None and not 1000 <= sample_rate <= 384000:
         raise UserError(f"--sample-rate {sample_rate} is not a sensible audio rate")
@@ -88,7 +88,8 @@ def _check_window(seconds: float, batch_size: int) -> None:
 
 
 def window_options(seconds: float, batch_size: int, resynth: Resynth, mask: MaskOptions | None,
-                   draws: int | None = None, passes: int = 1, speech_free: str = str(SPEECH_FREE)) -> WindowOptions:
+                   draws: int | None = None, passes: int | None = None,
+                   speech_free: str = str(SPEECH_FREE)) -> WindowOptions:
     """--window, --batch-size, --resynth, --draws, --passes, --speech-free and the task's mask settings; the
     windows overlap by a quarter of a window, at most 1 s."""
     _check_window(seconds, batch_size)

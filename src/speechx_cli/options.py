@@ -58,9 +58,10 @@ MaskOpt = Annotated[Optional[str], typer.Option(
 DrawsOpt = Annotated[Optional[int], typer.Option(
     "--draws", help="With --resynth mask: generate each window N times (decoded side by side) and cut by the mean "
                     "of their band energies.", show_default="4 with the mask, 1 with the codec")]
-PassesOpt = Annotated[int, typer.Option(
+PassesOpt = Annotated[Optional[int], typer.Option(
     "--passes", help="With --resynth mask: run each window through the model N times, each pass on the last "
-                     "one's output (the mask cuts again what it left; N times the work).")]
+                     "one's output (the mask cuts again what it left; N times the work).",
+    show_default="2 for remove-speech with the speech-free detector and the mask, else 1")]
 SpeechFreeOpt = Annotated[str, typer.Option(
     "--speech-free", help="remove-speech: give the input's own codes in the frames found free of speech (the "
                           "background is the input there): auto (detector if the checkpoint has one, else off), off, "

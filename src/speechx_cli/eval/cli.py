@@ -133,7 +133,7 @@ def _codec(path: Path, device: Device):
 
 def _speechx_runner(sx, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth, mask=None, draws: int | None = None,
-                    passes: int = 1, speech_free: str = str(SPEECH_FREE)):
+                    passes: int | None = None, speech_free: str = str(SPEECH_FREE)):
     decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
     window = window_options(10.0, batch_size, resynth, mask, draws, passes, speech_free)
     check_detector(sx, Task.SR, window)
@@ -159,7 +159,7 @@ def _task_command(task: str):
         temperature: TempOpt = DecodingOptions.temperature,
         top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, batch_size: BatchOpt = 8,
         resynth: ResynthOpt = Resynth.MASK,
-        mask: MaskOpt = None, draws: DrawsOpt = None, passes: PassesOpt = 1,
+        mask: MaskOpt = None, draws: DrawsOpt = None, passes: PassesOpt = None,
         speech_free: Annotated[Optional[str], typer.Option(
             "--speech-free", help="remove-speech: as the command's flag.", show_default=str(SPEECH_FREE))] = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
@@ -186,7 +186,7 @@ def _task_command(task: str):
             masking = mask_settings(TASK_OF[task], mask)
             if draws is not None and draws > 1 and TASK_OF[task] not in TASK_MASKS:
                 raise UserError(f"--draws: {task} makes no mask")
-            if passes > 1 and TASK_OF[task] not in TASK_MASKS:
+            if passes is not None and passes > 1 and TASK_OF[task] not in TASK_MASKS:
                 raise UserError(f"--passes: {task} makes no mask")
             if speech_free is not None and TASK_OF[task] is not Task.SR:
                 raise UserError(f"--speech-free: only remove-speech keeps speech-free frames, not {task}")
@@ -207,7 +207,8 @@ def _task_command(task: str):
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {}),
                              "draws": WindowOptions(resynth=resynth, draws=draws).n_draws,
-                             "passes": passes,
+                             "passes": WindowOptions(resynth=resynth, passes=passes, speech_free=found).n_passes(
+                                 TASK_OF[task], model().detector is not None),
                              **({"speech_free": str(found)} if TASK_OF[task] is Task.SR else {})}
                 elif name == "reference":
                     runners[name] = R.reference_system
