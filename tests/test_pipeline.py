@@ -319,6 +319,36 @@ def test_remove_speech_feeds_its_input_where_its_denoise_draws_find_no_speech(sx
         PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(speech_free=S.SpeechFree("detector")))
 
 
+def test_speech_free_denoise_draws_serve_as_the_counterpart_and_are_generated_once(sx, monkeypatch):
+    """remove-speech with --speech-free denoise and a counterpart mask: the denoise draws that find the
+    speech-free frames are the counterpart's draws (the same prompt and seed), not generated a second time."""
+    x = tone(1.3, seed=5)
+    opts = DecodingOptions(temperature=1.0, seed=2)
+    settings = M.MaskOptions(counterpart=True)
+    row = PL.window_row(sx, 0, Task.SR, x, None, None, Task.NS)
+    mix, hop, frames = row.source_codes, sx.codec.hop_length, len(row.source_codes)
+
+    def wav(codes):
+        return [PL.to_audio(sx, c)[: len(x)] for c in codes]
+    speech = PL.generate(sx.ar, sx.nar, [row.counterpart] * 2, opts, sx.codec.frame_rate)
+    energy = np.mean([S.frame_energy(PL.to_audio(sx, c), hop, frames) for c in speech], 0)
+    db = float(np.median(10 * np.log10(S.frame_energy(x, hop, frames) / energy)))
+    free = S.speech_free(x, [PL.to_audio(sx, c) for c in speech], hop, frames, db)
+    assert 0 < int(free.sum()) < frames
+    own = PL.generate(sx.ar, sx.nar, [replace(row.prompt, prefix=mix, given=free)] * 2, opts, sx.codec.frame_rate)
+    expected = M.apply(x, wav(own), SR, settings, counterpart=wav(speech))
+    tasks, real = [], PL.generate
+
+    def counted(ar, nar, prompts, *args, **kwargs):
+        tasks.extend(p.task for p in prompts)
+        return real(ar, nar, prompts, *args, **kwargs)
+    monkeypatch.setattr(PL, "generate", counted)
+    got = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts,
+                 PL.WindowOptions(draws=2, mask=settings, speech_free=S.SpeechFree("denoise", db)))[0]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert tasks.count(Task.NS) == 2 and tasks.count(Task.SR) == 2
+
+
 @pytest.mark.parametrize("spec, parsed", [("off", S.SpeechFree()), ("auto", S.SPEECH_FREE),
                                           ("detector", S.SpeechFree("detector")),
                                           ("detector=0.7", S.SpeechFree("detector", 0.7)),

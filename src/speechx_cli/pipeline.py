@@ -344,17 +344,21 @@ def run(sx: SpeechX, requests: list[Request], opts: DecodingOptions,
 def _generate_windows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions,
                       window: WindowOptions) -> list[list[torch.Tensor]]:
     """_generate_rows with the window options' draws, remove-speech's windows with their speech-free frames given."""
-    return _generate_rows(sx, _speech_free_rows(sx, rows, opts, window), opts, window.batch_size, window.n_draws)
+    rows, known = _speech_free_rows(sx, rows, opts, window)
+    return _generate_rows(sx, rows, opts, window.batch_size, window.n_draws, known)
 
 
-def _speech_free_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: WindowOptions) -> list[_Row]:
+def _speech_free_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: WindowOptions
+                      ) -> tuple[list[_Row], dict[int, list[torch.Tensor]]]:
     """The rows, each remove-speech window's prompt giving its input's codes in its speech-free frames
     (speechfree.py): found by the checkpoint's detector, or by the windows' denoise draws, generated first (as
-    many as the window's own)."""
+    many as the window's own). With the draws: those of the rows whose counterpart is that same denoise
+    prompt (`--mask counterpart=yes`), by row, so that they are not generated twice."""
     todo = [j for j, r in enumerate(rows) if r.prompt.task is Task.SR and r.source is not None]
     mode = window.speech_free.resolve(sx.detector is not None).mode
+    known: dict[int, list[torch.Tensor]] = {}
     if mode == "off" or not todo:
-        return rows
+        return rows, known
     if mode == "detector":
         if sx.detector is None:
             raise ValueError("--speech-free detector: this checkpoint has no speech-free detector")
@@ -364,28 +368,39 @@ def _speech_free_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, wind
         v, hop = sx.config.codebook_size, sx.codec.hop_length
         denoise = [_Row(rows[j].request, P.ns(rows[j].source_codes, v, text=rows[j].text), source=rows[j].source)
                    for j in todo]
+        drawn = _generate_rows(sx, denoise, opts, window.batch_size, window.n_draws)
         free = [S.speech_free(rows[j].source, [to_audio(sx, c) for c in draws], hop, len(rows[j].source_codes),
-                              window.speech_free.db)
-                for j, draws in zip(todo, _generate_rows(sx, denoise, opts, window.batch_size, window.n_draws))]
+                              window.speech_free.db) for j, draws in zip(todo, drawn)]
+        # a draw's samples depend on its seed and prompt only (engine.row_generators): these are the draws
+        # the counterpart would get
+        known = {j: draws for j, d, draws in zip(todo, denoise, drawn)
+                 if rows[j].counterpart is not None and _same_prompt(rows[j].counterpart, d.prompt)}
     rows = list(rows)
     for j, given in zip(todo, free):
         rows[j] = replace(rows[j], prompt=replace(rows[j].prompt, prefix=rows[j].source_codes, given=given))
-    return rows
+    return rows, known
+
+
+def _same_prompt(a: P.Prompt, b: P.Prompt) -> bool:
+    return (a.task is b.task and a.out_frames == b.out_frames and a.given is None and b.given is None
+            and torch.equal(a.tokens, b.tokens) and torch.equal(a.prefix, b.prefix))
 
 
 def _generate_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, batch_size: int,
-                   draws: int = 1) -> list[list[torch.Tensor]]:
+                   draws: int = 1, known: dict[int, list[torch.Tensor]] | None = None) -> list[list[torch.Tensor]]:
     """Generate every row, batch_size prompts at a time, bucketed by condition length (less padding):
     each row's codes, `draws` times for a window of a known-length task (then `draws` codes of its
-    counterpart prompt, if it has one), once for tts and edit rows.
+    counterpart prompt, if it has one, unless `known` holds them by row), once for tts and edit rows.
 
     A prompt's draws always decode in one batch (one larger than batch_size when draws exceed it): a row's
     random stream is its seed, its condition and its copy number in the batch (engine.row_generators), so
     copies in two batches would draw the same samples twice."""
     size = max(batch_size, draws)
     units = [(j, rows[j].prompt) for j in range(len(rows))]
-    units += [(j, rows[j].counterpart) for j in range(len(rows)) if rows[j].counterpart is not None]
-    got: dict[tuple[int, int], list[torch.Tensor]] = {}  # (row, 0 own / 1 counterpart) -> codes
+    known = known or {}
+    units += [(j, rows[j].counterpart) for j in range(len(rows))
+              if rows[j].counterpart is not None and j not in known]
+    got: dict[tuple[int, int], list[torch.Tensor]] = {(j, 1): list(c) for j, c in known.items()}
     chunk: list[tuple[int, int]] = []  # (unit, row) per prompt of the batch
 
     def flush() -> None:
