@@ -69,8 +69,8 @@ bench: $(STAMP)
 # The shipped demo model from nothing. v1 (recipe.py: synthesizer corpus, codec, codec continued,
 # decoder fine-tuning, shards, LM stages 1, 2 and 2 continued) into runs/speechx-v1.safetensors, then
 # v2 (recipe_v2.py: the natural-voice corpus, a Vocos decoder on v1's tokens, v2's two LM stages on
-# the natural-voice shards, remove-speech's speech-free detector, export, examples from natural dev voices;
-# docs/demo-v2.md). RECIPE_V2_FLAGS=
+# the natural-voice shards, remove-speech's speech-free and denoise's noise-free detectors, export,
+# examples from natural dev voices; docs/demo-v2.md). RECIPE_V2_FLAGS=
 # "--lm-stages 0" stops at the decoder (the demo before v2). Resumable: rerun after an interruption
 # (an LM run loses at most the 100 steps since its last checkpoint). Step counts are Recipe's and RecipeV2's; to change them, e.g.
 #   make demo-checkpoint RECIPE_FLAGS="--codec-steps 6000 --continued-steps 8000,4000"

@@ -186,6 +186,16 @@ def test_a_bad_speech_free_mode_is_refused_before_any_work(wav_file, tmp_path, t
     assert r.exit_code != 0 and not (tmp_path / "o.wav").exists()  # only remove-speech has the flag
 
 
+def test_a_bad_noise_free_mode_is_refused_before_any_work(wav_file, tmp_path, tiny_checkpoint):
+    r = runner.invoke(app, ["denoise", str(wav_file), str(tmp_path / "o.wav"), "--noise-free", "denoise"])
+    assert "--noise-free 'denoise': use auto, off, detector" in one_line_error(r)
+    r = runner.invoke(app, ["denoise", str(wav_file), str(tmp_path / "o.wav"), "--noise-free", "detector",
+                            "--checkpoint", str(tiny_checkpoint)])
+    assert "has no noise-free detector" in one_line_error(r) and not (tmp_path / "o.wav").exists()
+    r = runner.invoke(app, ["remove-speech", str(wav_file), str(tmp_path / "o.wav"), "--noise-free", "off"])
+    assert r.exit_code != 0 and not (tmp_path / "o.wav").exists()  # only denoise has the flag
+
+
 def test_stereo_input_is_downmixed(tmp_path, tiny_checkpoint):
     inp = tmp_path / "st.wav"
     x = tone(0.6)

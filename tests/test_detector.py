@@ -1,10 +1,13 @@
-"""The speech-free frame detector: level-free features on the codec's frames, labels, training and its file."""
+"""The frame detectors (remove-speech's speech-free, denoise's noise-free frames): level-free features on the
+codec's frames, labels, training and their place in a checkpoint."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from speechx_cli.detector import DetectorConfig, SpeechFreeDetector
+from speechx_cli.detector import DetectorConfig, FrameDetector
 from speechx_cli.train import detector_train as D
 from tests.test_simulate import tiny  # noqa: F401  (the tiny espeak corpus fixture)
 
@@ -18,7 +21,7 @@ def _noise(seconds: float, seed: int = 0) -> np.ndarray:
 
 def test_features_are_level_free_and_on_the_codec_frames():
     torch.manual_seed(0)
-    model = SpeechFreeDetector(SMALL)
+    model = FrameDetector(SMALL)
     x = _noise(1.0) * 0.01
     x[10 * HOP: 11 * HOP] += _noise(HOP / 16_000, 1) * 20  # a burst exactly in codec frame 10
     feats = model.features(torch.from_numpy(x)[None], 50)[0]
@@ -31,10 +34,10 @@ def test_features_are_level_free_and_on_the_codec_frames():
 
 
 def test_silent_frames_are_never_speech_free():
-    model = SpeechFreeDetector(SMALL)
+    model = FrameDetector(SMALL)
     x = _noise(1.0)
     x[: 20 * HOP] = 0.0
-    free = model.speech_free(x, 50, threshold=1e-6)  # every frame with sound passes this threshold
+    free = model.pick(x, 50, threshold=1e-6)  # every frame with sound passes this threshold
     assert not free[:20].any() and free[20:].all()
 
 
@@ -62,6 +65,19 @@ def test_examples_are_the_simulations_mixtures_with_their_labels(tiny):  # noqa:
     assert len(x) == len(y) * HOP and set(np.unique(y)) <= {0.0, 1.0}
 
 
+def test_denoise_examples_label_the_frames_where_the_noise_is_under_the_speech(tiny):  # noqa: F811
+    from speechx_cli.prompts import Task
+    from speechx_cli.train.simulate import Corpus, SimulationOptions, Simulator
+    ns = DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8, task="ns")
+    data = D.make_examples(tiny.root, 2, 0, ns)
+    ex = Simulator(Corpus.load(tiny.root, "train"), SimulationOptions(tasks=(Task.NS,))).example(0, 0, Task.NS)
+    n = int(data["starts"][1])
+    np.testing.assert_array_equal(data["labels"][:n], D.frame_labels(ex.source - ex.target, ex.target, HOP, 10.0))
+    np.testing.assert_array_equal(data["audio"][: n * HOP], ex.source[: n * HOP])
+    with pytest.raises(ValueError, match="task"):
+        DetectorConfig(task="tse").validate()
+
+
 def test_resumed_training_equals_straight_and_the_file_round_trips(tiny, tmp_path):  # noqa: F811
     kw = dict(corpus=tiny.root, examples=6, val_examples=2, steps=4, batch=2, max_frames=40, cfg=SMALL,
               save_every=3, log=lambda *_: None)
@@ -72,7 +88,7 @@ def test_resumed_training_equals_straight_and_the_file_round_trips(tiny, tmp_pat
     one, two = D.load(tmp_path / "a" / D.WEIGHTS_NAME), D.load(tmp_path / "b" / D.WEIGHTS_NAME)
     for (k, v), w in zip(one.state_dict().items(), two.state_dict().values()):
         torch.testing.assert_close(v, w, msg=k)
-    assert one.cfg.threshold == straight["threshold"] and 0 < straight["speech_free"] < 1
+    assert one.cfg.threshold == straight["threshold"] and 0 < straight["positive"] < 1
     x = torch.from_numpy(_noise(0.5))[None]
     assert one(x, 25).shape == (1, 25)
 
@@ -83,22 +99,33 @@ def test_bad_configs_are_refused(bad):
         DetectorConfig(**bad).validate()
 
 
-def test_an_inference_checkpoint_carries_the_detector(tiny_checkpoint, tmp_path):
+def test_an_inference_checkpoint_carries_a_detector_per_task(tiny_checkpoint, tmp_path):
     from speechx_cli import checkpoint
-    assert checkpoint.load(tiny_checkpoint).detector is None
+    assert checkpoint.load(tiny_checkpoint).detectors == {}
     torch.manual_seed(0)
-    model = SpeechFreeDetector(SMALL).eval()
+    sr, ns = FrameDetector(SMALL).eval(), FrameDetector(replace(SMALL, task="ns", threshold=0.4)).eval()
     x = torch.from_numpy(_noise(0.6))[None]
     for half in (False, True):
-        path = checkpoint.with_detector(tiny_checkpoint, model, tmp_path / f"d{half}.safetensors", half=half)
-        got = checkpoint.load(path).detector
-        assert got.cfg == model.cfg
-        torch.testing.assert_close(got(x, 30), model(x, 30), atol=1e-2 if half else 0, rtol=0)
-    # a codec replaced keeps it; None takes it out
+        path = checkpoint.with_detectors(tiny_checkpoint, [sr, ns], tmp_path / f"d{half}.safetensors", half=half)
+        got = checkpoint.load(path).detectors
+        assert sorted(got) == ["ns", "sr"] and (got["sr"].cfg, got["ns"].cfg) == (sr.cfg, ns.cfg)
+        for task, model in (("sr", sr), ("ns", ns)):
+            torch.testing.assert_close(got[task](x, 30), model(x, 30), atol=1e-2 if half else 0, rtol=0)
+    # a codec replaced keeps them; a new detector replaces its task's only; keep=False takes the others out
     again = checkpoint.load(tmp_path / "dFalse.safetensors")
     kept = checkpoint.replace_codec(tmp_path / "dFalse.safetensors", again.codec, tmp_path / "kept.safetensors")
-    assert checkpoint.load(kept).detector is not None
-    assert checkpoint.load(checkpoint.with_detector(kept, None, tmp_path / "none.safetensors")).detector is None
+    assert sorted(checkpoint.load(kept).detectors) == ["ns", "sr"]
+    torch.manual_seed(1)
+    sr2 = FrameDetector(SMALL).eval()
+    got = checkpoint.load(checkpoint.with_detectors(kept, [sr2], tmp_path / "sr2.safetensors")).detectors
+    torch.testing.assert_close(got["sr"](x, 30), sr2(x, 30))
+    torch.testing.assert_close(got["ns"](x, 30), ns(x, 30))
+    only = checkpoint.with_detectors(kept, [sr2], tmp_path / "only.safetensors", keep=False)
+    assert sorted(checkpoint.load(only).detectors) == ["sr"]
+    none = checkpoint.with_detectors(kept, [], tmp_path / "none.safetensors", keep=False)
+    assert checkpoint.load(none).detectors == {}
+    with pytest.raises(checkpoint.CheckpointError, match="two detectors"):
+        checkpoint.with_detectors(kept, [sr, sr2], tmp_path / "two.safetensors")
 
 
 def test_export_puts_a_trained_detector_into_a_checkpoint(tiny_checkpoint, tmp_path):
@@ -107,14 +134,19 @@ def test_export_puts_a_trained_detector_into_a_checkpoint(tiny_checkpoint, tmp_p
     from speechx_cli import checkpoint
     from speechx_cli.cli import app
     torch.manual_seed(1)
-    model = SpeechFreeDetector(SMALL).eval()
+    model = FrameDetector(SMALL).eval()
+    ns = FrameDetector(replace(SMALL, task="ns")).eval()
     D.save(tmp_path / "det.safetensors", model)
+    D.save(tmp_path / "ns.safetensors", ns)
     out = tmp_path / "with.safetensors"
     r = CliRunner().invoke(app, ["train", "export", str(tiny_checkpoint), str(out), "--codec-checkpoint",
-                                 str(tiny_checkpoint), "--detector", str(tmp_path / "det.safetensors")])
+                                 str(tiny_checkpoint), "--detector", str(tmp_path / "det.safetensors"),
+                                 "--detector", str(tmp_path / "ns.safetensors")])
     assert r.exit_code == 0, r.output
     x = torch.from_numpy(_noise(0.4))[None]
-    torch.testing.assert_close(checkpoint.load(out).detector(x, 20), model(x, 20))
+    got = checkpoint.load(out).detectors
+    torch.testing.assert_close(got["sr"](x, 20), model(x, 20))
+    torch.testing.assert_close(got["ns"](x, 20), ns(x, 20))
     r = CliRunner().invoke(app, ["train", "export", str(tiny_checkpoint), str(tmp_path / "bad.safetensors"),
                                  "--codec-checkpoint", str(tiny_checkpoint), "--detector", str(tiny_checkpoint)])
     assert r.exit_code != 0 and not (tmp_path / "bad.safetensors").exists()  # not a detector file
@@ -127,7 +159,7 @@ def test_a_detector_is_made_for_its_codecs_frames(tiny, tiny_checkpoint, tmp_pat
     assert len(data24["audio"]) == len(data24["labels"]) * HOP  # resampled to 24 kHz, framed by its hop
     assert abs(len(data24["labels"]) - 1.5 * len(data16["labels"])) <= 2
     with pytest.raises(checkpoint.CheckpointError, match="train it with the codec's"):
-        checkpoint.with_detector(tiny_checkpoint, SpeechFreeDetector(at24), tmp_path / "x.safetensors")
+        checkpoint.with_detectors(tiny_checkpoint, [FrameDetector(at24)], tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
 
 

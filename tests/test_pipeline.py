@@ -12,7 +12,8 @@ from speechx_cli import pipeline as PL
 from speechx_cli import prompts as P
 from speechx_cli import speechfree as S
 from speechx_cli import windows as W
-from speechx_cli.detector import DetectorConfig, SpeechFreeDetector
+from speechx_cli.detector import DetectorConfig, FrameDetector
+from speechx_cli.window_options import DRAWS
 from speechx_cli.engine import DecodingOptions
 from speechx_cli.mask import Resynth
 from speechx_cli.prompts import Task
@@ -113,9 +114,9 @@ def test_stream_equals_in_memory_run_with_draws(sx, mask, speech_free):
     x = tone(5.1, seed=7)
     opts = DecodingOptions(temperature=1.0, seed=1)
     torch.manual_seed(0)
-    sx = replace(sx, detector=SpeechFreeDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8)))
+    sx = replace(sx, detectors={"sr": FrameDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8))})
     win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask,
-                           speech_free=S.SpeechFree.parse(speech_free))
+                           speech_free=S.GivenFrames.parse(speech_free))
     whole = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, win)[0]
     streamed = np.concatenate(list(PL.stream(sx, Task.SR, [x], opts, win)))
     np.testing.assert_allclose(whole, streamed, atol=1e-5)
@@ -126,7 +127,7 @@ def test_draws_need_the_mask_and_default_to_one_with_the_codec():
         PL.WindowOptions(draws=2, resynth=Resynth.CODEC).validate()
     with pytest.raises(ValueError, match="draws"):
         PL.WindowOptions(draws=0).validate()
-    assert PL.WindowOptions().n_draws == PL.DRAWS > 1
+    assert PL.WindowOptions().n_draws == DRAWS > 1
     assert PL.WindowOptions(resynth=Resynth.CODEC).validate().n_draws == 1
 
 
@@ -161,7 +162,8 @@ def test_passes_per_window_stream_as_they_run_and_leave_tts_alone(sx):
 def test_remove_speech_takes_two_passes_by_default_where_it_finds_speech_free_frames(sx):
     """passes=None: 2 for remove-speech with the mask and the detector (auto), else 1; other tasks 1."""
     torch.manual_seed(0)
-    with_detector = replace(sx, detector=SpeechFreeDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8)))
+    with_detector = replace(sx, detectors={"sr": FrameDetector(DetectorConfig(n_mels=16, channels=8, layers=2,
+                                                                                 hidden=8))})
     x, opts = tone(1.3, seed=4), DecodingOptions(temperature=1.0, seed=3)
 
     def out(model, task, **kw):
@@ -172,10 +174,10 @@ def test_remove_speech_takes_two_passes_by_default_where_it_finds_speech_free_fr
     np.testing.assert_allclose(out(sx, Task.SR), out(sx, Task.SR, passes=1), atol=1e-6)  # no detector
     np.testing.assert_allclose(out(with_detector, Task.TSE), out(with_detector, Task.TSE, passes=1), atol=1e-6)
     w = PL.WindowOptions()
-    assert (w.n_passes(Task.SR, True), w.n_passes(Task.SR, False), w.n_passes(Task.NS, True)) == (2, 1, 1)
-    assert PL.WindowOptions(resynth=Resynth.CODEC).validate().n_passes(Task.SR, True) == 1
+    assert (w.n_passes(Task.SR, {"sr"}), w.n_passes(Task.SR, {"ns"}), w.n_passes(Task.NS, {"sr", "ns"})) == (2, 1, 1)
+    assert PL.WindowOptions(resynth=Resynth.CODEC).validate().n_passes(Task.SR, {"sr"}) == 1
     for mode in ("off", "denoise"):
-        assert PL.WindowOptions(speech_free=S.SpeechFree(mode)).n_passes(Task.SR, True) == 1
+        assert PL.WindowOptions(speech_free=S.GivenFrames(mode)).n_passes(Task.SR, {"sr"}) == 1
 
 
 def test_passes_need_the_mask():
@@ -294,7 +296,7 @@ def test_remove_speech_feeds_its_input_where_its_denoise_draws_find_no_speech(sx
     codes, expected = masked(replace(row.prompt, prefix=mix, given=free))
     assert all(torch.equal(c[free], mix[free]) for c in codes)
     got = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts,
-                 PL.WindowOptions(draws=2, speech_free=S.SpeechFree("denoise", db)))[0]
+                 PL.WindowOptions(draws=2, speech_free=S.GivenFrames("denoise", db)))[0]
     np.testing.assert_allclose(got, expected, atol=1e-6)
     off = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(draws=2))[0]
     plain, unforced = masked(row.prompt)
@@ -302,21 +304,21 @@ def test_remove_speech_feeds_its_input_where_its_denoise_draws_find_no_speech(sx
     assert not all(torch.equal(a, b) for a, b in zip(codes, plain))
     # the checkpoint's detector instead: its frames given, nothing generated before
     torch.manual_seed(0)
-    detector = SpeechFreeDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8))
+    detector = FrameDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8))
     p = float(torch.sigmoid(detector(torch.from_numpy(x)[None], frames)).median())
-    free = detector.speech_free(x, frames, p)
+    free = detector.pick(x, frames, p)
     assert 0 < int(free.sum()) < frames
     codes, expected = masked(replace(row.prompt, prefix=mix, given=free))
-    got = PL.run(replace(sx, detector=detector), [PL.Request(Task.SR, audio=x)], opts,
-                 PL.WindowOptions(draws=2, passes=1, speech_free=S.SpeechFree("detector", p)))[0]
+    got = PL.run(replace(sx, detectors={"sr": detector}), [PL.Request(Task.SR, audio=x)], opts,
+                 PL.WindowOptions(draws=2, passes=1, speech_free=S.GivenFrames("detector", p)))[0]
     np.testing.assert_allclose(got, expected, atol=1e-6)
     # auto, the default: the detector (at its own threshold) where the checkpoint has one; off (above) where not
     detector.cfg = replace(detector.cfg, threshold=p)
-    auto = PL.run(replace(sx, detector=detector), [PL.Request(Task.SR, audio=x)], opts,
+    auto = PL.run(replace(sx, detectors={"sr": detector}), [PL.Request(Task.SR, audio=x)], opts,
                   PL.WindowOptions(draws=2, passes=1))[0]
     np.testing.assert_allclose(auto, expected, atol=1e-6)
     with pytest.raises(ValueError, match="no speech-free detector"):
-        PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(speech_free=S.SpeechFree("detector")))
+        PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(speech_free=S.GivenFrames("detector")))
 
 
 def test_speech_free_denoise_draws_serve_as_the_counterpart_and_are_generated_once(sx, monkeypatch):
@@ -344,18 +346,18 @@ def test_speech_free_denoise_draws_serve_as_the_counterpart_and_are_generated_on
         return real(ar, nar, prompts, *args, **kwargs)
     monkeypatch.setattr(PL, "generate", counted)
     got = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts,
-                 PL.WindowOptions(draws=2, mask=settings, speech_free=S.SpeechFree("denoise", db)))[0]
+                 PL.WindowOptions(draws=2, mask=settings, speech_free=S.GivenFrames("denoise", db)))[0]
     np.testing.assert_allclose(got, expected, atol=1e-6)
     assert tasks.count(Task.NS) == 2 and tasks.count(Task.SR) == 2
 
 
-@pytest.mark.parametrize("spec, parsed", [("off", S.SpeechFree()), ("auto", S.SPEECH_FREE),
-                                          ("detector", S.SpeechFree("detector")),
-                                          ("detector=0.7", S.SpeechFree("detector", 0.7)),
-                                          (" denoise = 12 ", S.SpeechFree("denoise", 12.0))])
+@pytest.mark.parametrize("spec, parsed", [("off", S.GivenFrames()), ("auto", S.SPEECH_FREE),
+                                          ("detector", S.GivenFrames("detector")),
+                                          ("detector=0.7", S.GivenFrames("detector", 0.7)),
+                                          (" denoise = 12 ", S.GivenFrames("denoise", 12.0))])
 def test_speech_free_specs(spec, parsed):
-    assert S.SpeechFree.parse(spec) == parsed and S.SpeechFree.parse(str(parsed)) == parsed
-    assert S.SpeechFree.parse("denoise").db == S.DENOISE_DB
+    assert S.GivenFrames.parse(spec) == parsed and S.GivenFrames.parse(str(parsed)) == parsed
+    assert S.GivenFrames.parse("denoise").db == S.DENOISE_DB
     assert parsed.resolve(True).mode != "auto" and parsed.resolve(False).mode != "auto"
     assert S.SPEECH_FREE.resolve(True).mode == "detector" and S.SPEECH_FREE.resolve(False).mode == "off"
 
@@ -363,4 +365,50 @@ def test_speech_free_specs(spec, parsed):
 @pytest.mark.parametrize("spec", ["on", "detector=1.5", "denoise=-1", "denoise=x", "off=3", "auto=0.5", ""])
 def test_bad_speech_free_specs_are_refused(spec):
     with pytest.raises(ValueError, match="--speech-free"):
-        S.SpeechFree.parse(spec)
+        S.GivenFrames.parse(spec)
+
+
+@pytest.mark.parametrize("spec", ["denoise", "denoise=10", "on", "detector=0"])
+def test_noise_free_takes_no_denoise_draws(spec):
+    with pytest.raises(ValueError, match="--noise-free"):
+        S.GivenFrames.parse(spec, Task.NS)
+    assert S.GivenFrames.parse("detector=0.6", Task.NS) == S.GivenFrames("detector", 0.6)
+
+
+def test_denoise_feeds_its_input_where_its_detector_finds_no_noise(sx, monkeypatch):
+    """denoise with the checkpoint's noise-free detector gives the model the input's codes in the frames the
+    detector picks (Prompt.given); auto uses it, off, remove-speech's detector and a checkpoint without one
+    do not. (This untrained codec decodes every code alike, so the prompts the engine gets are compared.)"""
+    x = tone(1.3, seed=5)
+    opts = DecodingOptions(temperature=1.0, seed=2)
+    row = PL.window_row(sx, 0, Task.NS, x, None, None)
+    mix, frames = row.source_codes, len(row.source_codes)
+    torch.manual_seed(0)
+    detector = FrameDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8, task="ns"))
+    with torch.no_grad():
+        p = float(torch.sigmoid(detector(torch.from_numpy(x)[None], frames)).median())
+    free = detector.pick(x, frames, p)
+    assert 0 < int(free.sum()) < frames
+    codes = PL.generate(sx.ar, sx.nar, [replace(row.prompt, prefix=mix, given=free)], opts, sx.codec.frame_rate)[0]
+    assert torch.equal(codes[free], mix[free])
+    with_ns = replace(sx, detectors={"ns": detector})
+    prompts, real = [], PL.generate
+
+    def seen(ar, nar, batch, *args, **kwargs):
+        prompts.extend(batch)
+        return real(ar, nar, batch, *args, **kwargs)
+    monkeypatch.setattr(PL, "generate", seen)
+
+    def given(model, **window):
+        prompts.clear()
+        PL.run(model, [PL.Request(Task.NS, audio=x)], opts, PL.WindowOptions(draws=2, **window))
+        assert len(prompts) == 2 and all(q.task is Task.NS for q in prompts)
+        return [None if q.given is None else (q.given.tolist(), torch.equal(q.prefix, mix)) for q in prompts]
+    assert given(with_ns, noise_free=S.GivenFrames("detector", p)) == [(free.tolist(), True)] * 2
+    detector.cfg = replace(detector.cfg, threshold=p)
+    assert given(with_ns) == [(free.tolist(), True)] * 2  # auto: the detector at its threshold
+    assert given(with_ns, noise_free=S.GivenFrames("off")) == [None, None]
+    assert given(sx) == [None, None]
+    assert given(replace(sx, detectors={"sr": detector})) == [None, None]  # remove-speech's does not serve denoise
+    with pytest.raises(ValueError, match="no noise-free detector"):
+        given(sx, noise_free=S.GivenFrames("detector"))

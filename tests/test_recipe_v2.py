@@ -147,19 +147,24 @@ def test_stage_1_trains_exactly_as_the_ablation_arm_of_its_aid(tmp_path, calls, 
     assert ("--curriculum-steps" in stage1) == (aid == "curriculum")
 
 
-def test_the_detector_trains_on_the_corpus_once_and_ships_in_the_export(tmp_path, calls):
+def test_the_detectors_train_on_the_corpus_once_and_ship_in_the_export(tmp_path, calls):
     r = _recipe(tmp_path)
-    recipe_v2.detector(r)
-    (run,) = calls
-    assert run[:3] == ("speechx_cli.train.detector_train", "run", str(r.detector_file.parent))
-    assert _arg(run, "--corpus") == str(r.corpus) and _arg(run, "--steps") == str(r.detector_steps)
-    r.detector_file.parent.mkdir(parents=True)
-    r.detector_file.write_bytes(b"weights")
-    recipe_v2.detector(r)  # done: skipped
+    recipe_v2.detectors(r)
+    assert len(calls) == 2
+    for run, task in zip(calls, ("sr", "ns")):
+        assert run[:3] == ("speechx_cli.train.detector_train", "run", str(r.detector_file(task).parent))
+        assert _arg(run, "--corpus") == str(r.corpus) and _arg(run, "--steps") == str(r.detector_steps)
+        assert _arg(run, "--task") == task
+        r.detector_file(task).parent.mkdir(parents=True)
+        r.detector_file(task).write_bytes(b"weights")
+    assert r.detector_file("sr") != r.detector_file("ns")
+    recipe_v2.detectors(r)  # done: skipped
     _ckpt(r.decoder_ckpt, checkpoint.CODEC_TRAINING, 40)
     _ckpt(r.lm_ckpt("tts"), checkpoint.LM_TRAINING, 30)
     _ckpt(r.lm_ckpt("all"), checkpoint.LM_TRAINING, 50)
     recipe_v2.export(r, r.lm_ckpt("all"))
     export = calls[-1]
-    assert len(calls) == 2 and _arg(export, "--detector") == str(r.detector_file)
+    assert len(calls) == 3
+    assert [export[i + 1] for i, a in enumerate(export) if a == "--detector"] == [
+        str(r.detector_file("sr")), str(r.detector_file("ns"))]
     assert json.loads(_arg(export, "--info"))["detector_steps"] == r.detector_steps

@@ -1,10 +1,11 @@
 """Checkpoint files, and the one reader of each kind.
 
 Inference checkpoints: one safetensors file (no pickle: loading never runs code). Tensors: ``ar.*``,
-``nar.*``, for a codec that stores its weights ``codec.*``, and optionally ``detector.*`` (remove-speech's
-speech-free frame detector, detector.py). Header metadata (strings): format, format_version, model_config,
-codec_config (its "kind" is a row of codecs.KINDS), phoneme_table, special_tokens, info (JSON), and
-detector_config where there is a detector. The official pretrained EnCodec is referenced by its config only; its
+``nar.*``, for a codec that stores its weights ``codec.*``, and optionally frame detectors (detector.py):
+``detector.*`` (remove-speech's speech-free frames) and ``detector_ns.*`` (denoise's noise-free frames).
+Header metadata (strings): format, format_version, model_config, codec_config (its "kind" is a row of
+codecs.KINDS), phoneme_table, special_tokens, info (JSON), and detector_config / detector_ns_config for
+each detector it holds. The official pretrained EnCodec is referenced by its config only; its
 weights stay where the encodec package keeps them.
 
 Training checkpoints (train/loop.py): torch.save of tensors and plain containers, read back with
@@ -20,6 +21,7 @@ import json
 import os
 import site
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +61,7 @@ class SpeechX:
     config: ModelConfig
     phoneme_table: list[str]
     info: dict = field(default_factory=dict)
-    detector: D.SpeechFreeDetector | None = None  # remove-speech's speech-free frames (optional)
+    detectors: dict[str, D.FrameDetector] = field(default_factory=dict)  # by task (detector.TASKS): optional
 
     @property
     def device(self) -> torch.device:
@@ -81,9 +83,15 @@ def default_path() -> Path | None:
     return next((c for c in candidates if c.exists()), None)
 
 
+def detector_group(task: str) -> str:
+    """The tensor prefix of a task's detector: "detector" for remove-speech (the first, kept), else detector_<task>."""
+    return "detector" if task == "sr" else f"detector_{task}"
+
+
 def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None = None,
-         half: bool = False, detector: D.SpeechFreeDetector | None = None) -> Path:
-    """Write an inference checkpoint atomically (temp file in the same folder, then rename).
+         half: bool = False, detectors: Sequence[D.FrameDetector] = ()) -> Path:
+    """Write an inference checkpoint atomically (temp file in the same folder, then rename), with at most
+    one frame detector per task.
 
     half=True stores floating-point tensors as float16 (half the size; loading casts back)."""
     path = Path(path)
@@ -91,12 +99,17 @@ def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None 
     tensors |= {f"nar.{k}": v for k, v in nar.state_dict().items()}
     if codec.stores_weights:
         tensors |= {f"codec.{k}": v for k, v in codec.state_dict().items()}
-    if detector is not None:
-        if (detector.cfg.sample_rate, detector.cfg.hop_length) != (codec.sample_rate, codec.hop_length):
-            raise CheckpointError(f"the speech-free detector reads {detector.cfg.sample_rate} Hz in frames of "
-                                  f"{detector.cfg.hop_length}, the codec makes {codec.sample_rate} Hz in frames of "
+    detector_meta = {}
+    for det in detectors:
+        group = detector_group(det.cfg.task)
+        if f"{group}_config" in detector_meta:
+            raise CheckpointError(f"two detectors for {det.cfg.task}: give one")
+        if (det.cfg.sample_rate, det.cfg.hop_length) != (codec.sample_rate, codec.hop_length):
+            raise CheckpointError(f"the {det.cfg.task} detector reads {det.cfg.sample_rate} Hz in frames of "
+                                  f"{det.cfg.hop_length}, the codec makes {codec.sample_rate} Hz in frames of "
                                   f"{codec.hop_length}: train it with the codec's")
-        tensors |= {f"detector.{k}": v for k, v in detector.state_dict().items()}
+        tensors |= {f"{group}.{k}": v for k, v in det.state_dict().items()}
+        detector_meta[f"{group}_config"] = det.cfg.to_json()
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     if half:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
@@ -108,7 +121,7 @@ def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None 
         "phoneme_table": json.dumps(list(PHONEME_TABLE)),
         "special_tokens": json.dumps(list(SPECIAL_TOKENS)),
         "info": json.dumps(info or {}),
-    } | ({"detector_config": detector.cfg.to_json()} if detector is not None else {})
+    } | detector_meta
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
@@ -183,21 +196,25 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> SpeechX:
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     cfg = ModelConfig(**json.loads(meta["model_config"]))
-    parts = read_tensors(path, ("ar", "nar", "codec", "detector"))
+    groups = {task: detector_group(task) for task in D.TASKS}
+    parts = read_tensors(path, ("ar", "nar", "codec", *groups.values()))
     ar = _build(ARModel, cfg, parts["ar"], device)
     nar = _build(NARModel, cfg, parts["nar"], device)
     codec = _codec(path, codec_config(path, meta), parts["codec"], device)
     if codec.n_codebooks != cfg.n_codebooks or codec.codebook_size != cfg.codebook_size:
         raise CheckpointError(f"{path}: codec ({codec.n_codebooks} x {codec.codebook_size}) does not "
                               f"match the model ({cfg.n_codebooks} x {cfg.codebook_size})")
-    detector = None
-    if "detector_config" in meta:
-        try:
-            detector = D.build(meta["detector_config"], parts["detector"]).to(device)
-        except ValueError as e:
-            raise CheckpointError(f"{path}: {e}") from None
+    detectors = {}
+    for task, group in groups.items():
+        if f"{group}_config" in meta:
+            try:
+                detectors[task] = D.build(meta[f"{group}_config"], parts[group]).to(device)
+            except ValueError as e:
+                raise CheckpointError(f"{path}: {e}") from None
+            if detectors[task].cfg.task != task:
+                raise CheckpointError(f"{path}: {group} holds a {detectors[task].cfg.task} detector")
     return SpeechX(ar, nar, codec, cfg, json.loads(meta["phoneme_table"]), json.loads(meta.get("info", "{}")),
-                   detector)
+                   detectors)
 
 
 def _codec(path: str | Path, config: dict, state: dict[str, torch.Tensor], device) -> Codec:
@@ -207,23 +224,30 @@ def _codec(path: str | Path, config: dict, state: dict[str, torch.Tensor], devic
         raise CheckpointError(f"{path}: {e}") from None
 
 
+def _detectors(old: SpeechX, new: Sequence[D.FrameDetector]) -> list[D.FrameDetector]:
+    """`new`, and `old`'s detectors of the tasks `new` has none for."""
+    tasks = {d.cfg.task for d in new}
+    return list(new) + [d for task, d in old.detectors.items() if task not in tasks]
+
+
 def replace_codec(src: str | Path, codec: Codec, dst: str | Path, info: dict | None = None,
-                  half: bool = False, detector: D.SpeechFreeDetector | None = None) -> Path:
+                  half: bool = False, detectors: Sequence[D.FrameDetector] = ()) -> Path:
     """Write `src`'s models with another codec that makes the same tokens (a decoder fine-tuned or
     replaced, e.g. a Vocos decoder on the tokens of `src`'s codec): no language model to retrain. With
-    `detector`, that speech-free detector instead of `src`'s."""
+    `detectors`, those instead of `src`'s of the same tasks."""
     old = load(src)
     if codecs.fingerprint(codec) != codecs.fingerprint(old.codec):
         raise CheckpointError(f"{src}: the new codec's tokens differ from those its language model was trained on")
     return save(dst, old.ar, old.nar, codec, info={**old.info, **(info or {})}, half=half,
-                detector=old.detector if detector is None else detector)
+                detectors=_detectors(old, detectors))
 
 
-def with_detector(src: str | Path, detector: D.SpeechFreeDetector | None, dst: str | Path, info: dict | None = None,
-                  half: bool = False) -> Path:
-    """Write `src`'s models and codec with another speech-free detector (None: without one)."""
+def with_detectors(src: str | Path, detectors: Sequence[D.FrameDetector], dst: str | Path,
+                   info: dict | None = None, half: bool = False, keep: bool = True) -> Path:
+    """Write `src`'s models and codec with these frame detectors, and (keep) `src`'s of the other tasks."""
     old = load(src)
-    return save(dst, old.ar, old.nar, old.codec, info={**old.info, **(info or {})}, half=half, detector=detector)
+    return save(dst, old.ar, old.nar, old.codec, info={**old.info, **(info or {})}, half=half,
+                detectors=_detectors(old, detectors) if keep else detectors)
 
 
 def load_codec(spec: str | Path, device: str | torch.device = "cpu") -> Codec:

@@ -1,12 +1,14 @@
-"""A small speech-free frame detector: in which codec frames of a noisy input is the speech far under the noise?
+"""A small frame detector: in which codec frames of a noisy input is the part the task drops far under the part it
+keeps, so that the input's own codes there are the task's answer?
 
-remove-speech holds its AR to the background where the input holds no speech (speechfree.py, Prompt.given):
-there the background's codes are the input's own. With the true speech-free frames that gained +2.0 dB
-SI-SDR; with frames picked by the model's own denoise draws nothing on fresh items, because those draws drop
-speech too (docs/demo-v2.md, "Speech-free frames in the pipeline"). This detector does not come from the AR: a
-few convolutions and a bidirectional GRU over the input's log-mel frames, one logit per codec frame, trained
-on the training simulation's remove-speech mixtures to say where the speech is `label_db` under the
-background (train/detector_train.py).
+remove-speech holds its AR to the background where the input holds no speech, denoise to the speech where
+the input holds (almost) no noise (speechfree.py, Prompt.given): there the answer's codes are the input's
+own. For remove-speech, the true speech-free frames gained +2.0 dB SI-SDR; frames picked by the model's own
+denoise draws nothing on fresh items, because those draws drop speech too (docs/demo-v2.md, "Speech-free
+frames in the pipeline"). This detector does not come from the AR: a few convolutions and a bidirectional
+GRU over the input's log-mel frames, one logit per codec frame, trained on the training simulation's
+mixtures of its task (`task`: "sr", remove-speech: the speech `label_db` under the background; "ns",
+denoise: the background `label_db` under the speech) (train/detector_train.py).
 
 The features are level-free: each band's log energy minus its mean over the input, and each frame's log
 energy minus the input's loudest frame's, so the input's gain does not change the answer.
@@ -26,6 +28,9 @@ from torch import nn
 from .speechfree import frame_energy
 
 LOG_FLOOR = 1e-8
+# the tasks a detector serves: what each drops and keeps of its input (speech s, background n)
+TASKS = {"sr": "the speech under the background (speech-free frames)",
+         "ns": "the background under the speech (noise-free frames)"}
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,9 @@ class DetectorConfig:
     channels: int = 128
     layers: int = 3  # dilated convolutions (dilation 1, 2, 4, ...) before the GRU
     hidden: int = 96  # per GRU direction
-    label_db: float = 10.0  # a frame is speech-free where the speech is this far under the background
-    threshold: float = 0.5  # probability above which a frame is taken as speech-free
+    label_db: float = 10.0  # a frame is picked where the part dropped is this far under the part kept
+    threshold: float = 0.5  # probability above which a frame is picked
+    task: str = "sr"  # of TASKS: whose frames (sr: speech-free, ns: noise-free)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -51,10 +57,12 @@ class DetectorConfig:
         if min(self.sample_rate, self.hop_length, self.n_fft, self.n_mels, self.channels, self.layers,
                self.hidden) < 1 or self.n_fft < self.hop_length or not 0 < self.threshold < 1:
             raise ValueError("detector config: sizes must be >= 1, n_fft >= hop_length, 0 < threshold < 1")
+        if self.task not in TASKS:
+            raise ValueError(f"detector config: task {self.task!r} is not one of {', '.join(TASKS)}")
         return self
 
 
-class SpeechFreeDetector(nn.Module):
+class FrameDetector(nn.Module):
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__()
         self.cfg = cfg.validate()
@@ -84,7 +92,7 @@ class SpeechFreeDetector(nn.Module):
         return x.transpose(1, 2)
 
     def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
-        """(B, N) audio -> (B, frames) logits: > 0 where the frame is more likely speech-free than not."""
+        """(B, N) audio -> (B, frames) logits: > 0 where the frame is more likely picked than not."""
         x = self.features(audio, frames).transpose(1, 2)
         for i, conv in enumerate(self.convs):
             y = F.gelu(conv(x))
@@ -93,21 +101,21 @@ class SpeechFreeDetector(nn.Module):
         return self.out(h).squeeze(-1)
 
     @torch.no_grad()
-    def speech_free(self, audio: np.ndarray, frames: int, threshold: float | None = None) -> torch.Tensor:
-        """(frames,) bool for one input (float32 mono at the codec's rate): frames whose probability of being
-        speech-free is above `threshold` (None: the config's) and that are not silent."""
+    def pick(self, audio: np.ndarray, frames: int, threshold: float | None = None) -> torch.Tensor:
+        """(frames,) bool for one input (float32 mono at the codec's rate): frames whose probability (of being
+        speech-free for sr, noise-free for ns) is above `threshold` (None: the config's) and that are not silent."""
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(self.window.device)
         p = torch.sigmoid(self(x, frames))[0].cpu()
         silent = torch.from_numpy(frame_energy(audio, self.cfg.hop_length, frames) == 0)
         return (p > (self.cfg.threshold if threshold is None else threshold)) & ~silent
 
 
-def build(config_json: str, state: dict[str, torch.Tensor]) -> SpeechFreeDetector:
+def build(config_json: str, state: dict[str, torch.Tensor]) -> FrameDetector:
     """A detector from its config (JSON, as files store it) and weights; ValueError when they do not fit."""
     try:
-        model = SpeechFreeDetector(DetectorConfig.from_json(config_json))
+        model = FrameDetector(DetectorConfig.from_json(config_json))
         model.load_state_dict({k: v.float() for k, v in state.items()})
     except (TypeError, json.JSONDecodeError, RuntimeError) as e:
-        raise ValueError(f"speech-free detector does not match its config: {str(e).splitlines()[0]}") from None
+        raise ValueError(f"frame detector does not match its config: {str(e).splitlines()[0]}") from None
     return model.eval()
 

@@ -68,6 +68,10 @@ SpeechFreeOpt = Annotated[str, typer.Option(
                           "detector[=P] (the checkpoint's speech-free detector, probability above P) or "
                           "denoise[=DB] (the model's denoise draws, run first, DB under the input; twice the "
                           "decoding). Measured in the model card.")]
+NoiseFreeOpt = Annotated[str, typer.Option(
+    "--noise-free", help="denoise: give the input's own codes in the frames found free of noise (the speech is the "
+                         "input there): auto (detector if the checkpoint has a noise-free detector, else off), off, or "
+                         "detector[=P] (its probability above P). Measured in the model card.")]
 
 
 class OutputFormat(str, Enum):

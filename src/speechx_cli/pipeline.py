@@ -7,7 +7,8 @@ overlapping windows no longer than the model was trained on, generated as one ba
 with linear crossfades over the overlaps. Each window's output is, by default, its input with the
 generated audio's band energies applied as gains (mask.py); `Resynth.CODEC` keeps the codec's waveform.
 With `speech_free`, remove-speech gives the model the input's own codes in the frames where it finds no
-speech: by the checkpoint's detector, or by denoise draws generated first (speechfree.py).
+speech: by the checkpoint's detector, or by denoise draws generated first; with `noise_free`, denoise in
+the frames where its detector finds no noise (speechfree.py). The options: window_options.py.
 
 Word-level editing (`edit_words`): diff the transcripts, align the input's words and plan one step per
 changed group of words (editplan.py), then run the steps right to left (`edit_steps`).
@@ -32,90 +33,13 @@ from .checkpoint import SpeechX
 from .engine import DecodingOptions, generate
 from .mask import MaskOptions, Resynth
 from .prompts import Task
+from .window_options import COUNTERPARTS, TASK_MASKS, WindowOptions
 from .windows import WindowJoiner, split_windows
 
 SECONDS_PER_PHONEME = 0.25  # generous speaking-rate bound for the TTS/edit frame limit
 MIN_GENERATION_SECONDS = 1.0
 SENTENCE_PAUSE_SECONDS = 0.25  # silence between the sentences of a long TTS text
-# Generations per window whose band energies the mask averages, by default. Against one draw, 4 raised every
-# known-length task on fresh dev items (denoise STOI +0.020 and SI-SDR +0.7 dB, remove-speech SI-SDR +0.8 dB,
-# extract-speaker SI-SDR +1.3 dB) for a third more time per file (the copies decode side by side); 8 added
-# little more (checkpoints/README.md, "Several draws").
-DRAWS = 4
-SPEECH_FREE_PASSES = 2  # remove-speech's passes by default with the speech-free detector (WindowOptions.passes)
 SEARCH_FRAMES = 25  # frames of C(post) matched to find where the new middle ends
-
-
-@dataclass(frozen=True)
-class WindowOptions:
-    """How a known-length task cuts its input into prompts and makes each window's output."""
-
-    seconds: float = 10.0  # longest input one prompt carries
-    overlap: float = 1.0
-    batch_size: int = 8
-    resynth: Resynth = Resynth.MASK
-    mask: MaskOptions | None = None  # None: the task's own (TASK_MASKS)
-    # independent generations of each window, whose band energies the mask averages (mask.apply): the
-    # mean of what the model would output rather than one draw of it. None: DRAWS with the mask, 1 with
-    # the codec's waveform
-    draws: int | None = None
-    # times each window goes through the model: a pass's input is the previous pass's output, so the mask
-    # cuts again what the last one left. None: SPEECH_FREE_PASSES for remove-speech with the mask and the
-    # checkpoint's speech-free detector (it looks again in the first pass's output: +1.2 dB SI-SDR, 4.7 dB less
-    # speech left, for 1.9x the time), else 1 (without them, SI-SDR the same within its noise; checkpoints/README.md,
-    # "Two passes")
-    passes: int | None = None
-    # remove-speech: feed the input's own codes in the frames found free of speech (speechfree.py)
-    speech_free: S.SpeechFree = S.SPEECH_FREE
-
-    def n_passes(self, task: Task, has_detector: bool) -> int:
-        """Passes of `task`'s windows (`passes`, or the default above, for a checkpoint with or without a detector)."""
-        if self.passes is not None:
-            return self.passes
-        detector = self.speech_free.resolve(has_detector).mode == "detector"
-        return SPEECH_FREE_PASSES if task is Task.SR and detector and self.resynth is Resynth.MASK else 1
-
-    @property
-    def n_draws(self) -> int:
-        if self.draws is None:
-            return DRAWS if self.resynth is Resynth.MASK else 1
-        return self.draws
-
-    def validate(self) -> "WindowOptions":
-        if self.seconds <= 0 or self.overlap < 0 or self.overlap >= self.seconds / 2:
-            raise ValueError("window must be > 0 and overlap < half a window")
-        if self.batch_size < 1:
-            raise ValueError("batch size must be >= 1")
-        if self.n_draws < 1:
-            raise ValueError("draws (--draws) must be >= 1")
-        if self.n_draws > 1 and self.resynth is not Resynth.MASK:
-            raise ValueError("several draws (--draws) are averaged by the mask: they need resynth mask (--resynth mask)")
-        if self.passes is not None and self.passes < 1:
-            raise ValueError("passes (--passes) must be >= 1")
-        if (self.passes or 1) > 1 and self.resynth is not Resynth.MASK:
-            raise ValueError("several passes (--passes) cut the input again: they need resynth mask (--resynth mask)")
-        self.speech_free.validate()
-        if self.mask is not None:
-            self.mask.validate()
-        return self
-
-
-# How hard each task's mask cuts. Noise sits mostly under speech in level and a wrong cut costs
-# intelligibility, so denoise cuts at most 14 dB, by half the estimated ratio (10 dB until the mask averaged
-# 4 draws: with them -14 dB raised DNSMOS OVRL by 0.02 and SI-SDR by 0.3 dB at -0.001 STOI, checkpoints/README.md,
-# "Several draws"); a competing voice is
-# as loud as the target, so extract-speaker takes the full ratio down to -20 dB, in coarser bands (a
-# voice's harmonics do not stay in one mel band). remove-speech keeps the noise, which the codec
-# renders quieter than it is: its estimate is compared with the codec's rendering of the input,
-# in finer bands, down to -15 dB. Chosen on dev benchmarks and confirmed on a fresh one (checkpoints/README.md,
-# "remove-speech against the codec's rendering").
-TASK_MASKS = {
-    Task.NS: MaskOptions(floor=0.2),
-    Task.SR: MaskOptions(bands=64, floor=0.18, codec_reference=True),
-    Task.TSE: MaskOptions(bands=16, exponent=1.0, floor=0.1),
-}
-# The task whose output is the part a task drops (MaskOptions.counterpart): speech and background.
-COUNTERPARTS = {Task.NS: Task.SR, Task.SR: Task.NS}
 
 
 @dataclass(frozen=True)
@@ -306,7 +230,7 @@ def _next_passes(sx: SpeechX, rows: list[_Row], outs: list[list[torch.Tensor]], 
     """Passes 2.. of the known-length rows: each window's output becomes that window's input, and its
     rows and draws replace the previous pass's (the windows are joined after the last pass)."""
     rows, outs = list(rows), list(outs)
-    passes = {j: window.n_passes(r.prompt.task, sx.detector is not None) for j, r in enumerate(rows)
+    passes = {j: window.n_passes(r.prompt.task, sx.detectors) for j, r in enumerate(rows)
               if r.source is not None}
     for k in range(1, max(passes.values(), default=1)):
         again = [j for j, n in passes.items() if n > k]
@@ -343,42 +267,51 @@ def run(sx: SpeechX, requests: list[Request], opts: DecodingOptions,
 
 def _generate_windows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions,
                       window: WindowOptions) -> list[list[torch.Tensor]]:
-    """_generate_rows with the window options' draws, remove-speech's windows with their speech-free frames given."""
-    rows, known = _speech_free_rows(sx, rows, opts, window)
+    """_generate_rows with the window options' draws, remove-speech's and denoise's windows with their
+    speech-free and noise-free frames given."""
+    rows, known = _given_rows(sx, rows, opts, window)
     return _generate_rows(sx, rows, opts, window.batch_size, window.n_draws, known)
 
 
-def _speech_free_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: WindowOptions
-                      ) -> tuple[list[_Row], dict[int, list[torch.Tensor]]]:
-    """The rows, each remove-speech window's prompt giving its input's codes in its speech-free frames
-    (speechfree.py): found by the checkpoint's detector, or by the windows' denoise draws, generated first (as
-    many as the window's own). With the draws: those of the rows whose counterpart is that same denoise
-    prompt (`--mask counterpart=yes`), by row, so that they are not generated twice."""
-    todo = [j for j, r in enumerate(rows) if r.prompt.task is Task.SR and r.source is not None]
-    mode = window.speech_free.resolve(sx.detector is not None).mode
-    known: dict[int, list[torch.Tensor]] = {}
-    if mode == "off" or not todo:
-        return rows, known
-    if mode == "detector":
-        if sx.detector is None:
-            raise ValueError("--speech-free detector: this checkpoint has no speech-free detector")
-        free = [sx.detector.speech_free(rows[j].source, len(rows[j].source_codes), window.speech_free.value)
-                for j in todo]
-    else:
-        v, hop = sx.config.codebook_size, sx.codec.hop_length
-        denoise = [_Row(rows[j].request, P.ns(rows[j].source_codes, v, text=rows[j].text), source=rows[j].source)
-                   for j in todo]
-        drawn = _generate_rows(sx, denoise, opts, window.batch_size, window.n_draws)
-        free = [S.speech_free(rows[j].source, [to_audio(sx, c) for c in draws], hop, len(rows[j].source_codes),
-                              window.speech_free.db) for j, draws in zip(todo, drawn)]
-        # a draw's samples depend on its seed and prompt only (engine.row_generators): these are the draws
-        # the counterpart would get
-        known = {j: draws for j, d, draws in zip(todo, denoise, drawn)
-                 if rows[j].counterpart is not None and _same_prompt(rows[j].counterpart, d.prompt)}
-    rows = list(rows)
-    for j, given in zip(todo, free):
-        rows[j] = replace(rows[j], prompt=replace(rows[j].prompt, prefix=rows[j].source_codes, given=given))
+def _given_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: WindowOptions
+                ) -> tuple[list[_Row], dict[int, list[torch.Tensor]]]:
+    """The rows, each remove-speech window's prompt giving its input's codes in its speech-free frames, each
+    denoise window's in its noise-free frames (speechfree.py): found by the checkpoint's detector of the task,
+    or (remove-speech) by the windows' denoise draws, generated first (as many as the window's own). With
+    the draws: those of the rows whose counterpart is that same denoise prompt (`--mask counterpart=yes`),
+    by row, so that they are not generated twice."""
+    rows, known = list(rows), {}
+    for task, how in ((Task.SR, window.speech_free), (Task.NS, window.noise_free)):
+        todo = [j for j, r in enumerate(rows) if r.prompt.task is task and r.source is not None]
+        mode = how.resolve(task.value in sx.detectors).mode
+        if mode == "off" or not todo:
+            continue
+        if mode == "detector":
+            if task.value not in sx.detectors:
+                raise ValueError(f"{S.FLAGS[task]} detector: this checkpoint has no {S.KINDS[task]} detector")
+            found = [sx.detectors[task.value].pick(rows[j].source, len(rows[j].source_codes), how.value)
+                     for j in todo]
+        else:
+            found, known = _denoise_draws_frames(sx, rows, todo, opts, window)
+        for j, given in zip(todo, found):
+            rows[j] = replace(rows[j], prompt=replace(rows[j].prompt, prefix=rows[j].source_codes, given=given))
     return rows, known
+
+
+def _denoise_draws_frames(sx: SpeechX, rows: list[_Row], todo: list[int], opts: DecodingOptions,
+                          window: WindowOptions) -> tuple[list[torch.Tensor], dict[int, list[torch.Tensor]]]:
+    """remove-speech's speech-free frames where its windows' denoise draws are `--speech-free denoise=DB`
+    under the input, and those draws by row where they are the row's counterpart's."""
+    v, hop = sx.config.codebook_size, sx.codec.hop_length
+    denoise = [_Row(rows[j].request, P.ns(rows[j].source_codes, v, text=rows[j].text), source=rows[j].source)
+               for j in todo]
+    drawn = _generate_rows(sx, denoise, opts, window.batch_size, window.n_draws)
+    found = [S.speech_free(rows[j].source, [to_audio(sx, c) for c in draws], hop, len(rows[j].source_codes),
+                           window.speech_free.db) for j, draws in zip(todo, drawn)]
+    # a draw's samples depend on its seed and prompt only (engine.row_generators): these are the draws
+    # the counterpart would get
+    return found, {j: draws for j, d, draws in zip(todo, denoise, drawn)
+                   if rows[j].counterpart is not None and _same_prompt(rows[j].counterpart, d.prompt)}
 
 
 def _same_prompt(a: P.Prompt, b: P.Prompt) -> bool:

@@ -1,23 +1,24 @@
-"""remove-speech's speech-free frames: where the input holds no speech, so that its own codes are the background's.
+"""Frames whose answer is the input's own codes: remove-speech's speech-free and denoise's noise-free frames.
 
 remove-speech loses at the AR's first level: given the true background's level 1, the same NAR and mask
 reach +7.9 dB SI-SDR over the input, where the AR free-running reaches +3.0; teacher-forced on the true
 background's history it reaches +7.4, so it knows the answer frame by frame and drifts from its own
 history (docs/demo-v2.md, "Where denoise, remove-speech and extract-speaker lose"). Where the input holds no
 speech, the background is the input itself, and so are its codes: feeding them there (Prompt.given) holds the
-AR to the background. With the true speech-free frames that gained +2.0 dB (one seed).
+AR to the background. With the true speech-free frames that gained +2.0 dB (one seed). Where the input holds
+(almost) no noise, denoise's answer is likewise the input.
 
-`--speech-free` says how the frames are found:
-    auto            the default: detector where the checkpoint has one, else off
+`--speech-free` (remove-speech) and `--noise-free` (denoise) say how the frames are found:
+    auto            the default: detector where the checkpoint has one for the task, else off
     off             none given
-    detector[=P]    the checkpoint's speech-free detector (detector.py), frames with probability above P
-                    (default: the threshold it was trained with): +2.2 dB SI-SDR on 240 fresh pairs, more
-                    than the true speech-free frames gave, at no cost in time (docs/demo-v2.md, "A speech-free
-                    detector")
-    denoise[=DB]    frames where the mean energy of the window's denoise draws (generated first, as many as
-                    its own draws) is DB under the input's (default 10): +0.5 dB on the benchmarks it was
-                    tuned on, nothing on fresh items, for twice the time; those draws drop speech as
-                    remove-speech's do (docs/demo-v2.md, "Speech-free frames in the pipeline")
+    detector[=P]    the checkpoint's frame detector of the task (detector.py), frames with probability above
+                    P (default: the threshold it was trained with). remove-speech: +2.2 dB SI-SDR on 240
+                    fresh pairs, more than the true speech-free frames gave, at no cost in time
+                    (docs/demo-v2.md, "A speech-free detector")
+    denoise[=DB]    remove-speech only: frames where the mean energy of the window's denoise draws (generated
+                    first, as many as its own draws) is DB under the input's (default 10): +0.5 dB on the
+                    benchmarks it was tuned on, nothing on fresh items, for twice the time; those draws drop
+                    speech as remove-speech's do (docs/demo-v2.md, "Speech-free frames in the pipeline")
 """
 
 from __future__ import annotations
@@ -27,37 +28,42 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .prompts import Task
+
 MODES = ("auto", "off", "detector", "denoise")
 DENOISE_DB = 10.0  # denoise's default: where it was measured (10-15 dB)
-USAGE = "use auto, off, detector[=P] (0 < P < 1) or denoise[=DB] (DB > 0)"
+FLAGS = {Task.SR: "--speech-free", Task.NS: "--noise-free"}  # the tasks that take given frames, and their flag
+KINDS = {Task.SR: "speech-free", Task.NS: "noise-free"}  # and what their frames are
 
 
 @dataclass(frozen=True)
-class SpeechFree:
-    """How remove-speech finds its speech-free frames (`--speech-free MODE[=VALUE]`)."""
+class GivenFrames:
+    """How remove-speech finds its speech-free frames (`--speech-free MODE[=VALUE]`), denoise its noise-free
+    ones (`--noise-free`)."""
 
-    mode: str = "off"  # of MODES
+    mode: str = "off"  # of MODES (denoise: remove-speech only)
     value: float | None = None  # detector: probability threshold (None: its own); denoise: dB (None: DENOISE_DB)
 
     @classmethod
-    def parse(cls, spec: str) -> "SpeechFree":
+    def parse(cls, spec: str, task: Task = Task.SR) -> "GivenFrames":
         mode, sep, value = spec.strip().partition("=")
         try:
-            return cls(mode.strip(), float(value) if sep else None).validate()
+            return cls(mode.strip(), float(value) if sep else None).validate(task)
         except ValueError:
-            raise ValueError(f"--speech-free {spec!r}: {USAGE}") from None
+            raise ValueError(f"{FLAGS[task]} {spec!r}: {usage(task)}") from None
 
-    def validate(self) -> "SpeechFree":
-        if self.mode not in MODES or (self.mode in ("auto", "off") and self.value is not None) or (
+    def validate(self, task: Task = Task.SR) -> "GivenFrames":
+        if self.mode not in MODES or (self.mode == "denoise" and task is not Task.SR) or (
+                self.mode in ("auto", "off") and self.value is not None) or (
                 self.value is not None and not (0 < self.value < 1 if self.mode == "detector" else self.value > 0)):
-            raise ValueError(f"--speech-free {self}: {USAGE}")
+            raise ValueError(f"{FLAGS[task]} {self}: {usage(task)}")
         return self
 
-    def resolve(self, has_detector: bool) -> "SpeechFree":
-        """auto made concrete for a checkpoint with or without a detector."""
+    def resolve(self, has_detector: bool) -> "GivenFrames":
+        """auto made concrete for a checkpoint with or without the task's detector."""
         if self.mode != "auto":
             return self
-        return SpeechFree("detector" if has_detector else "off")
+        return GivenFrames("detector" if has_detector else "off")
 
     @property
     def db(self) -> float:
@@ -67,7 +73,12 @@ class SpeechFree:
         return self.mode if self.value is None else f"{self.mode}={self.value:g}"
 
 
-SPEECH_FREE = SpeechFree("auto")  # the checkpoint's detector where it has one
+def usage(task: Task) -> str:
+    return "use auto, off, detector[=P] (0 < P < 1)" + (" or denoise[=DB] (DB > 0)" if task is Task.SR else "")
+
+
+SPEECH_FREE = GivenFrames("auto")  # the checkpoint's detector where it has one
+NOISE_FREE = GivenFrames("auto")
 
 
 def frame_energy(audio: np.ndarray, hop: int, frames: int) -> np.ndarray:

@@ -31,9 +31,9 @@ from ..engine import DecodingOptions
 from ..mask import Resynth
 from ..options import (BatchOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, MaskOpt, PassesOpt, ResynthOpt, TempOpt,
                        TopKOpt, TopPOpt)
-from ..pipeline import TASK_MASKS, WindowOptions
+from ..window_options import TASK_MASKS, WindowOptions
 from ..prompts import Task
-from ..speechfree import SPEECH_FREE, SpeechFree
+from ..speechfree import NOISE_FREE, SPEECH_FREE, GivenFrames
 from . import devset as B
 from . import report as R
 from .codec_cost import codec_cost
@@ -133,10 +133,11 @@ def _codec(path: Path, device: Device):
 
 def _speechx_runner(sx, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth, mask=None, draws: int | None = None,
-                    passes: int | None = None, speech_free: str = str(SPEECH_FREE)):
+                    passes: int | None = None, speech_free: str = str(SPEECH_FREE), noise_free: str = str(NOISE_FREE),
+                    task: Task = Task.SR):
     decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
-    window = window_options(10.0, batch_size, resynth, mask, draws, passes, speech_free)
-    check_detector(sx, Task.SR, window)
+    window = window_options(10.0, batch_size, resynth, mask, draws, passes, speech_free, noise_free)
+    check_detector(sx, task, window)
     return R.speechx_system(sx, decoding, window, with_text)
 
 
@@ -162,6 +163,8 @@ def _task_command(task: str):
         mask: MaskOpt = None, draws: DrawsOpt = None, passes: PassesOpt = None,
         speech_free: Annotated[Optional[str], typer.Option(
             "--speech-free", help="remove-speech: as the command's flag.", show_default=str(SPEECH_FREE))] = None,
+        noise_free: Annotated[Optional[str], typer.Option(
+            "--noise-free", help="denoise: as the command's flag.", show_default=str(NOISE_FREE))] = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -190,7 +193,10 @@ def _task_command(task: str):
                 raise UserError(f"--passes: {task} makes no mask")
             if speech_free is not None and TASK_OF[task] is not Task.SR:
                 raise UserError(f"--speech-free: only remove-speech keeps speech-free frames, not {task}")
+            if noise_free is not None and TASK_OF[task] is not Task.NS:
+                raise UserError(f"--noise-free: only denoise keeps noise-free frames, not {task}")
             speech_free = str(SPEECH_FREE) if speech_free is None else speech_free
+            noise_free = str(NOISE_FREE) if noise_free is None else noise_free
             loaded = []  # the checkpoint, loaded once for speechx and the oracles
 
             def model():
@@ -201,15 +207,19 @@ def _task_command(task: str):
                 if name == "speechx":
                     runners[name] = _speechx_runner(model(), seed, (temperature, top_k, top_p), batch_size,
                                                     max_seconds, with_text, resynth, masking, draws, passes,
-                                                    speech_free)
-                    found = SpeechFree.parse(speech_free).resolve(model().detector is not None)  # auto made concrete
+                                                    speech_free, noise_free, TASK_OF[task])
+                    has = model().detectors
+                    # auto made concrete
+                    found = {"speech_free": GivenFrames.parse(speech_free, Task.SR).resolve(Task.SR.value in has),
+                             "noise_free": GivenFrames.parse(noise_free, Task.NS).resolve(Task.NS.value in has)}
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {}),
                              "draws": WindowOptions(resynth=resynth, draws=draws).n_draws,
-                             "passes": WindowOptions(resynth=resynth, passes=passes, speech_free=found).n_passes(
-                                 TASK_OF[task], model().detector is not None),
-                             **({"speech_free": str(found)} if TASK_OF[task] is Task.SR else {})}
+                             "passes": WindowOptions(resynth=resynth, passes=passes, **found).n_passes(
+                                 TASK_OF[task], has),
+                             **({"speech_free": str(found["speech_free"])} if TASK_OF[task] is Task.SR else {}),
+                             **({"noise_free": str(found["noise_free"])} if TASK_OF[task] is Task.NS else {})}
                 elif name == "reference":
                     runners[name] = R.reference_system
                 elif oracle_levels(name):

@@ -1,14 +1,16 @@
-"""Train the speech-free frame detector (detector.py) on the training simulation's remove-speech mixtures.
+"""Train a frame detector (detector.py) on the training simulation's mixtures of its task.
 
     python -m speechx_cli.train.detector_train run runs/detector --corpus data/corpus-v2s \
-        --examples 4000 --steps 3000
+        --examples 4000 --steps 3000 [--task ns]
 
-Examples: `Simulator.example(i, seed, Task.SR)` of the corpus's training split (every noise, SNR, room
-and level the LM's remove-speech examples see): the mixture, and per codec frame a label, 1 where the speech
-(mixture - background) is `label_db` under the background. A second seed's examples of the same split
-are the validation set (the dev split stays for the benchmarks). The threshold kept is the lowest whose
-validation precision (picked frames that are speech-free) reaches `--precision`: forcing a frame that holds
-speech puts that speech into the background.
+Examples: `Simulator.example(i, seed, task)` of the corpus's training split (every noise, SNR, room and
+level the LM's examples of that task see): the mixture, and per codec frame a label, 1 where the part the
+task drops (mixture - target) is `label_db` under the target: for remove-speech (`--task sr`, the
+default) the speech under the background, for denoise (`--task ns`) the background, with the room's
+reverberation, under the dry speech. A second seed's examples of the same split are the validation set
+(the dev split stays for the benchmarks). The threshold kept is the lowest whose validation precision
+(picked frames that are truly so) reaches `--precision`: forcing a frame that holds what the task drops
+puts it into the output.
 
 OUT holds settings.json (a rerun with other settings is refused), data-train.npz / data-val.npz (the
 examples, made once), state.pt (resumes a killed run from
@@ -32,7 +34,7 @@ import typer
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..detector import DetectorConfig, SpeechFreeDetector, build
+from ..detector import DetectorConfig, FrameDetector, build
 from ..files import atomic_path, claim_folder
 from ..prompts import Task
 from ..speechfree import frame_energy
@@ -42,19 +44,20 @@ WEIGHTS_NAME = "detector.safetensors"
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(2, 20))
 
 
-def frame_labels(speech: np.ndarray, background: np.ndarray, hop: int, label_db: float) -> np.ndarray:
-    """(len // hop,) 1.0 where the frame's speech energy is `label_db` under its background's."""
-    frames = len(speech) // hop
-    es, eb = frame_energy(speech, hop, frames), frame_energy(background, hop, frames)
-    return (es < eb * 10 ** (-label_db / 10)).astype(np.float32)
+def frame_labels(dropped: np.ndarray, kept: np.ndarray, hop: int, label_db: float) -> np.ndarray:
+    """(len // hop,) 1.0 where the frame's energy of what the task drops is `label_db` under what it keeps."""
+    frames = len(dropped) // hop
+    ed, ek = frame_energy(dropped, hop, frames), frame_energy(kept, hop, frames)
+    return (ed < ek * 10 ** (-label_db / 10)).astype(np.float32)
 
 
 def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
-    """n remove-speech mixtures of the corpus's training split, concatenated: audio, labels and offsets."""
-    sim = Simulator(Corpus.load(corpus, "train"), SimulationOptions(tasks=(Task.SR,)))
+    """n mixtures of the config's task from the corpus's training split, concatenated: audio, labels and offsets."""
+    task = Task(cfg.task)
+    sim = Simulator(Corpus.load(corpus, "train"), SimulationOptions(tasks=(task,)))
     audio, labels, starts = [], [], [0]
     for i in range(n):
-        ex = sim.example(i, seed, Task.SR)
+        ex = sim.example(i, seed, task)
         source, target = ex.source, ex.target
         if sim.corpus.sample_rate != cfg.sample_rate:  # the codec's rate (e.g. 24 kHz for EnCodec)
             source, target = (librosa.resample(x, orig_sr=sim.corpus.sample_rate, target_sr=cfg.sample_rate)
@@ -96,7 +99,7 @@ def _batch(data: dict[str, np.ndarray], rng: np.random.Generator, size: int, max
 
 
 @torch.no_grad()
-def validate(model: SpeechFreeDetector, data: dict[str, np.ndarray]) -> dict:
+def validate(model: FrameDetector, data: dict[str, np.ndarray]) -> dict:
     """Validation loss, and per threshold: the share of frames picked, precision and recall."""
     model.eval()
     hop = model.cfg.hop_length
@@ -115,7 +118,7 @@ def validate(model: SpeechFreeDetector, data: dict[str, np.ndarray]) -> dict:
         rows.append({"threshold": t, "picked": float(picked.mean()),
                      "precision": float(y[picked].mean()) if picked.any() else float("nan"),
                      "recall": float(picked[y].mean()) if y.any() else float("nan")})
-    return {"loss": loss / len(y), "speech_free": float(y.mean()), "thresholds": rows}
+    return {"loss": loss / len(y), "positive": float(y.mean()), "thresholds": rows}
 
 
 def choose_threshold(rows: list[dict], precision: float) -> float:
@@ -124,14 +127,14 @@ def choose_threshold(rows: list[dict], precision: float) -> float:
     return min(good) if good else max(r["threshold"] for r in rows)
 
 
-def save(path: Path, model: SpeechFreeDetector) -> Path:
+def save(path: Path, model: FrameDetector) -> Path:
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"detector_config": model.cfg.to_json()})
     return path
 
 
-def load(path: str | Path) -> SpeechFreeDetector:
+def load(path: str | Path) -> FrameDetector:
     """A detector file of `save` (checkpoint.with_detector puts it into an inference checkpoint)."""
     with safe_open(str(path), framework="pt", device="cpu") as f:
         return build(f.metadata()["detector_config"], {k: f.get_tensor(k) for k in f.keys()})
@@ -153,9 +156,9 @@ def train(out: Path, corpus: Path, examples: int, val_examples: int, steps: int,
     data = _examples(out, "train", corpus, examples, seed, cfg)
     val = _examples(out, "val", corpus, val_examples, seed + 1, cfg)
     log(f"examples: {len(data['starts']) - 1} train, {len(val['starts']) - 1} validation "
-        f"({time.time() - t0:.0f} s); speech-free frames: {data['labels'].mean():.1%}")
+        f"({time.time() - t0:.0f} s); frames to pick ({cfg.task}): {data['labels'].mean():.1%}")
     torch.manual_seed(seed)
-    model = SpeechFreeDetector(cfg)
+    model = FrameDetector(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
     step, state_path = 0, out / "state.pt"
@@ -199,7 +202,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 
 @app.callback()
 def main() -> None:
-    """Train the speech-free frame detector (detector.py)."""
+    """Train a frame detector (detector.py): remove-speech's speech-free or denoise's noise-free frames."""
 
 
 @app.command("run")
@@ -207,13 +210,15 @@ def run(out: Path, corpus: Annotated[Path, typer.Option(help="corpus folder (tra
         examples: int = 4000, val_examples: int = 400, steps: int = 3000, batch: int = 16, lr: float = 2e-3,
         precision: Annotated[float, typer.Option(help="validation precision the threshold must reach")] = 0.8,
         seed: int = 0, threads: int = 2,
+        task: Annotated[str, typer.Option(help="sr: remove-speech's speech-free frames; ns: denoise's noise-free "
+                                                "frames")] = "sr",
         sample_rate: Annotated[int, typer.Option(help="the codec's sample rate (the demo's: 16000)")] = 16_000,
         hop_length: Annotated[int, typer.Option(help="the codec's samples per frame (the demo's: 320)")] = 320) -> None:
     """Make the examples (once), train, choose the threshold; rerun to resume. The detector works on the
     frames of the codec it will ship with: give that codec's rate and hop (EnCodec 24 kHz: 24000, 320)."""
     torch.set_num_threads(threads)
     try:
-        cfg = DetectorConfig(sample_rate=sample_rate, hop_length=hop_length).validate()
+        cfg = DetectorConfig(sample_rate=sample_rate, hop_length=hop_length, task=task).validate()
         report = train(out, corpus, examples, val_examples, steps, batch, lr=lr, precision=precision, seed=seed,
                        cfg=cfg)
     except (OSError, ValueError) as e:  # a missing or broken corpus, no noise bank, another run's folder

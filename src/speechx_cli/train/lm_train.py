@@ -361,9 +361,9 @@ def _weights_from(path: str) -> dict:
 # ---- export -------------------------------------------------------------------------------------
 
 def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | None = None,
-           half: bool = False, detector=None) -> Path:
-    """Write an inference checkpoint (checkpoint.save) from a training checkpoint and its codec (and, if
-    given, remove-speech's speech-free detector).
+           half: bool = False, detectors=()) -> Path:
+    """Write an inference checkpoint (checkpoint.save) from a training checkpoint and its codec (and the
+    frame detectors given: remove-speech's speech-free, denoise's noise-free frames).
 
     Refuses a codec other than the one the training data were encoded with (config and weights).
     """
@@ -384,7 +384,7 @@ def export(training_ckpt: str | Path, codec, out_path: str | Path, info: dict | 
     run = ckpt["config"]
     meta = {"step": ckpt["step"], "stage": run["stage"], "tokens": ckpt["tokens"], "data": run["data"],
             **(info or {})}
-    return checkpoint.save(out_path, ar.eval(), nar.eval(), codec, info=meta, half=half, detector=detector)
+    return checkpoint.save(out_path, ar.eval(), nar.eval(), codec, info=meta, half=half, detectors=detectors)
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -478,10 +478,10 @@ def export_cli(
     force: Annotated[bool, typer.Option("--force", help="overwrite OUT")] = False,
     half: Annotated[bool, typer.Option("--half", help="store weights as float16 (half the size)")] = False,
     info: Annotated[Optional[str], typer.Option(help="JSON object added to the checkpoint's info")] = None,
-    detector: Annotated[Optional[Path], typer.Option(
-        exists=True, dir_okay=False, help="remove-speech's speech-free detector to include (detector.safetensors of "
-                                          "python -m speechx_cli.train.detector_train; an inference checkpoint "
-                                          "keeps its own without it)")] = None,
+    detector: Annotated[Optional[list[Path]], typer.Option(
+        exists=True, dir_okay=False, help="a frame detector to include (detector.safetensors of python -m "
+                                          "speechx_cli.train.detector_train; repeat for remove-speech's and denoise's; "
+                                          "an inference checkpoint keeps its own of the other tasks)")] = None,
 ) -> None:
     """Turn a training checkpoint into an inference checkpoint (safetensors); given an inference checkpoint,
     swap its codec for one that makes the same tokens (e.g. a Vocos decoder trained on them)."""
@@ -489,13 +489,12 @@ def export_cli(
         raise typer.BadParameter(f"{out} exists (use --force)", param_hint="OUT")
     try:
         codec, extra = checkpoint.load_codec(codec_checkpoint), json.loads(info) if info else None
-        if detector is not None:
-            from .detector_train import load as load_detector
-            detector = load_detector(detector)
+        from .detector_train import load as load_detector
+        detectors = [load_detector(d) for d in detector or ()]
         if training_checkpoint.suffix == ".safetensors":
-            path = checkpoint.replace_codec(training_checkpoint, codec, out, info=extra, half=half, detector=detector)
+            path = checkpoint.replace_codec(training_checkpoint, codec, out, info=extra, half=half, detectors=detectors)
         else:
-            path = export(training_checkpoint, codec, out, info=extra, half=half, detector=detector)
+            path = export(training_checkpoint, codec, out, info=extra, half=half, detectors=detectors)
     except (FileNotFoundError, ValueError, KeyError, SafetensorError) as err:
         raise typer.BadParameter(str(err)) from err
     typer.echo(f"wrote {path}")

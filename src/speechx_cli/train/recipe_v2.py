@@ -12,9 +12,9 @@ tokenizer would need an LM from scratch, which two CPU cores cannot afford at a 
    variants of every training utterance) for stage 2, dev examples of its dev speakers;
 4. LM stage 1 (TTS) from v1's weights, then stage 2 (all tasks), both with the alignment aid that won
    the ablation (`train/ablate.py`; plain training, no aid, in the shipped run);
-5. detector: remove-speech's speech-free frame detector (`detector_train.py`, a few minutes) on the
-   corpus's simulated remove-speech mixtures;
-6. export: v2's LM with the Vocos decoder and the detector;
+5. detectors: remove-speech's speech-free and denoise's noise-free frame detectors (`detector_train.py`, a
+   few minutes each) on the corpus's simulated mixtures of those tasks;
+6. export: v2's LM with the Vocos decoder and the detectors;
 7. examples: `make demo`'s inputs from the corpus's natural dev voices (Kokoro blends no stage trained on).
 
     python -m speechx_cli.train.recipe_v2 all --base runs/speechx-v1.safetensors   # after recipe.py all
@@ -42,6 +42,7 @@ from .recipe import _resume_flag, examples, train
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 
 NATURAL = "kokoro:"  # the corpus's natural voices, by speaker name
+DETECTOR_TASKS = ("sr", "ns")  # the frame detectors the checkpoint ships (detector.TASKS)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class RecipeV2:
     batch_frames: int = 2400
     shard_threads: int = 2
     lm_processes: int = 2
-    detector_examples: int = 12000  # simulated remove-speech mixtures (docs/demo-v2.md, "A speech-free detector")
+    detector_examples: int = 12000  # simulated mixtures of each task (docs/demo-v2.md, "A speech-free detector")
     detector_steps: int = 7500
     seed: int = 0
 
@@ -93,9 +94,8 @@ class RecipeV2:
     def lm_ckpt(self, stage: str) -> Path:
         return self.runs / f"lm-v2-{stage}" / "lm_train.pt"
 
-    @property
-    def detector_file(self) -> Path:
-        return self.runs / "detector-v2" / WEIGHTS_NAME
+    def detector_file(self, task: str) -> Path:
+        return self.runs / ("detector-v2" if task == "sr" else f"detector-{task}-v2") / WEIGHTS_NAME
 
 
 def corpus(r: RecipeV2) -> None:
@@ -155,13 +155,15 @@ def lm(r: RecipeV2) -> Path:
     return ckpt if r.lm_stages == 1 else _lm(r, "all", r.shards("train"), r.stage2_steps, ckpt)
 
 
-def detector(r: RecipeV2) -> None:
-    """Skipped once its weights are written (a killed run resumes from its last saved step)."""
-    if r.detector_file.exists():
-        return
-    run_module("speechx_cli.train.detector_train", "run", str(r.detector_file.parent), "--corpus", str(r.corpus),
-               "--examples", str(r.detector_examples), "--steps", str(r.detector_steps), "--seed", str(r.seed),
-               "--threads", "2", threads=2)
+def detectors(r: RecipeV2) -> None:
+    """One per task of DETECTOR_TASKS; each skipped once its weights are written (a killed run resumes from its
+    last saved step)."""
+    for task in DETECTOR_TASKS:
+        if r.detector_file(task).exists():
+            continue
+        run_module("speechx_cli.train.detector_train", "run", str(r.detector_file(task).parent), "--corpus",
+                   str(r.corpus), "--task", task, "--examples", str(r.detector_examples), "--steps",
+                   str(r.detector_steps), "--seed", str(r.seed), "--threads", "2", threads=2)
 
 
 def export(r: RecipeV2, ckpt: Path) -> None:
@@ -178,8 +180,9 @@ def export(r: RecipeV2, ckpt: Path) -> None:
             facts[f"{name}_tokens"] = int(saved["tokens"])
         if "trained_s" in saved:  # wall hours over every resumed part (runs before it was kept lack it)
             facts[f"{name}_hours"] = round(float(saved["trained_s"]) / 3600, 2)
+    shipped = [arg for task in DETECTOR_TASKS for arg in ("--detector", str(r.detector_file(task)))]
     train("export", str(ckpt), str(r.out), "--codec-checkpoint", str(r.decoder_ckpt), "--force", "--half",
-          "--detector", str(r.detector_file), "--info", json.dumps(facts), threads=1)
+          *shipped, "--info", json.dumps(facts), threads=1)
 
 
 Opt = typer.Option
@@ -208,7 +211,7 @@ def run_all(
     decoder(r)
     shards(r)
     model = lm(r)
-    detector(r)
+    detectors(r)
     export(r, model)
     examples(r.corpus, seed=r.seed, speakers=NATURAL)
 
