@@ -27,6 +27,15 @@ def one_thread():
 def tiny_parts(seed: int = 0):
     torch.manual_seed(seed)
     codec = SmallCodec(SmallCodecConfig.tiny()).eval()
+    # an untrained quantizer's codebooks are all zero until k-means sees data: every input would encode to
+    # code 0 and every code decode alike. One training pass over varied audio initialises them, so that
+    # the codes carry the audio and tests comparing outputs see what the models generate.
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(4 * SR) / SR
+    wav = 0.3 * torch.sin(2 * torch.pi * (100 + 400 * t) * t) + 0.05 * torch.randn(len(t), generator=g)
+    with torch.no_grad():
+        codec.train()(wav[None])
+    codec.eval()
     cfg = ModelConfig.tiny(codebook_size=codec.codebook_size, n_codebooks=codec.n_codebooks)
     return ARModel(cfg).eval(), NARModel(cfg).eval(), codec
 
