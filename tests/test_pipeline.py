@@ -108,17 +108,20 @@ def test_counterpart_mask_divides_by_both_tasks_draws(sx):
         PL.run(sx, [PL.Request(Task.TSE, audio=x, enrollment=x)], opts, PL.WindowOptions(mask=settings))
 
 
-@pytest.mark.parametrize("mask, speech_free", [(None, "off"), (M.MaskOptions(counterpart=True), "off"),
-                                               (None, "denoise=3"), (None, "detector=0.5")])
-def test_stream_equals_in_memory_run_with_draws(sx, mask, speech_free):
+@pytest.mark.parametrize("task, mask, given", [
+    (Task.SR, None, "off"), (Task.SR, M.MaskOptions(counterpart=True), "off"), (Task.SR, None, "denoise=3"),
+    (Task.SR, None, "detector=0.5"), (Task.NS, None, "detector=0.5")])
+def test_stream_equals_in_memory_run_with_draws(sx, task, mask, given):
     x = tone(5.1, seed=7)
     opts = DecodingOptions(temperature=1.0, seed=1)
     torch.manual_seed(0)
-    sx = replace(sx, detectors={"sr": FrameDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8))})
-    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask,
-                           speech_free=S.GivenFrames.parse(speech_free))
-    whole = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, win)[0]
-    streamed = np.concatenate(list(PL.stream(sx, Task.SR, [x], opts, win)))
+    small = dict(n_mels=16, channels=8, layers=2, hidden=8)
+    sx = replace(sx, detectors={"sr": FrameDetector(DetectorConfig(**small)),
+                                "ns": FrameDetector(DetectorConfig(**small, task="ns"))})
+    how = {"speech_free" if task is Task.SR else "noise_free": S.GivenFrames.parse(given, task)}
+    win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask, **how)
+    whole = PL.run(sx, [PL.Request(task, audio=x)], opts, win)[0]
+    streamed = np.concatenate(list(PL.stream(sx, task, [x], opts, win)))
     np.testing.assert_allclose(whole, streamed, atol=1e-5)
 
 

@@ -31,7 +31,7 @@ from . import text as T
 from .audio import CROSSFADE_SECONDS, splice
 from .checkpoint import SpeechX
 from .engine import DecodingOptions, generate
-from .mask import MaskOptions, Resynth
+from .mask import Resynth
 from .prompts import Task
 from .window_options import COUNTERPARTS, TASK_MASKS, WindowOptions
 from .windows import WindowJoiner, split_windows
