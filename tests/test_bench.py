@@ -64,16 +64,17 @@ def test_quick_bench_on_tiny_reports_positive_numbers(tmp_path, tiny_checkpoint)
     result = json.loads(out.read_text())
     assert set(result) >= {"machine", "bounds", "configs", "folder", "targets"}
     tiny = result["configs"]["tiny"]
-    assert set(tiny) >= {"model", "ar", "decode_bounds", "nar", "codec", "pipeline", "memory"}
+    assert set(tiny) >= {"model", "ar", "decode_bounds", "nar", "codec", "pipeline", "pipeline_sr", "memory"}
+    assert (tiny["pipeline"]["passes"], tiny["pipeline_sr"]["passes"]) == (1, 2)  # with its detector: two
     for b in ("batch1", "batch8"):
         assert set(tiny["ar"][b]) >= {"cached_tok_s", "uncached_tok_s", "cache_speedup", "prefill_s"}
     assert set(tiny["memory"]) >= {"ar_cached_b1", "ar_uncached_b8", "nar", "codec_encode", "codec_decode",
-                                   "pipeline"}
+                                   "pipeline", "pipeline_sr"}
     assert set(tiny["decode_bounds"]) >= {"flops_per_token", "bytes_per_token", "bandwidth_fraction",
                                           "flop_fraction"}
     assert set(result["folder"]) >= {"folder_s", "loop_s", "folder_speedup"}
     assert result["long"]["minutes"] == 2 and result["long"]["memory_ratio"] > 0  # quick: a 2-minute file
-    measured = {k: tiny[k] for k in ("ar", "decode_bounds", "nar", "codec", "pipeline", "memory")}
+    measured = {k: tiny[k] for k in ("ar", "decode_bounds", "nar", "codec", "pipeline", "pipeline_sr", "memory")}
     numbers = dict(_numbers({"bounds": result["bounds"], "tiny": measured, "folder": result["folder"]}))
     skip = ("rss_growth_mb",)  # a phase may reuse memory the process already holds
     bad = {k: v for k, v in numbers.items() if v <= 0 and not k.endswith(skip)}

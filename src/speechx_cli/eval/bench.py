@@ -3,7 +3,8 @@
 Per model config, with random weights of the real shapes:
   AR decoding tokens/s at batch 1 and 8, the engine (KV cache) against a baseline that recomputes
   the full forward every step; NAR time for all K-1 levels; codec encode/decode of 10 s of audio;
-  the real-time factor of `pipeline.run` on a 10 s denoise; peak memory of each phase; FLOPs per
+  the real-time factor of `pipeline.run` on a 10 s denoise and remove-speech (with frame detectors, as the
+  demo checkpoint carries them: remove-speech takes two passes); peak memory of each phase; FLOPs per
   token and the fraction of this machine's measured matmul FLOP/s and memory bandwidth that batch-1
   cached decoding achieves (gpt-fast's "bandwidth achieved").
 Plus whole-process runs (bench_process.py): folder throughput, one `speechx denoise IN_DIR OUT_DIR`
@@ -34,6 +35,7 @@ from .. import prompts as P
 from ..checkpoint import SpeechX
 from ..codec import Codec, SmallCodec, SmallCodecConfig, quiet_weight_norm
 from ..codecs.encodec24 import PretrainedEncodec
+from ..detector import DetectorConfig, FrameDetector
 from ..engine import DecodingOptions, generate_nar
 from ..model import ARModel, ModelConfig, NARModel
 from ..prompts import Batch, Task
@@ -248,16 +250,23 @@ def bench_codec(s: Setup, plan: Plan, memory: dict, log: Log) -> dict:
 
 
 def bench_pipeline(s: Setup, plan: Plan, memory: dict, log: Log) -> dict:
-    """pipeline.run on one denoise request of `audio_seconds` (default window and decoding)."""
-    sx = SpeechX(s.ar, s.nar, s.codec, s.cfg, list(PHONEME_TABLE), {"note": "random weights"})
+    """pipeline.run on one request of `audio_seconds` (default window and decoding) for denoise and for
+    remove-speech, with frame detectors of random weights as the demo checkpoint carries (remove-speech then
+    takes its two passes)."""
+    detectors = {task: FrameDetector(DetectorConfig(sample_rate=s.codec.sample_rate, hop_length=s.codec.hop_length,
+                                                    task=task)).eval() for task in ("sr", "ns")}
+    sx = SpeechX(s.ar, s.nar, s.codec, s.cfg, list(PHONEME_TABLE), {"note": "random weights"}, detectors)
     rng = np.random.default_rng(3)
     audio = (0.1 * rng.standard_normal(int(plan.audio_seconds * s.codec.sample_rate))).astype(np.float32)
-    request = PL.Request(Task.NS, audio=audio)
-    log(f"{s.name}: pipeline.run denoise of {plan.audio_seconds:g} s")
-    phase = measure(lambda: PL.run(sx, [request], DecodingOptions()), plan.repeat)
-    memory["pipeline"] = phase.memory()
-    return {"task": "denoise", "audio_s": plan.audio_seconds, "draws": PL.WindowOptions().n_draws,
-            "seconds": phase.seconds, "rtf": phase.seconds / plan.audio_seconds}
+    out = {}
+    for key, task, name in (("pipeline", Task.NS, "denoise"), ("pipeline_sr", Task.SR, "remove-speech")):
+        log(f"{s.name}: pipeline.run {name} of {plan.audio_seconds:g} s")
+        phase = measure(lambda: PL.run(sx, [PL.Request(task, audio=audio)], DecodingOptions()), plan.repeat)
+        memory[key] = phase.memory()
+        out[key] = {"task": name, "audio_s": plan.audio_seconds, "draws": PL.WindowOptions().n_draws,
+                    "passes": PL.WindowOptions().n_passes(task, detectors), "seconds": phase.seconds,
+                    "rtf": phase.seconds / plan.audio_seconds}
+    return out
 
 
 def bench_config(name: str, plan: Plan, bounds: dict, log: Log) -> dict:
@@ -273,7 +282,7 @@ def bench_config(name: str, plan: Plan, bounds: dict, log: Log) -> dict:
     res["nar"] = bench_nar(s, plan, memory, log)
     res["codec"] = bench_codec(s, plan, memory, log)
     if plan.pipeline:
-        res["pipeline"] = bench_pipeline(s, plan, memory, log)
+        res |= bench_pipeline(s, plan, memory, log)
     res["memory"] = memory
     return res
 
@@ -372,10 +381,9 @@ def _config_rows(name: str, res: dict) -> Iterator[tuple[str, str, str]]:
     yield f"NAR {n['levels']} levels, {n['frames']} frames", _fmt(n["seconds"]) + " s", "condition prefilled once"
     yield f"codec encode {c['audio_s']:g} s", _fmt(c["encode_s"]) + " s", c["kind"]
     yield f"codec decode {c['audio_s']:g} s", _fmt(c["decode_s"]) + " s", ""
-    if "pipeline" in res:
-        p = res["pipeline"]
-        yield (f"pipeline denoise {p['audio_s']:g} s", f"RTF {_fmt(p['rtf'])}",
-               f"{_fmt(p['seconds'])} s, {p['draws']} draws decoded together")
+    for p in (res[k] for k in ("pipeline", "pipeline_sr") if k in res):
+        yield (f"pipeline {p['task']} {p['audio_s']:g} s", f"RTF {_fmt(p['rtf'])}",
+               f"{_fmt(p['seconds'])} s, {p['draws']} draws decoded together, {p['passes']} pass(es), detector")
     yield "weights AR + NAR", f"{_fmt(res['model']['weights_mb'])} MB", "held through every phase below"
     for phase, m in res["memory"].items():
         torch_mb = "n/a" if m["torch_peak_mb"] is None else _fmt(m["torch_peak_mb"])
