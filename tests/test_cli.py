@@ -194,6 +194,9 @@ def test_a_bad_noise_free_mode_is_refused_before_any_work(wav_file, tmp_path, ti
     assert "has no noise-free detector" in one_line_error(r) and not (tmp_path / "o.wav").exists()
     r = runner.invoke(app, ["remove-speech", str(wav_file), str(tmp_path / "o.wav"), "--noise-free", "off"])
     assert r.exit_code != 0 and not (tmp_path / "o.wav").exists()  # only denoise has the flag
+    r = runner.invoke(app, ["extract-speaker", str(wav_file), str(tmp_path / "o.wav"), "--enroll", str(wav_file),
+                            "--target-alone", "detector", "--checkpoint", str(tiny_checkpoint)])
+    assert "has no target-alone detector" in one_line_error(r) and not (tmp_path / "o.wav").exists()
 
 
 def test_stereo_input_is_downmixed(tmp_path, tiny_checkpoint):

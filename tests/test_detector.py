@@ -61,7 +61,7 @@ def test_examples_are_the_simulations_mixtures_with_their_labels(tiny):  # noqa:
     data = D.make_examples(tiny.root, 3, 0, SMALL)
     assert len(data["starts"]) == 4 and data["starts"][-1] == len(data["labels"])
     assert len(data["audio"]) == len(data["labels"]) * HOP
-    x, y = D._item(data, 1, HOP)
+    x, y, _ = D._item(data, 1, HOP)
     assert len(x) == len(y) * HOP and set(np.unique(y)) <= {0.0, 1.0}
 
 
@@ -75,7 +75,30 @@ def test_denoise_examples_label_the_frames_where_the_noise_is_under_the_speech(t
     np.testing.assert_array_equal(data["labels"][:n], D.frame_labels(ex.source - ex.target, ex.target, HOP, 10.0))
     np.testing.assert_array_equal(data["audio"][: n * HOP], ex.source[: n * HOP])
     with pytest.raises(ValueError, match="task"):
-        DetectorConfig(task="tse").validate()
+        DetectorConfig(task="edit").validate()
+
+
+def test_target_alone_examples_carry_their_enrollment_and_the_detector_reads_it(tiny):  # noqa: F811
+    from speechx_cli.prompts import Task
+    from speechx_cli.train.simulate import Corpus, SimulationOptions, Simulator
+    tse = replace(SMALL, task="tse")
+    data = D.make_examples(tiny.root, 2, 0, tse)
+    ex = Simulator(Corpus.load(tiny.root, "train"), SimulationOptions(tasks=(Task.TSE,))).example(0, 0, Task.TSE)
+    n = int(data["starts"][1])
+    np.testing.assert_array_equal(data["labels"][:n], D.frame_labels(ex.source - ex.target, ex.target, HOP, 10.0))
+    np.testing.assert_array_equal(data["enroll"][: data["enroll_starts"][1]], ex.enrollment)
+    x, y, e = D._batch(data, np.random.default_rng(0), 3, 40, HOP)
+    assert x.shape == (3, y.shape[1] * HOP) and e.shape[0] == 3
+    torch.manual_seed(0)
+    model = FrameDetector(tse).eval()
+    a, b = (torch.from_numpy(_noise(1.0, seed) * (1 + 3 * seed))[None] for seed in (1, 2))
+    torch.testing.assert_close(model(x[:1], y.shape[1], a), model(x[:1], y.shape[1], b))  # untrained: no change yet
+    torch.nn.init.normal_(model.film.weight, std=0.5)
+    assert not torch.allclose(model(x[:1], y.shape[1], a), model(x[:1], y.shape[1], b))  # then the voice matters
+    with pytest.raises(ValueError, match="enrollment"):
+        model(x[:1], y.shape[1])
+    with pytest.raises(ValueError, match="enrollment"):
+        FrameDetector(SMALL)(x[:1], y.shape[1], a)
 
 
 def test_resumed_training_equals_straight_and_the_file_round_trips(tiny, tmp_path):  # noqa: F811
@@ -104,17 +127,19 @@ def test_an_inference_checkpoint_carries_a_detector_per_task(tiny_checkpoint, tm
     assert checkpoint.load(tiny_checkpoint).detectors == {}
     torch.manual_seed(0)
     sr, ns = FrameDetector(SMALL).eval(), FrameDetector(replace(SMALL, task="ns", threshold=0.4)).eval()
+    tse = FrameDetector(replace(SMALL, task="tse")).eval()
     x = torch.from_numpy(_noise(0.6))[None]
     for half in (False, True):
-        path = checkpoint.with_detectors(tiny_checkpoint, [sr, ns], tmp_path / f"d{half}.safetensors", half=half)
+        path = checkpoint.with_detectors(tiny_checkpoint, [sr, ns, tse], tmp_path / f"d{half}.safetensors", half=half)
         got = checkpoint.load(path).detectors
-        assert sorted(got) == ["ns", "sr"] and (got["sr"].cfg, got["ns"].cfg) == (sr.cfg, ns.cfg)
+        assert sorted(got) == ["ns", "sr", "tse"] and (got["sr"].cfg, got["ns"].cfg) == (sr.cfg, ns.cfg)
         for task, model in (("sr", sr), ("ns", ns)):
             torch.testing.assert_close(got[task](x, 30), model(x, 30), atol=1e-2 if half else 0, rtol=0)
+        torch.testing.assert_close(got["tse"](x, 30, x), tse(x, 30, x), atol=1e-2 if half else 0, rtol=0)
     # a codec replaced keeps them; a new detector replaces its task's only; keep=False takes the others out
     again = checkpoint.load(tmp_path / "dFalse.safetensors")
     kept = checkpoint.replace_codec(tmp_path / "dFalse.safetensors", again.codec, tmp_path / "kept.safetensors")
-    assert sorted(checkpoint.load(kept).detectors) == ["ns", "sr"]
+    assert sorted(checkpoint.load(kept).detectors) == ["ns", "sr", "tse"]
     torch.manual_seed(1)
     sr2 = FrameDetector(SMALL).eval()
     got = checkpoint.load(checkpoint.with_detectors(kept, [sr2], tmp_path / "sr2.safetensors")).detectors

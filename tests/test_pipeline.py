@@ -324,6 +324,17 @@ def test_remove_speech_feeds_its_input_where_its_denoise_draws_find_no_speech(sx
         PL.run(sx, [PL.Request(Task.SR, audio=x)], opts, PL.WindowOptions(speech_free=S.GivenFrames("detector")))
 
 
+def _capture_prompts(monkeypatch) -> list:
+    """Every prompt the pipeline hands the engine from now on (the engine still generates)."""
+    prompts, real = [], PL.generate
+
+    def seen(ar, nar, batch, *args, **kwargs):
+        prompts.extend(batch)
+        return real(ar, nar, batch, *args, **kwargs)
+    monkeypatch.setattr(PL, "generate", seen)
+    return prompts
+
+
 def test_speech_free_denoise_draws_serve_as_the_counterpart_and_are_generated_once(sx, monkeypatch):
     """remove-speech with --speech-free denoise and a counterpart mask: the denoise draws that find the
     speech-free frames are the counterpart's draws (the same prompt and seed), not generated a second time."""
@@ -342,15 +353,11 @@ def test_speech_free_denoise_draws_serve_as_the_counterpart_and_are_generated_on
     assert 0 < int(free.sum()) < frames
     own = PL.generate(sx.ar, sx.nar, [replace(row.prompt, prefix=mix, given=free)] * 2, opts, sx.codec.frame_rate)
     expected = M.apply(x, wav(own), SR, settings, counterpart=wav(speech))
-    tasks, real = [], PL.generate
-
-    def counted(ar, nar, prompts, *args, **kwargs):
-        tasks.extend(p.task for p in prompts)
-        return real(ar, nar, prompts, *args, **kwargs)
-    monkeypatch.setattr(PL, "generate", counted)
+    prompts = _capture_prompts(monkeypatch)
     got = PL.run(sx, [PL.Request(Task.SR, audio=x)], opts,
                  PL.WindowOptions(draws=2, mask=settings, speech_free=S.GivenFrames("denoise", db)))[0]
     np.testing.assert_allclose(got, expected, atol=1e-6)
+    tasks = [q.task for q in prompts]
     assert tasks.count(Task.NS) == 2 and tasks.count(Task.SR) == 2
 
 
@@ -395,12 +402,7 @@ def test_denoise_feeds_its_input_where_its_detector_finds_no_noise(sx, monkeypat
     codes = PL.generate(sx.ar, sx.nar, [replace(row.prompt, prefix=mix, given=free)], opts, sx.codec.frame_rate)[0]
     assert torch.equal(codes[free], mix[free])
     with_ns = replace(sx, detectors={"ns": detector})
-    prompts, real = [], PL.generate
-
-    def seen(ar, nar, batch, *args, **kwargs):
-        prompts.extend(batch)
-        return real(ar, nar, batch, *args, **kwargs)
-    monkeypatch.setattr(PL, "generate", seen)
+    prompts = _capture_prompts(monkeypatch)
 
     def given(model, **window):
         prompts.clear()
@@ -415,3 +417,33 @@ def test_denoise_feeds_its_input_where_its_detector_finds_no_noise(sx, monkeypat
     assert given(replace(sx, detectors={"sr": detector})) == [None, None]  # remove-speech's does not serve denoise
     with pytest.raises(ValueError, match="no noise-free detector"):
         given(sx, noise_free=S.GivenFrames("detector"))
+
+
+def test_extract_speaker_feeds_the_mixture_where_its_detector_hears_the_target_alone(sx, monkeypatch):
+    """extract-speaker with the checkpoint's target-alone detector gives the mixture's codes in the frames the
+    detector picks, reading the enrollment (another enrollment, other frames); off and no detector: none."""
+    x, voice, other = tone(1.3, seed=5), tone(1.0, freq=150.0, seed=6), tone(1.0, freq=400.0, seed=8)
+    opts = DecodingOptions(temperature=1.0, seed=2)
+    frames = len(PL.to_codes(sx, x))
+    torch.manual_seed(0)
+    detector = FrameDetector(DetectorConfig(n_mels=16, channels=8, layers=2, hidden=8, task="tse"))
+    torch.nn.init.normal_(detector.film.weight, std=0.5)  # untrained it ignores the enrollment (starts at zero)
+    with torch.no_grad():
+        p = float(torch.sigmoid(detector(torch.from_numpy(x)[None], frames, torch.from_numpy(voice)[None])).median())
+    picked = detector.pick(x, frames, p, voice)
+    assert 0 < int(picked.sum()) < frames and not torch.equal(picked, detector.pick(x, frames, p, other))
+    with_tse = replace(sx, detectors={"tse": detector})
+    prompts = _capture_prompts(monkeypatch)
+
+    def given(model, enrollment=voice, **window):
+        prompts.clear()
+        PL.run(model, [PL.Request(Task.TSE, audio=x, enrollment=enrollment)], opts,
+               PL.WindowOptions(draws=1, **window))
+        (q,) = prompts
+        return None if q.given is None else (q.given.tolist(), torch.equal(q.prefix, PL.to_codes(sx, x)))
+    assert given(with_tse, target_alone=S.GivenFrames("detector", p)) == (picked.tolist(), True)
+    assert given(with_tse, other, target_alone=S.GivenFrames("detector", p))[0] != picked.tolist()
+    assert given(with_tse, target_alone=S.GivenFrames("off")) is None
+    assert given(sx) is None
+    with pytest.raises(ValueError, match="no target-alone detector"):
+        given(sx, target_alone=S.GivenFrames("detector"))

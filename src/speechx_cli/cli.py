@@ -34,9 +34,9 @@ from .files import atomic_path
 from .mask import Resynth
 from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, ForceOpt,
                       FormatOpt, MaskOpt, NoiseFreeOpt, OutputFormat, PassesOpt, RateOpt, ResynthOpt, SeedOpt,
-                      ShardOpt, SpeechFreeOpt, TempOpt, TextOpt, TopKOpt, TopPOpt, WindowOpt)
+                      ShardOpt, SpeechFreeOpt, TargetAloneOpt, TempOpt, TextOpt, TopKOpt, TopPOpt, WindowOpt)
 from .prompts import Task
-from .speechfree import NOISE_FREE, SPEECH_FREE
+from .speechfree import NOISE_FREE, SPEECH_FREE, TARGET_ALONE
 from .train.cli import app as train_app
 
 # Typer >= 0.28 vendors its own click; older ones use the click package.
@@ -173,12 +173,13 @@ def extract_speaker(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
-    passes: PassesOpt = None, shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
+    passes: PassesOpt = None, target_alone: TargetAloneOpt = str(TARGET_ALONE), shard: ShardOpt = None,
+    fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes)
+                   resynth, mask, bitrate, draws, passes, target_alone=target_alone)
         _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard, fmt=fmt)
 
 
@@ -285,7 +286,8 @@ def info(checkpoint: CheckpointOpt = None) -> None:
         table.add_row("model", meta["model_config"])
         table.add_row("codec kind", codecs.describe(ckpt.codec_config(path, meta)))
         table.add_row("codec config", meta["codec_config"])
-        for task, kind in (("sr", "speech-free detector"), ("ns", "noise-free detector")):
+        for task, kind in (("sr", "speech-free detector"), ("ns", "noise-free detector"),
+                           ("tse", "target-alone detector")):
             if f"{ckpt.detector_group(task)}_config" in meta:
                 table.add_row(kind, meta[f"{ckpt.detector_group(task)}_config"])
         for k, v in json.loads(meta.get("info", "{}")).items():

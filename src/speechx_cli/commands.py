@@ -28,7 +28,7 @@ from .mask import MaskOptions, Resynth
 from .options import Device, OutputFormat
 from .window_options import COUNTERPARTS, TASK_MASKS, WindowOptions
 from .prompts import Task
-from .speechfree import FLAGS, KINDS, NOISE_FREE, SPEECH_FREE, GivenFrames
+from .speechfree import FLAGS, KINDS, NOISE_FREE, SPEECH_FREE, TARGET_ALONE, GivenFrames
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
@@ -57,19 +57,22 @@ class Common:
     passes: int | None = None  # times each window goes through the model (None: the task's default)
     speech_free: str = str(SPEECH_FREE)  # remove-speech: --speech-free, how speech-free frames are found
     noise_free: str = str(NOISE_FREE)  # denoise: --noise-free, how noise-free frames are found
+    target_alone: str = str(TARGET_ALONE)  # extract-speaker: --target-alone, how target-alone frames are found
 
 
 def common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
            batch_size=8, window=10.0, resynth=Resynth.MASK, mask=None, bitrate=None, draws=None,
-           passes=None, speech_free=str(SPEECH_FREE), noise_free=str(NOISE_FREE)) -> Common:
+           passes=None, speech_free=str(SPEECH_FREE), noise_free=str(NOISE_FREE),
+           target_alone=str(TARGET_ALONE)) -> Common:
     opts = decoding_options(seed, temperature, top_k, top_p)
     if sample_rate is not None and not 1000 <= sample_rate <= 384000:
         raise UserError(f"--sample-rate {sample_rate} is not a sensible audio rate")
-    window_options(window, batch_size, resynth, None, draws, passes, speech_free, noise_free)  # checks the flags
+    window_options(window, batch_size, resynth, None, draws, passes, speech_free, noise_free,
+                   target_alone)  # checks the flags
     if bitrate is not None and not A.BITRATE_RANGE_KBPS[0] <= bitrate <= A.BITRATE_RANGE_KBPS[1]:
         raise UserError(f"--bitrate {bitrate}: use {A.BITRATE_RANGE_KBPS[0]} to {A.BITRATE_RANGE_KBPS[1]} kbps")
     return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth, mask, bitrate, draws,
-                  passes, speech_free, noise_free)
+                  passes, speech_free, noise_free, target_alone)
 
 
 def decoding_options(seed: int | None, temperature: float, top_k: int, top_p: float,
@@ -90,13 +93,15 @@ def _check_window(seconds: float, batch_size: int) -> None:
 
 def window_options(seconds: float, batch_size: int, resynth: Resynth, mask: MaskOptions | None,
                    draws: int | None = None, passes: int | None = None,
-                   speech_free: str = str(SPEECH_FREE), noise_free: str = str(NOISE_FREE)) -> WindowOptions:
-    """--window, --batch-size, --resynth, --draws, --passes, --speech-free, --noise-free and the task's mask
-    settings; the windows overlap by a quarter of a window, at most 1 s."""
+                   speech_free: str = str(SPEECH_FREE), noise_free: str = str(NOISE_FREE),
+                   target_alone: str = str(TARGET_ALONE)) -> WindowOptions:
+    """--window, --batch-size, --resynth, --draws, --passes, --speech-free, --noise-free, --target-alone and
+    the task's mask settings; the windows overlap by a quarter of a window, at most 1 s."""
     _check_window(seconds, batch_size)
     try:  # WindowOptions.validate checks --draws and --passes (its messages name the flags too)
         return WindowOptions(seconds, min(1.0, seconds / 4), batch_size, resynth, mask, draws, passes,
-                             GivenFrames.parse(speech_free, Task.SR), GivenFrames.parse(noise_free, Task.NS)).validate()
+                             GivenFrames.parse(speech_free, Task.SR), GivenFrames.parse(noise_free, Task.NS),
+                             GivenFrames.parse(target_alone, Task.TSE)).validate()
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -127,7 +132,7 @@ def mask_settings(task: Task, spec: str | None) -> MaskOptions | None:
 
 def job_options(c: Common, task: Task, shard: str | None = None, fmt: OutputFormat | None = None) -> JobOptions:
     window = window_options(c.window, c.batch_size, c.resynth, mask_settings(task, c.mask), c.draws, c.passes,
-                            c.speech_free, c.noise_free)
+                            c.speech_free, c.noise_free, c.target_alone)
     return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard), fmt and fmt.value, c.bitrate)
 
 

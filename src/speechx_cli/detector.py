@@ -8,7 +8,9 @@ denoise draws nothing on fresh items, because those draws drop speech too (docs/
 frames in the pipeline"). This detector does not come from the AR: a few convolutions and a bidirectional
 GRU over the input's log-mel frames, one logit per codec frame, trained on the training simulation's
 mixtures of its task (`task`: "sr", remove-speech: the speech `label_db` under the background; "ns",
-denoise: the background `label_db` under the speech) (train/detector_train.py).
+denoise: the background `label_db` under the speech; "tse", extract-speaker: the interferer `label_db` under
+the target, where the mixture is the target's answer; this one also reads the target's enrollment, pooled over
+time into a scale and shift of every frame's features) (train/detector_train.py).
 
 The features are level-free: each band's log energy minus its mean over the input, and each frame's log
 energy minus the input's loudest frame's, so the input's gain does not change the answer.
@@ -30,7 +32,8 @@ from .speechfree import frame_energy
 LOG_FLOOR = 1e-8
 # the tasks a detector serves: what each drops and keeps of its input (speech s, background n)
 TASKS = {"sr": "the speech under the background (speech-free frames)",
-         "ns": "the background under the speech (noise-free frames)"}
+         "ns": "the background under the speech (noise-free frames)",
+         "tse": "the interferer under the target, given the target's enrollment (target-alone frames)"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ class FrameDetector(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.gru = nn.GRU(cfg.channels, cfg.hidden, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * cfg.hidden, 1)
+        self.enroll = self.film = None
+        if cfg.task == "tse":  # the enrollment's voice, pooled over time, scales and shifts every frame's features
+            self.enroll = nn.Sequential(nn.Conv1d(cfg.n_mels + 1, cfg.channels, 5, padding=2), nn.GELU(),
+                                        nn.Conv1d(cfg.channels, cfg.channels, 5, padding=2))
+            self.film = nn.Linear(cfg.channels, 2 * cfg.channels)
+            nn.init.zeros_(self.film.weight), nn.init.zeros_(self.film.bias)  # starts as no change at all
 
     def features(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
         """(B, N) audio at the codec's rate -> (B, frames, n_mels + 1) level-free features, frame k centred on
@@ -91,21 +100,31 @@ class FrameDetector(nn.Module):
         x = torch.cat([bands - bands.mean(-1, keepdim=True), level - level.amax(-1, keepdim=True)], 1)
         return x.transpose(1, 2)
 
-    def forward(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
-        """(B, N) audio -> (B, frames) logits: > 0 where the frame is more likely picked than not."""
+    def forward(self, audio: torch.Tensor, frames: int, enrollment: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N) audio (and, for tse, (B, M) enrollment audio) -> (B, frames) logits: > 0 where the frame is
+        more likely picked than not."""
+        if (enrollment is None) != (self.enroll is None):
+            raise ValueError("a tse detector reads an enrollment, the others none")
         x = self.features(audio, frames).transpose(1, 2)
         for i, conv in enumerate(self.convs):
             y = F.gelu(conv(x))
             x = y if i == 0 else x + y
+        if enrollment is not None:
+            e = self.features(enrollment, max(1, enrollment.shape[-1] // self.cfg.hop_length)).transpose(1, 2)
+            scale, shift = self.film(self.enroll(e).mean(-1)).chunk(2, -1)
+            x = x * (1 + torch.tanh(scale)[..., None]) + shift[..., None]  # a gain within (0, 2)
         h, _ = self.gru(x.transpose(1, 2))
         return self.out(h).squeeze(-1)
 
     @torch.no_grad()
-    def pick(self, audio: np.ndarray, frames: int, threshold: float | None = None) -> torch.Tensor:
-        """(frames,) bool for one input (float32 mono at the codec's rate): frames whose probability (of being
-        speech-free for sr, noise-free for ns) is above `threshold` (None: the config's) and that are not silent."""
-        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None].to(self.window.device)
-        p = torch.sigmoid(self(x, frames))[0].cpu()
+    def pick(self, audio: np.ndarray, frames: int, threshold: float | None = None,
+             enrollment: np.ndarray | None = None) -> torch.Tensor:
+        """(frames,) bool for one input (float32 mono at the codec's rate; tse: with its enrollment): frames whose
+        probability (of being speech-free for sr, noise-free for ns, target-alone for tse) is above `threshold`
+        (None: the config's) and that are not silent."""
+        def tensor(a):
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None].to(self.window.device)
+        p = torch.sigmoid(self(tensor(audio), frames, None if enrollment is None else tensor(enrollment)))[0].cpu()
         silent = torch.from_numpy(frame_energy(audio, self.cfg.hop_length, frames) == 0)
         return (p > (self.cfg.threshold if threshold is None else threshold)) & ~silent
 

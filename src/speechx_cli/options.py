@@ -72,6 +72,10 @@ NoiseFreeOpt = Annotated[str, typer.Option(
     "--noise-free", help="denoise: give the input's own codes in the frames found free of noise (the speech is the "
                          "input there): auto (detector if the checkpoint has a noise-free detector, else off), off, or "
                          "detector[=P] (its probability above P). Measured in the model card.")]
+TargetAloneOpt = Annotated[str, typer.Option(
+    "--target-alone", help="extract-speaker: give the mixture's own codes in the frames where the target speaks "
+                           "alone (the output is the mixture there): auto (detector if the checkpoint has a "
+                           "target-alone detector, else off), off, or detector[=P] (its probability above P).")]
 
 
 class OutputFormat(str, Enum):

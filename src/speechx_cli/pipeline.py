@@ -101,6 +101,7 @@ class _Row:
     post: torch.Tensor | None = None  # edit: C(post), (Q, K)
     counterpart: P.Prompt | None = None  # ns/sr with a counterpart mask: the window's prompt of the other task
     enroll: torch.Tensor | None = None  # tse: the enrollment's codes (a later pass builds its prompt anew)
+    enroll_audio: np.ndarray | None = None  # tse: the enrollment's waveform (its target-alone detector reads it)
     text: torch.Tensor | None = None  # ns/sr/tse: the transcript's ids, if the window carries one
 
 
@@ -140,7 +141,8 @@ def _rows(sx: SpeechX, i: int, req: Request, win: WindowOptions, voices: dict[in
     # a transcript belongs to the whole file: only a single window may carry it
     t = text if len(windows) == 1 else None
     enroll = voices[id(req.enrollment)] if req.task is Task.TSE else None
-    return [window_row(sx, i, req.task, w, enroll, t, _counterpart(req.task, win)) for w in windows]
+    return [window_row(sx, i, req.task, w, enroll, t, _counterpart(req.task, win),
+                       req.enrollment if req.task is Task.TSE else None) for w in windows]
 
 
 def _counterpart(task: Task, window: WindowOptions) -> Task | None:
@@ -154,8 +156,10 @@ def _counterpart(task: Task, window: WindowOptions) -> Task | None:
 
 
 def window_row(sx: SpeechX, i: int, task: Task, audio: np.ndarray, enroll: torch.Tensor | None,
-                text: torch.Tensor | None, counterpart: Task | None = None) -> _Row:
-    """The row of one window of a known-length task (with the counterpart task's prompt of it)."""
+                text: torch.Tensor | None, counterpart: Task | None = None,
+                enroll_audio: np.ndarray | None = None) -> _Row:
+    """The row of one window of a known-length task (with the counterpart task's prompt of it; tse: the
+    enrollment's codes, and its waveform for the target-alone detector)."""
     v, mix = sx.config.codebook_size, to_codes(sx, audio)
 
     def prompt(t: Task) -> P.Prompt:
@@ -165,7 +169,8 @@ def window_row(sx: SpeechX, i: int, task: Task, audio: np.ndarray, enroll: torch
             return P.sr(mix, v, text=text)
         return P.tse(enroll, mix, v, text=text)
     return _Row(i, prompt(task), source=audio, source_codes=mix,
-                counterpart=None if counterpart is None else prompt(counterpart), enroll=enroll, text=text)
+                counterpart=None if counterpart is None else prompt(counterpart), enroll=enroll,
+                enroll_audio=enroll_audio, text=text)
 
 
 def _find_post(generated: torch.Tensor, post: torch.Tensor, start: int) -> int:
@@ -236,7 +241,8 @@ def _next_passes(sx: SpeechX, rows: list[_Row], outs: list[list[torch.Tensor]], 
         again = [j for j, n in passes.items() if n > k]
         new = [window_row(sx, rows[j].request, rows[j].prompt.task,
                           window_output(sx, rows[j].prompt.task, rows[j], outs[j], window), rows[j].enroll,
-                          rows[j].text, None if rows[j].counterpart is None else rows[j].counterpart.task)
+                          rows[j].text, None if rows[j].counterpart is None else rows[j].counterpart.task,
+                          rows[j].enroll_audio)
                for j in again]
         for j, row, out in zip(again, new, _generate_windows(sx, new, opts, window)):
             rows[j], outs[j] = row, out
@@ -281,7 +287,7 @@ def _given_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: Wi
     the draws: those of the rows whose counterpart is that same denoise prompt (`--mask counterpart=yes`),
     by row, so that they are not generated twice."""
     rows, known = list(rows), {}
-    for task, how in ((Task.SR, window.speech_free), (Task.NS, window.noise_free)):
+    for task, how in ((Task.SR, window.speech_free), (Task.NS, window.noise_free), (Task.TSE, window.target_alone)):
         todo = [j for j, r in enumerate(rows) if r.prompt.task is task and r.source is not None]
         mode = how.resolve(task.value in sx.detectors).mode
         if mode == "off" or not todo:
@@ -289,8 +295,8 @@ def _given_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: Wi
         if mode == "detector":
             if task.value not in sx.detectors:
                 raise ValueError(f"{S.FLAGS[task]} detector: this checkpoint has no {S.KINDS[task]} detector")
-            found = [sx.detectors[task.value].pick(rows[j].source, len(rows[j].source_codes), how.value)
-                     for j in todo]
+            found = [sx.detectors[task.value].pick(rows[j].source, len(rows[j].source_codes), how.value,
+                                                   rows[j].enroll_audio) for j in todo]
         else:
             found, known = _denoise_draws_frames(sx, rows, todo, opts, window)
         for j, given in zip(todo, found):
@@ -372,7 +378,7 @@ def stream(sx: SpeechX, task: Task, blocks: Iterable[np.ndarray], opts: Decoding
     pending: list[np.ndarray] = []
 
     def flush() -> Iterator[np.ndarray]:
-        rows = [window_row(sx, 0, task, w, enroll, None, counterpart) for w in pending]
+        rows = [window_row(sx, 0, task, w, enroll, None, counterpart, enrollment) for w in pending]
         outs = _generate_windows(sx, rows, opts, window)
         for r, o in zip(*_next_passes(sx, rows, outs, opts, window)):
             yield joiner.push(window_output(sx, task, r, o, window))

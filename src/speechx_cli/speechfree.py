@@ -8,7 +8,11 @@ speech, the background is the input itself, and so are its codes: feeding them t
 AR to the background. With the true speech-free frames that gained +2.0 dB (one seed). Where the input holds
 (almost) no noise, denoise's answer is likewise the input.
 
-`--speech-free` (remove-speech) and `--noise-free` (denoise) say how the frames are found:
+Where the interferer is silent and the target speaks, extract-speaker's answer is the mixture (its mixtures
+hold no noise); a detector that reads the enrollment finds those frames.
+
+`--speech-free` (remove-speech), `--noise-free` (denoise) and `--target-alone` (extract-speaker) say how the
+frames are found:
     auto            the default: detector where the checkpoint has one for the task, else off
     off             none given
     detector[=P]    the checkpoint's frame detector of the task (detector.py), frames with probability above
@@ -32,8 +36,9 @@ from .prompts import Task
 
 MODES = ("auto", "off", "detector", "denoise")
 DENOISE_DB = 10.0  # denoise's default: where it was measured (10-15 dB)
-FLAGS = {Task.SR: "--speech-free", Task.NS: "--noise-free"}  # the tasks that take given frames, and their flag
-KINDS = {Task.SR: "speech-free", Task.NS: "noise-free"}  # and what their frames are
+# the tasks that take given frames, their flag, and what their frames are
+FLAGS = {Task.SR: "--speech-free", Task.NS: "--noise-free", Task.TSE: "--target-alone"}
+KINDS = {Task.SR: "speech-free", Task.NS: "noise-free", Task.TSE: "target-alone"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ def usage(task: Task) -> str:
 
 SPEECH_FREE = GivenFrames("auto")  # the checkpoint's detector where it has one
 NOISE_FREE = GivenFrames("auto")
+TARGET_ALONE = GivenFrames("auto")
 
 
 def frame_energy(audio: np.ndarray, hop: int, frames: int) -> np.ndarray:

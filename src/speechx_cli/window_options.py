@@ -45,10 +45,13 @@ class WindowOptions:
     speech_free: S.GivenFrames = S.SPEECH_FREE
     # denoise: the same in the frames found free of noise
     noise_free: S.GivenFrames = S.NOISE_FREE
+    # extract-speaker: the same in the frames where the target speaks alone (the checkpoint's detector reads
+    # the enrollment)
+    target_alone: S.GivenFrames = S.TARGET_ALONE
 
     def given_frames(self, task: Task) -> S.GivenFrames | None:
         """How `task`'s windows find the frames given as the input's codes (None: the task takes none)."""
-        return {Task.SR: self.speech_free, Task.NS: self.noise_free}.get(task)
+        return {Task.SR: self.speech_free, Task.NS: self.noise_free, Task.TSE: self.target_alone}.get(task)
 
     def n_passes(self, task: Task, detectors: Collection[str]) -> int:
         """Passes of `task`'s windows (`passes`, or the default above, for a checkpoint with these tasks' detectors)."""
@@ -78,6 +81,7 @@ class WindowOptions:
             raise ValueError("several passes (--passes) cut the input again: they need resynth mask (--resynth mask)")
         self.speech_free.validate(Task.SR)
         self.noise_free.validate(Task.NS)
+        self.target_alone.validate(Task.TSE)
         if self.mask is not None:
             self.mask.validate()
         return self

@@ -55,18 +55,25 @@ def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[
     """n mixtures of the config's task from the corpus's training split, concatenated: audio, labels and offsets."""
     task = Task(cfg.task)
     sim = Simulator(Corpus.load(corpus, "train"), SimulationOptions(tasks=(task,)))
-    audio, labels, starts = [], [], [0]
+    audio, labels, starts, enroll, enroll_starts = [], [], [0], [], [0]
     for i in range(n):
         ex = sim.example(i, seed, task)
-        source, target = ex.source, ex.target
+        source, target, enrollment = ex.source, ex.target, ex.enrollment
         if sim.corpus.sample_rate != cfg.sample_rate:  # the codec's rate (e.g. 24 kHz for EnCodec)
-            source, target = (librosa.resample(x, orig_sr=sim.corpus.sample_rate, target_sr=cfg.sample_rate)
-                              for x in (source, target))
+            source, target, enrollment = (
+                None if x is None else librosa.resample(x, orig_sr=sim.corpus.sample_rate, target_sr=cfg.sample_rate)
+                for x in (source, target, enrollment))
         y = frame_labels(source - target, target, cfg.hop_length, cfg.label_db)
         audio.append(source[: len(y) * cfg.hop_length].astype(np.float32))
         labels.append(y)
         starts.append(starts[-1] + len(y))
-    return {"audio": np.concatenate(audio), "labels": np.concatenate(labels), "starts": np.asarray(starts)}
+        if task is Task.TSE:
+            enroll.append(enrollment.astype(np.float32))
+            enroll_starts.append(enroll_starts[-1] + len(enrollment))
+    data = {"audio": np.concatenate(audio), "labels": np.concatenate(labels), "starts": np.asarray(starts)}
+    if task is Task.TSE:
+        data |= {"enroll": np.concatenate(enroll), "enroll_starts": np.asarray(enroll_starts)}
+    return data
 
 
 def _examples(out: Path, name: str, corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
@@ -80,22 +87,31 @@ def _examples(out: Path, name: str, corpus: Path, n: int, seed: int, cfg: Detect
         return {k: z[k] for k in z.files}
 
 
-def _item(data: dict[str, np.ndarray], i: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+def _item(data: dict[str, np.ndarray], i: int, hop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Example i: its audio, its frame labels and (tse) its enrollment."""
     a, b = data["starts"][i], data["starts"][i + 1]
-    return data["audio"][a * hop: b * hop], data["labels"][a:b]
+    enrollment = data["enroll"][data["enroll_starts"][i]: data["enroll_starts"][i + 1]] if "enroll" in data else None
+    return data["audio"][a * hop: b * hop], data["labels"][a:b], enrollment
 
 
 def _batch(data: dict[str, np.ndarray], rng: np.random.Generator, size: int, max_frames: int,
-           hop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`size` random examples, each cropped at a random place to the batch's shortest (<= max_frames)."""
+           hop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`size` random examples, each cropped at a random place to the batch's shortest (<= max_frames), and
+    their enrollments likewise (tse)."""
     items = [_item(data, int(i), hop) for i in rng.integers(len(data["starts"]) - 1, size=size)]
-    frames = min(max_frames, *(len(y) for _, y in items))
-    xs, ys = [], []
-    for x, y in items:
+    frames = min(max_frames, *(len(y) for _, y, _ in items))
+    xs, ys, es = [], [], []
+    for x, y, e in items:
         k = int(rng.integers(len(y) - frames + 1))
         xs.append(x[k * hop: (k + frames) * hop])
         ys.append(y[k: k + frames])
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+    if items[0][2] is not None:
+        n = min(max_frames * hop, *(len(e) for _, _, e in items))
+        for _, _, e in items:
+            k = int(rng.integers(len(e) - n + 1))
+            es.append(e[k: k + n])
+    return (torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)),
+            torch.from_numpy(np.stack(es)) if es else None)
 
 
 @torch.no_grad()
@@ -105,8 +121,8 @@ def validate(model: FrameDetector, data: dict[str, np.ndarray]) -> dict:
     hop = model.cfg.hop_length
     probs, labels, loss = [], [], 0.0
     for i in range(len(data["starts"]) - 1):
-        x, y = _item(data, i, hop)
-        logits = model(torch.from_numpy(x)[None], len(y))[0]
+        x, y, e = _item(data, i, hop)
+        logits = model(torch.from_numpy(x)[None], len(y), None if e is None else torch.from_numpy(e)[None])[0]
         loss += float(F.binary_cross_entropy_with_logits(logits, torch.from_numpy(y), reduction="sum"))
         probs.append(torch.sigmoid(logits).numpy())
         labels.append(y)
@@ -170,8 +186,8 @@ def train(out: Path, corpus: Path, examples: int, val_examples: int, steps: int,
     t1, running = time.time(), []
     while step < steps:
         rng = np.random.default_rng([seed, step])  # the batch depends on the step only: resume == straight
-        x, y = _batch(data, rng, batch, max_frames, cfg.hop_length)
-        loss = F.binary_cross_entropy_with_logits(model(x, y.shape[1]), y)
+        x, y, e = _batch(data, rng, batch, max_frames, cfg.hop_length)
+        loss = F.binary_cross_entropy_with_logits(model(x, y.shape[1], e), y)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -211,7 +227,7 @@ def run(out: Path, corpus: Annotated[Path, typer.Option(help="corpus folder (tra
         precision: Annotated[float, typer.Option(help="validation precision the threshold must reach")] = 0.8,
         seed: int = 0, threads: int = 2,
         task: Annotated[str, typer.Option(help="sr: remove-speech's speech-free frames; ns: denoise's noise-free "
-                                                "frames")] = "sr",
+                                                "frames; tse: extract-speaker's target-alone frames")] = "sr",
         sample_rate: Annotated[int, typer.Option(help="the codec's sample rate (the demo's: 16000)")] = 16_000,
         hop_length: Annotated[int, typer.Option(help="the codec's samples per frame (the demo's: 320)")] = 320) -> None:
     """Make the examples (once), train, choose the threshold; rerun to resume. The detector works on the

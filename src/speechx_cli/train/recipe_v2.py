@@ -12,8 +12,8 @@ tokenizer would need an LM from scratch, which two CPU cores cannot afford at a 
    variants of every training utterance) for stage 2, dev examples of its dev speakers;
 4. LM stage 1 (TTS) from v1's weights, then stage 2 (all tasks), both with the alignment aid that won
    the ablation (`train/ablate.py`; plain training, no aid, in the shipped run);
-5. detectors: remove-speech's speech-free and denoise's noise-free frame detectors (`detector_train.py`, a
-   few minutes each) on the corpus's simulated mixtures of those tasks;
+5. detectors: remove-speech's speech-free, denoise's noise-free and extract-speaker's target-alone frame
+   detectors (`detector_train.py`, a few minutes each) on the corpus's simulated mixtures of those tasks;
 6. export: v2's LM with the Vocos decoder and the detectors;
 7. examples: `make demo`'s inputs from the corpus's natural dev voices (Kokoro blends no stage trained on).
 
@@ -42,7 +42,9 @@ from .recipe import _resume_flag, examples, train
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 
 NATURAL = "kokoro:"  # the corpus's natural voices, by speaker name
-DETECTOR_TASKS = ("sr", "ns")  # the frame detectors the checkpoint ships (detector.TASKS)
+DETECTOR_TASKS = ("sr", "ns", "tse")  # the frame detectors the checkpoint ships (detector.TASKS)
+# tse's enrollment branch trains steadily at a lower rate (at 2e-3 it fell back to the prior; docs/demo-v2.md)
+DETECTOR_LR = {"sr": 2e-3, "ns": 2e-3, "tse": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,8 @@ def detectors(r: RecipeV2) -> None:
             continue
         run_module("speechx_cli.train.detector_train", "run", str(r.detector_file(task).parent), "--corpus",
                    str(r.corpus), "--task", task, "--examples", str(r.detector_examples), "--steps",
-                   str(r.detector_steps), "--seed", str(r.seed), "--threads", "2", threads=2)
+                   str(r.detector_steps), "--lr", str(DETECTOR_LR[task]), "--seed", str(r.seed), "--threads", "2",
+                   threads=2)
 
 
 def export(r: RecipeV2, ckpt: Path) -> None:
