@@ -2,10 +2,10 @@
 
 Inference checkpoints: one safetensors file (no pickle: loading never runs code). Tensors: ``ar.*``,
 ``nar.*``, for a codec that stores its weights ``codec.*``, and optionally frame detectors (detector.py):
-``detector.*`` (remove-speech's speech-free frames) and ``detector_ns.*`` (denoise's noise-free frames).
-Header metadata (strings): format, format_version, model_config, codec_config (its "kind" is a row of
-codecs.KINDS), phoneme_table, special_tokens, info (JSON), and detector_config / detector_ns_config for
-each detector it holds. The official pretrained EnCodec is referenced by its config only; its
+``detector.*`` (remove-speech's speech-free frames), ``detector_ns.*`` (denoise's noise-free frames) and
+``detector_tse.*`` (extract-speaker's target-alone frames). Header metadata (strings): format, format_version,
+model_config, codec_config (its "kind" is a row of codecs.KINDS), phoneme_table, special_tokens, info (JSON),
+and detector_config / detector_ns_config / detector_tse_config for each detector it holds. The official pretrained EnCodec is referenced by its config only; its
 weights stay where the encodec package keeps them.
 
 Training checkpoints (train/loop.py): torch.save of tensors and plain containers, read back with

@@ -107,8 +107,8 @@ def window_options(seconds: float, batch_size: int, resynth: Resynth, mask: Mask
 
 
 def check_detector(sx: ckpt.SpeechX, task: Task, window: WindowOptions) -> None:
-    """--speech-free / --noise-free detector needs a checkpoint with the task's detector: say so before any
-    file is read."""
+    """--speech-free / --noise-free / --target-alone detector needs a checkpoint with the task's detector: say
+    so before any file is read."""
     how = window.given_frames(task)
     if how is not None and how.mode == "detector" and task.value not in sx.detectors:
         raise UserError(f"{FLAGS[task]} detector: this checkpoint has no {KINDS[task]} detector "

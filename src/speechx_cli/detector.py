@@ -47,7 +47,7 @@ class DetectorConfig:
     hidden: int = 96  # per GRU direction
     label_db: float = 10.0  # a frame is picked where the part dropped is this far under the part kept
     threshold: float = 0.5  # probability above which a frame is picked
-    task: str = "sr"  # of TASKS: whose frames (sr: speech-free, ns: noise-free)
+    task: str = "sr"  # of TASKS: whose frames (sr: speech-free, ns: noise-free, tse: target-alone)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

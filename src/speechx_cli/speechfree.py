@@ -1,4 +1,5 @@
-"""Frames whose answer is the input's own codes: remove-speech's speech-free and denoise's noise-free frames.
+"""Frames whose answer is the input's own codes: remove-speech's speech-free, denoise's noise-free and
+extract-speaker's target-alone frames.
 
 remove-speech loses at the AR's first level: given the true background's level 1, the same NAR and mask
 reach +7.9 dB SI-SDR over the input, where the AR free-running reaches +3.0; teacher-forced on the true
@@ -44,7 +45,7 @@ KINDS = {Task.SR: "speech-free", Task.NS: "noise-free", Task.TSE: "target-alone"
 @dataclass(frozen=True)
 class GivenFrames:
     """How remove-speech finds its speech-free frames (`--speech-free MODE[=VALUE]`), denoise its noise-free
-    ones (`--noise-free`)."""
+    ones (`--noise-free`), extract-speaker its target-alone ones (`--target-alone`)."""
 
     mode: str = "off"  # of MODES (denoise: remove-speech only)
     value: float | None = None  # detector: probability threshold (None: its own); denoise: dB (None: DENOISE_DB)
