@@ -36,7 +36,7 @@ from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, D
                       FormatOpt, MaskOpt, NoiseFreeOpt, OutputFormat, PassesOpt, RateOpt, ResynthOpt, SeedOpt,
                       ShardOpt, SpeechFreeOpt, TargetAloneOpt, TempOpt, TextOpt, TopKOpt, TopPOpt, WindowOpt)
 from .prompts import Task
-from .speechfree import NOISE_FREE, SPEECH_FREE, TARGET_ALONE
+from .speechfree import KINDS, NOISE_FREE, SPEECH_FREE, TARGET_ALONE
 from .train.cli import app as train_app
 
 # Typer >= 0.28 vendors its own click; older ones use the click package.
@@ -286,10 +286,9 @@ def info(checkpoint: CheckpointOpt = None) -> None:
         table.add_row("model", meta["model_config"])
         table.add_row("codec kind", codecs.describe(ckpt.codec_config(path, meta)))
         table.add_row("codec config", meta["codec_config"])
-        for task, kind in (("sr", "speech-free detector"), ("ns", "noise-free detector"),
-                           ("tse", "target-alone detector")):
-            if f"{ckpt.detector_group(task)}_config" in meta:
-                table.add_row(kind, meta[f"{ckpt.detector_group(task)}_config"])
+        for task, kind in KINDS.items():
+            if f"{ckpt.detector_group(task.value)}_config" in meta:
+                table.add_row(f"{kind} detector", meta[f"{ckpt.detector_group(task.value)}_config"])
         for k, v in json.loads(meta.get("info", "{}")).items():
             table.add_row(k, str(v))
         out.print(table)

@@ -282,12 +282,14 @@ def _generate_windows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions,
 def _given_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: WindowOptions
                 ) -> tuple[list[_Row], dict[int, list[torch.Tensor]]]:
     """The rows, each remove-speech window's prompt giving its input's codes in its speech-free frames, each
-    denoise window's in its noise-free frames (speechfree.py): found by the checkpoint's detector of the task,
+    denoise window's in its noise-free frames, each extract-speaker window's in its target-alone frames
+    (speechfree.py): found by the checkpoint's detector of the task (tse's reads the enrollment),
     or (remove-speech) by the windows' denoise draws, generated first (as many as the window's own). With
     the draws: those of the rows whose counterpart is that same denoise prompt (`--mask counterpart=yes`),
     by row, so that they are not generated twice."""
     rows, known = list(rows), {}
-    for task, how in ((Task.SR, window.speech_free), (Task.NS, window.noise_free), (Task.TSE, window.target_alone)):
+    for task in S.FLAGS:  # the tasks that take given frames
+        how = window.given_frames(task)
         todo = [j for j, r in enumerate(rows) if r.prompt.task is task and r.source is not None]
         mode = how.resolve(task.value in sx.detectors).mode
         if mode == "off" or not todo:
