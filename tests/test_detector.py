@@ -101,6 +101,20 @@ def test_target_alone_examples_carry_their_enrollment_and_the_detector_reads_it(
         FrameDetector(SMALL)(x[:1], y.shape[1], a)
 
 
+def test_target_silent_examples_label_the_frames_where_the_target_is_under_the_interferer(tiny):  # noqa: F811
+    from speechx_cli.prompts import Task
+    from speechx_cli.train.simulate import Corpus, SimulationOptions, Simulator
+    cfg = replace(SMALL, task="tse_silent")
+    data = D.make_examples(tiny.root, 2, 0, cfg)
+    ex = Simulator(Corpus.load(tiny.root, "train"), SimulationOptions(tasks=(Task.TSE,))).example(0, 0, Task.TSE)
+    n = int(data["starts"][1])
+    labels = D.frame_labels(ex.target, ex.source - ex.target, HOP, 10.0)
+    np.testing.assert_array_equal(data["labels"][:n], labels)
+    assert not np.array_equal(labels, D.frame_labels(ex.source - ex.target, ex.target, HOP, 10.0))
+    np.testing.assert_array_equal(data["enroll"][: data["enroll_starts"][1]], ex.enrollment)
+    assert FrameDetector(cfg).film is not None  # it reads the enrollment too
+
+
 def test_resumed_training_equals_straight_and_the_file_round_trips(tiny, tmp_path):  # noqa: F811
     kw = dict(corpus=tiny.root, examples=6, val_examples=2, steps=4, batch=2, max_frames=40, cfg=SMALL,
               save_every=3, log=lambda *_: None)
@@ -128,18 +142,21 @@ def test_an_inference_checkpoint_carries_a_detector_per_task(tiny_checkpoint, tm
     torch.manual_seed(0)
     sr, ns = FrameDetector(SMALL).eval(), FrameDetector(replace(SMALL, task="ns", threshold=0.4)).eval()
     tse = FrameDetector(replace(SMALL, task="tse")).eval()
+    silent = FrameDetector(replace(SMALL, task="tse_silent")).eval()
     x = torch.from_numpy(_noise(0.6))[None]
     for half in (False, True):
-        path = checkpoint.with_detectors(tiny_checkpoint, [sr, ns, tse], tmp_path / f"d{half}.safetensors", half=half)
+        path = checkpoint.with_detectors(tiny_checkpoint, [sr, ns, tse, silent], tmp_path / f"d{half}.safetensors",
+                                         half=half)
         got = checkpoint.load(path).detectors
-        assert sorted(got) == ["ns", "sr", "tse"] and (got["sr"].cfg, got["ns"].cfg) == (sr.cfg, ns.cfg)
+        assert sorted(got) == ["ns", "sr", "tse", "tse_silent"] and (got["sr"].cfg, got["ns"].cfg) == (sr.cfg, ns.cfg)
         for task, model in (("sr", sr), ("ns", ns)):
             torch.testing.assert_close(got[task](x, 30), model(x, 30), atol=1e-2 if half else 0, rtol=0)
-        torch.testing.assert_close(got["tse"](x, 30, x), tse(x, 30, x), atol=1e-2 if half else 0, rtol=0)
+        for task, model in (("tse", tse), ("tse_silent", silent)):
+            torch.testing.assert_close(got[task](x, 30, x), model(x, 30, x), atol=1e-2 if half else 0, rtol=0)
     # a codec replaced keeps them; a new detector replaces its task's only; keep=False takes the others out
     again = checkpoint.load(tmp_path / "dFalse.safetensors")
     kept = checkpoint.replace_codec(tmp_path / "dFalse.safetensors", again.codec, tmp_path / "kept.safetensors")
-    assert sorted(checkpoint.load(kept).detectors) == ["ns", "sr", "tse"]
+    assert sorted(checkpoint.load(kept).detectors) == ["ns", "sr", "tse", "tse_silent"]
     torch.manual_seed(1)
     sr2 = FrameDetector(SMALL).eval()
     got = checkpoint.load(checkpoint.with_detectors(kept, [sr2], tmp_path / "sr2.safetensors")).detectors

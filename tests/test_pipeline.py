@@ -13,7 +13,7 @@ from speechx_cli import prompts as P
 from speechx_cli import speechfree as S
 from speechx_cli import windows as W
 from speechx_cli.detector import DetectorConfig, FrameDetector
-from speechx_cli.window_options import DRAWS
+from speechx_cli.window_options import DRAWS, GIVEN_FIELDS
 from speechx_cli.engine import DecodingOptions
 from speechx_cli.mask import Resynth
 from speechx_cli.prompts import Task
@@ -110,18 +110,18 @@ def test_counterpart_mask_divides_by_both_tasks_draws(sx):
 
 @pytest.mark.parametrize("task, mask, given", [
     (Task.SR, None, "off"), (Task.SR, M.MaskOptions(counterpart=True), "off"), (Task.SR, None, "denoise=3"),
-    (Task.SR, None, "detector=0.5"), (Task.NS, None, "detector=0.5")])
+    (Task.SR, None, "detector=0.5"), (Task.NS, None, "detector=0.5"), (Task.TSE, None, "detector=0.5")])
 def test_stream_equals_in_memory_run_with_draws(sx, task, mask, given):
     x = tone(5.1, seed=7)
+    voice = tone(1.0, freq=150.0, seed=6) if task is Task.TSE else None
     opts = DecodingOptions(temperature=1.0, seed=1)
     torch.manual_seed(0)
     small = dict(n_mels=16, channels=8, layers=2, hidden=8)
-    sx = replace(sx, detectors={"sr": FrameDetector(DetectorConfig(**small)),
-                                "ns": FrameDetector(DetectorConfig(**small, task="ns"))})
-    how = {"speech_free" if task is Task.SR else "noise_free": S.GivenFrames.parse(given, task)}
+    sx = replace(sx, detectors={kind: FrameDetector(DetectorConfig(**small, task=kind)) for kind in S.KINDS})
+    how = {GIVEN_FIELDS[kind]: S.GivenFrames.parse(given, kind) for kind, of in S.TASK_OF.items() if of is task}
     win = PL.WindowOptions(seconds=2.0, overlap=0.5, batch_size=2, draws=2, mask=mask, **how)
-    whole = PL.run(sx, [PL.Request(task, audio=x)], opts, win)[0]
-    streamed = np.concatenate(list(PL.stream(sx, task, [x], opts, win)))
+    whole = PL.run(sx, [PL.Request(task, audio=x, enrollment=voice)], opts, win)[0]
+    streamed = np.concatenate(list(PL.stream(sx, task, [x], opts, win, enrollment=voice)))
     np.testing.assert_allclose(whole, streamed, atol=1e-5)
 
 
@@ -381,8 +381,8 @@ def test_bad_speech_free_specs_are_refused(spec):
 @pytest.mark.parametrize("spec", ["denoise", "denoise=10", "on", "detector=0"])
 def test_noise_free_takes_no_denoise_draws(spec):
     with pytest.raises(ValueError, match="--noise-free"):
-        S.GivenFrames.parse(spec, Task.NS)
-    assert S.GivenFrames.parse("detector=0.6", Task.NS) == S.GivenFrames("detector", 0.6)
+        S.GivenFrames.parse(spec, "ns")
+    assert S.GivenFrames.parse("detector=0.6", "ns") == S.GivenFrames("detector", 0.6)
 
 
 def test_denoise_feeds_its_input_where_its_detector_finds_no_noise(sx, monkeypatch):
@@ -447,3 +447,42 @@ def test_extract_speaker_feeds_the_mixture_where_its_detector_hears_the_target_a
     assert given(sx) is None
     with pytest.raises(ValueError, match="no target-alone detector"):
         given(sx, target_alone=S.GivenFrames("detector"))
+
+
+def test_extract_speaker_gives_silence_where_its_detector_hears_the_target_silent(sx, monkeypatch):
+    """With a target-silent detector too, extract-speaker gives the codes of silence in the frames it picks,
+    except where the target-alone detector gave the mixture's codes already; off: only the mixture's."""
+    x, voice = tone(1.3, seed=5), tone(1.0, freq=150.0, seed=6)
+    opts = DecodingOptions(temperature=1.0, seed=2)
+    mix = PL.to_codes(sx, x)
+    frames = len(mix)
+    silence = PL.to_codes(sx, np.zeros(frames * sx.codec.hop_length, dtype=np.float32))
+    assert not torch.equal(silence, mix)
+    torch.manual_seed(0)
+    small = dict(n_mels=16, channels=8, layers=2, hidden=8)
+    alone, silent = (FrameDetector(DetectorConfig(**small, task=kind)) for kind in ("tse", "tse_silent"))
+    torch.nn.init.normal_(silent.film.weight, std=0.5)
+
+    def median(det):
+        with torch.no_grad():
+            return float(torch.sigmoid(det(torch.from_numpy(x)[None], frames, torch.from_numpy(voice)[None])).median())
+    pa, ps = median(alone), median(silent)
+    a, q = alone.pick(x, frames, pa, voice), silent.pick(x, frames, ps, voice)
+    assert bool((q & ~a).any()) and bool((q & a).any())  # some frames picked by both: the mixture's codes win
+    prompts = _capture_prompts(monkeypatch)
+
+    def given(model, **window):
+        prompts.clear()
+        PL.run(model, [PL.Request(Task.TSE, audio=x, enrollment=voice)], opts, PL.WindowOptions(draws=1, **window))
+        (p,) = prompts
+        return p
+    both = replace(sx, detectors={"tse": alone, "tse_silent": silent})
+    p = given(both, target_alone=S.GivenFrames("detector", pa), target_silent=S.GivenFrames("detector", ps))
+    assert p.given.tolist() == (a | q).tolist()
+    assert torch.equal(p.prefix[a], mix[a]) and torch.equal(p.prefix[q & ~a], silence[q & ~a])
+    p = given(both, target_alone=S.GivenFrames("off"), target_silent=S.GivenFrames("detector", ps))
+    assert p.given.tolist() == q.tolist() and torch.equal(p.prefix[q], silence[q])
+    p = given(both, target_alone=S.GivenFrames("detector", pa), target_silent=S.GivenFrames("off"))
+    assert p.given.tolist() == a.tolist() and torch.equal(p.prefix, mix)
+    with pytest.raises(ValueError, match="no target-silent detector"):
+        given(replace(sx, detectors={"tse": alone}), target_silent=S.GivenFrames("detector"))

@@ -2,11 +2,12 @@
 
 Inference checkpoints: one safetensors file (no pickle: loading never runs code). Tensors: ``ar.*``,
 ``nar.*``, for a codec that stores its weights ``codec.*``, and optionally frame detectors (detector.py):
-``detector.*`` (remove-speech's speech-free frames), ``detector_ns.*`` (denoise's noise-free frames) and
-``detector_tse.*`` (extract-speaker's target-alone frames). Header metadata (strings): format, format_version,
-model_config, codec_config (its "kind" is a row of codecs.KINDS), phoneme_table, special_tokens, info (JSON),
-and detector_config / detector_ns_config / detector_tse_config for each detector it holds. The official pretrained EnCodec is referenced by its config only; its
-weights stay where the encodec package keeps them.
+``detector.*`` (remove-speech's speech-free frames), ``detector_ns.*`` (denoise's noise-free frames),
+``detector_tse.*`` and ``detector_tse_silent.*`` (extract-speaker's target-alone and target-silent frames).
+Header metadata (strings): format, format_version, model_config, codec_config (its "kind" is a row of
+codecs.KINDS), phoneme_table, special_tokens, info (JSON), and detector_config / detector_<kind>_config for
+each detector it holds. The official pretrained EnCodec is referenced by its config only; its weights stay
+where the encodec package keeps them.
 
 Training checkpoints (train/loop.py): torch.save of tensors and plain containers, read back with
 weights_only=True: "kind" (CODEC_TRAINING or LM_TRAINING), "version", "step" and the trainer's state.
@@ -91,7 +92,7 @@ def detector_group(task: str) -> str:
 def save(path: str | Path, ar: ARModel, nar: NARModel, codec, info: dict | None = None,
          half: bool = False, detectors: Sequence[D.FrameDetector] = ()) -> Path:
     """Write an inference checkpoint atomically (temp file in the same folder, then rename), with at most
-    one frame detector per task.
+    one frame detector of each kind (detector.TASKS).
 
     half=True stores floating-point tensors as float16 (half the size; loading casts back)."""
     path = Path(path)

@@ -34,9 +34,9 @@ from .files import atomic_path
 from .mask import Resynth
 from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, ForceOpt,
                       FormatOpt, MaskOpt, NoiseFreeOpt, OutputFormat, PassesOpt, RateOpt, ResynthOpt, SeedOpt,
-                      ShardOpt, SpeechFreeOpt, TargetAloneOpt, TempOpt, TextOpt, TopKOpt, TopPOpt, WindowOpt)
+                      ShardOpt, SpeechFreeOpt, TargetAloneOpt, TargetSilentOpt, TempOpt, TextOpt, TopKOpt, TopPOpt, WindowOpt)
 from .prompts import Task
-from .speechfree import KINDS, NOISE_FREE, SPEECH_FREE, TARGET_ALONE
+from .speechfree import KINDS, NOISE_FREE, SPEECH_FREE, TARGET_ALONE, TARGET_SILENT
 from .train.cli import app as train_app
 
 # Typer >= 0.28 vendors its own click; older ones use the click package.
@@ -145,7 +145,7 @@ def denoise(
     """Remove background noise: keep the speech."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes, noise_free=noise_free)
+                   resynth, mask, bitrate, draws, passes, {"ns": noise_free})
         _run_files(c, Task.NS, inp, outp, text, shard=shard, fmt=fmt)
 
 
@@ -161,7 +161,7 @@ def remove_speech(
     """Remove the speech: keep only the background."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes, speech_free)
+                   resynth, mask, bitrate, draws, passes, {"sr": speech_free})
         _run_files(c, Task.SR, inp, outp, text, shard=shard, fmt=fmt)
 
 
@@ -173,13 +173,14 @@ def extract_speaker(
     device: DeviceOpt = Device.auto, seed: SeedOpt = 0, temperature: TempOpt = DecodingOptions.temperature, top_k: TopKOpt = 0,
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
-    passes: PassesOpt = None, target_alone: TargetAloneOpt = str(TARGET_ALONE), shard: ShardOpt = None,
+    passes: PassesOpt = None, target_alone: TargetAloneOpt = str(TARGET_ALONE),
+    target_silent: TargetSilentOpt = str(TARGET_SILENT), shard: ShardOpt = None,
     fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes, target_alone=target_alone)
+                   resynth, mask, bitrate, draws, passes, {"tse": target_alone, "tse_silent": target_silent})
         _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard, fmt=fmt)
 
 
@@ -286,9 +287,9 @@ def info(checkpoint: CheckpointOpt = None) -> None:
         table.add_row("model", meta["model_config"])
         table.add_row("codec kind", codecs.describe(ckpt.codec_config(path, meta)))
         table.add_row("codec config", meta["codec_config"])
-        for task, kind in KINDS.items():
-            if f"{ckpt.detector_group(task.value)}_config" in meta:
-                table.add_row(f"{kind} detector", meta[f"{ckpt.detector_group(task.value)}_config"])
+        for kind, name in KINDS.items():
+            if f"{ckpt.detector_group(kind)}_config" in meta:
+                table.add_row(f"{name} detector", meta[f"{ckpt.detector_group(kind)}_config"])
         for k, v in json.loads(meta.get("info", "{}")).items():
             table.add_row(k, str(v))
         out.print(table)

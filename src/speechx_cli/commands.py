@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import typer
 from rich.console import Console
@@ -26,9 +26,9 @@ from .engine import DecodingOptions
 from .jobs import JobOptions
 from .mask import MaskOptions, Resynth
 from .options import Device, OutputFormat
-from .window_options import COUNTERPARTS, TASK_MASKS, WindowOptions
+from .window_options import COUNTERPARTS, GIVEN_FIELDS, TASK_MASKS, WindowOptions
 from .prompts import Task
-from .speechfree import FLAGS, KINDS, NOISE_FREE, SPEECH_FREE, TARGET_ALONE, GivenFrames
+from .speechfree import FLAGS, KINDS, TASK_OF, GivenFrames
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
@@ -55,24 +55,22 @@ class Common:
     bitrate: int | None = None  # kbps of compressed outputs (mp3, m4a, ...); None = audio's default
     draws: int | None = None  # generations per window whose band energies the mask averages (None: the default)
     passes: int | None = None  # times each window goes through the model (None: the task's default)
-    speech_free: str = str(SPEECH_FREE)  # remove-speech: --speech-free, how speech-free frames are found
-    noise_free: str = str(NOISE_FREE)  # denoise: --noise-free, how noise-free frames are found
-    target_alone: str = str(TARGET_ALONE)  # extract-speaker: --target-alone, how target-alone frames are found
+    # how each kind of given frames is found (speechfree.KINDS: --speech-free, --noise-free, --target-alone,
+    # --target-silent), by kind; a kind left out: auto
+    given: dict[str, str] = field(default_factory=dict)
 
 
 def common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate,
            batch_size=8, window=10.0, resynth=Resynth.MASK, mask=None, bitrate=None, draws=None,
-           passes=None, speech_free=str(SPEECH_FREE), noise_free=str(NOISE_FREE),
-           target_alone=str(TARGET_ALONE)) -> Common:
+           passes=None, given: dict[str, str] | None = None) -> Common:
     opts = decoding_options(seed, temperature, top_k, top_p)
     if sample_rate is not None and not 1000 <= sample_rate <= 384000:
         raise UserError(f"--sample-rate {sample_rate} is not a sensible audio rate")
-    window_options(window, batch_size, resynth, None, draws, passes, speech_free, noise_free,
-                   target_alone)  # checks the flags
+    window_options(window, batch_size, resynth, None, draws, passes, given)  # checks the flags
     if bitrate is not None and not A.BITRATE_RANGE_KBPS[0] <= bitrate <= A.BITRATE_RANGE_KBPS[1]:
         raise UserError(f"--bitrate {bitrate}: use {A.BITRATE_RANGE_KBPS[0]} to {A.BITRATE_RANGE_KBPS[1]} kbps")
     return Common(checkpoint, device, opts, force, sample_rate, batch_size, window, resynth, mask, bitrate, draws,
-                  passes, speech_free, noise_free, target_alone)
+                  passes, dict(given or {}))
 
 
 def decoding_options(seed: int | None, temperature: float, top_k: int, top_p: float,
@@ -93,26 +91,27 @@ def _check_window(seconds: float, batch_size: int) -> None:
 
 def window_options(seconds: float, batch_size: int, resynth: Resynth, mask: MaskOptions | None,
                    draws: int | None = None, passes: int | None = None,
-                   speech_free: str = str(SPEECH_FREE), noise_free: str = str(NOISE_FREE),
-                   target_alone: str = str(TARGET_ALONE)) -> WindowOptions:
-    """--window, --batch-size, --resynth, --draws, --passes, --speech-free, --noise-free, --target-alone and
-    the task's mask settings; the windows overlap by a quarter of a window, at most 1 s."""
+                   given: Mapping[str, str] | None = None) -> WindowOptions:
+    """--window, --batch-size, --resynth, --draws, --passes, the given frames' flags (`given`: by kind of
+    speechfree.KINDS, a kind left out is auto) and the task's mask settings; the windows overlap by a quarter
+    of a window, at most 1 s."""
     _check_window(seconds, batch_size)
+    given = given or {}
     try:  # WindowOptions.validate checks --draws and --passes (its messages name the flags too)
         return WindowOptions(seconds, min(1.0, seconds / 4), batch_size, resynth, mask, draws, passes,
-                             GivenFrames.parse(speech_free, Task.SR), GivenFrames.parse(noise_free, Task.NS),
-                             GivenFrames.parse(target_alone, Task.TSE)).validate()
+                             **{GIVEN_FIELDS[kind]: GivenFrames.parse(given.get(kind, "auto"), kind)
+                                for kind in KINDS}).validate()
     except ValueError as e:
         raise UserError(str(e)) from None
 
 
 def check_detector(sx: ckpt.SpeechX, task: Task, window: WindowOptions) -> None:
-    """--speech-free / --noise-free / --target-alone detector needs a checkpoint with the task's detector: say
-    so before any file is read."""
-    how = window.given_frames(task)
-    if how is not None and how.mode == "detector" and task.value not in sx.detectors:
-        raise UserError(f"{FLAGS[task]} detector: this checkpoint has no {KINDS[task]} detector "
-                        f"(python -m speechx_cli.train.detector_train --task {task.value} trains one)")
+    """--speech-free / --noise-free / --target-alone / --target-silent detector needs a checkpoint with that
+    detector: say so before any file is read."""
+    for kind in (k for k, of in TASK_OF.items() if of is task):
+        if window.given_frames(kind).mode == "detector" and kind not in sx.detectors:
+            raise UserError(f"{FLAGS[kind]} detector: this checkpoint has no {KINDS[kind]} detector "
+                            f"(python -m speechx_cli.train.detector_train --task {kind} trains one)")
 
 
 def mask_settings(task: Task, spec: str | None) -> MaskOptions | None:
@@ -132,7 +131,7 @@ def mask_settings(task: Task, spec: str | None) -> MaskOptions | None:
 
 def job_options(c: Common, task: Task, shard: str | None = None, fmt: OutputFormat | None = None) -> JobOptions:
     window = window_options(c.window, c.batch_size, c.resynth, mask_settings(task, c.mask), c.draws, c.passes,
-                            c.speech_free, c.noise_free, c.target_alone)
+                            c.given)
     return JobOptions(c.decoding, window, c.force, c.sample_rate, parse_shard(shard), fmt and fmt.value, c.bitrate)
 
 

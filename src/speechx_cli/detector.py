@@ -9,8 +9,9 @@ frames in the pipeline"). This detector does not come from the AR: a few convolu
 GRU over the input's log-mel frames, one logit per codec frame, trained on the training simulation's
 mixtures of its task (`task`: "sr", remove-speech: the speech `label_db` under the background; "ns",
 denoise: the background `label_db` under the speech; "tse", extract-speaker: the interferer `label_db` under
-the target, where the mixture is the target's answer; this one also reads the target's enrollment, pooled over
-time into a scale and shift of every frame's features) (train/detector_train.py).
+the target, where the mixture is the target's answer; "tse_silent", extract-speaker: the target `label_db` under
+the interferer, where silence is its answer; these two also read the target's enrollment, pooled over time into
+a scale and shift of every frame's features) (train/detector_train.py).
 
 The features are level-free: each band's log energy minus its mean over the input, and each frame's log
 energy minus the input's loudest frame's, so the input's gain does not change the answer.
@@ -33,7 +34,9 @@ LOG_FLOOR = 1e-8
 # the tasks a detector serves: what each drops and keeps of its input (speech s, background n)
 TASKS = {"sr": "the speech under the background (speech-free frames)",
          "ns": "the background under the speech (noise-free frames)",
-         "tse": "the interferer under the target, given the target's enrollment (target-alone frames)"}
+         "tse": "the interferer under the target, given the target's enrollment (target-alone frames)",
+         "tse_silent": "the target under the interferer, given the target's enrollment (target-silent frames)"}
+READS_ENROLLMENT = ("tse", "tse_silent")  # those that read the target's enrollment
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class DetectorConfig:
     hidden: int = 96  # per GRU direction
     label_db: float = 10.0  # a frame is picked where the part dropped is this far under the part kept
     threshold: float = 0.5  # probability above which a frame is picked
-    task: str = "sr"  # of TASKS: whose frames (sr: speech-free, ns: noise-free, tse: target-alone)
+    task: str = "sr"  # of TASKS: whose frames (sr: speech-free, ns: noise-free, tse: target-alone, tse_silent:
+    # target-silent)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -80,7 +84,7 @@ class FrameDetector(nn.Module):
         self.gru = nn.GRU(cfg.channels, cfg.hidden, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * cfg.hidden, 1)
         self.enroll = self.film = None
-        if cfg.task == "tse":  # the enrollment's voice, pooled over time, scales and shifts every frame's features
+        if cfg.task in READS_ENROLLMENT:  # the enrollment's voice, pooled over time, scales and shifts every frame's features
             self.enroll = nn.Sequential(nn.Conv1d(cfg.n_mels + 1, cfg.channels, 5, padding=2), nn.GELU(),
                                         nn.Conv1d(cfg.channels, cfg.channels, 5, padding=2))
             self.film = nn.Linear(cfg.channels, 2 * cfg.channels)
@@ -101,10 +105,10 @@ class FrameDetector(nn.Module):
         return x.transpose(1, 2)
 
     def forward(self, audio: torch.Tensor, frames: int, enrollment: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N) audio (and, for tse, (B, M) enrollment audio) -> (B, frames) logits: > 0 where the frame is
+        """(B, N) audio (and, for tse and tse_silent, (B, M) enrollment audio) -> (B, frames) logits: > 0 where the frame is
         more likely picked than not."""
         if (enrollment is None) != (self.enroll is None):
-            raise ValueError("a tse detector reads an enrollment, the others none")
+            raise ValueError("a tse or tse_silent detector reads an enrollment, the others none")
         x = self.features(audio, frames).transpose(1, 2)
         for i, conv in enumerate(self.convs):
             y = F.gelu(conv(x))
@@ -119,8 +123,9 @@ class FrameDetector(nn.Module):
     @torch.no_grad()
     def pick(self, audio: np.ndarray, frames: int, threshold: float | None = None,
              enrollment: np.ndarray | None = None) -> torch.Tensor:
-        """(frames,) bool for one input (float32 mono at the codec's rate; tse: with its enrollment): frames whose
-        probability (of being speech-free for sr, noise-free for ns, target-alone for tse) is above `threshold`
+        """(frames,) bool for one input (float32 mono at the codec's rate; tse, tse_silent: with its enrollment):
+        frames whose probability (of being speech-free for sr, noise-free for ns, target-alone for tse,
+        target-silent for tse_silent) is above `threshold`
         (None: the config's) and that are not silent."""
         def tensor(a):
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None].to(self.window.device)

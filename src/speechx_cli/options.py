@@ -76,6 +76,10 @@ TargetAloneOpt = Annotated[str, typer.Option(
     "--target-alone", help="extract-speaker: give the mixture's own codes in the frames where the target speaks "
                            "alone (the output is the mixture there): auto (detector if the checkpoint has a "
                            "target-alone detector, else off), off, or detector[=P] (its probability above P).")]
+TargetSilentOpt = Annotated[str, typer.Option(
+    "--target-silent", help="extract-speaker: give the codes of silence in the frames where the target is silent "
+                            "under the interferer: auto (detector if the checkpoint has a target-silent detector, "
+                            "else off), off, or detector[=P] (its probability above P).")]
 
 
 class OutputFormat(str, Enum):

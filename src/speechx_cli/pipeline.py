@@ -282,28 +282,40 @@ def _generate_windows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions,
 def _given_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: WindowOptions
                 ) -> tuple[list[_Row], dict[int, list[torch.Tensor]]]:
     """The rows, each remove-speech window's prompt giving its input's codes in its speech-free frames, each
-    denoise window's in its noise-free frames, each extract-speaker window's in its target-alone frames
-    (speechfree.py): found by the checkpoint's detector of the task (tse's reads the enrollment),
+    denoise window's in its noise-free frames, each extract-speaker window's in its target-alone frames and the
+    codes of silence in its target-silent ones (speechfree.py): found by the checkpoint's detector of the kind
+    (tse's read the enrollment),
     or (remove-speech) by the windows' denoise draws, generated first (as many as the window's own). With
     the draws: those of the rows whose counterpart is that same denoise prompt (`--mask counterpart=yes`),
     by row, so that they are not generated twice."""
     rows, known = list(rows), {}
-    for task in S.FLAGS:  # the tasks that take given frames
-        how = window.given_frames(task)
+    for kind, task in S.TASK_OF.items():  # the kinds of given frames, in order: a frame given keeps its codes
+        how = window.given_frames(kind)
         todo = [j for j, r in enumerate(rows) if r.prompt.task is task and r.source is not None]
-        mode = how.resolve(task.value in sx.detectors).mode
+        mode = how.resolve(kind in sx.detectors).mode
         if mode == "off" or not todo:
             continue
         if mode == "detector":
-            if task.value not in sx.detectors:
-                raise ValueError(f"{S.FLAGS[task]} detector: this checkpoint has no {S.KINDS[task]} detector")
-            found = [sx.detectors[task.value].pick(rows[j].source, len(rows[j].source_codes), how.value,
-                                                   rows[j].enroll_audio) for j in todo]
+            if kind not in sx.detectors:
+                raise ValueError(f"{S.FLAGS[kind]} detector: this checkpoint has no {S.KINDS[kind]} detector")
+            found = [sx.detectors[kind].pick(rows[j].source, len(rows[j].source_codes), how.value,
+                                             rows[j].enroll_audio) for j in todo]
         else:
             found, known = _denoise_draws_frames(sx, rows, todo, opts, window)
-        for j, given in zip(todo, found):
-            rows[j] = replace(rows[j], prompt=replace(rows[j].prompt, prefix=rows[j].source_codes, given=given))
+        for j, picked in zip(todo, found):
+            rows[j] = _give(sx, rows[j], picked, silence=kind in S.SILENCE)
     return rows, known
+
+
+def _give(sx: SpeechX, row: _Row, picked: torch.Tensor, silence: bool) -> _Row:
+    """The row with the picked frames given (those not given already): the input's own codes, or the codes of
+    silence."""
+    frames = len(row.source_codes)
+    before = torch.zeros(frames, dtype=torch.bool) if row.prompt.given is None else row.prompt.given
+    prefix = row.source_codes if row.prompt.given is None else row.prompt.prefix
+    new = picked & ~before
+    codes = to_codes(sx, np.zeros(frames * sx.codec.hop_length, dtype=np.float32))[:frames] if silence else row.source_codes
+    return replace(row, prompt=replace(row.prompt, prefix=torch.where(new[:, None], codes, prefix), given=before | new))
 
 
 def _denoise_draws_frames(sx: SpeechX, rows: list[_Row], todo: list[int], opts: DecodingOptions,

@@ -1,5 +1,5 @@
-"""Frames whose answer is the input's own codes: remove-speech's speech-free, denoise's noise-free and
-extract-speaker's target-alone frames.
+"""Frames whose answer is known before generation: the input's own codes in remove-speech's speech-free,
+denoise's noise-free and extract-speaker's target-alone frames; silence in extract-speaker's target-silent ones.
 
 remove-speech loses at the AR's first level: given the true background's level 1, the same NAR and mask
 reach +7.9 dB SI-SDR over the input, where the AR free-running reaches +3.0; teacher-forced on the true
@@ -10,10 +10,12 @@ AR to the background. With the true speech-free frames that gained +2.0 dB (one 
 (almost) no noise, denoise's answer is likewise the input.
 
 Where the interferer is silent and the target speaks, extract-speaker's answer is the mixture (its mixtures
-hold no noise); a detector that reads the enrollment finds those frames.
+hold no noise); a detector that reads the enrollment finds those frames. Where the target is silent under the
+interferer, its answer is silence: a second such detector finds those, and they are given as the codes of
+silence (a frame both pick keeps the mixture's).
 
-`--speech-free` (remove-speech), `--noise-free` (denoise) and `--target-alone` (extract-speaker) say how the
-frames are found:
+`--speech-free` (remove-speech), `--noise-free` (denoise), `--target-alone` and `--target-silent`
+(extract-speaker) say how the frames are found:
     auto            the default: detector where the checkpoint has one for the task, else off
     off             none given
     detector[=P]    the checkpoint's frame detector of the task (detector.py), frames with probability above
@@ -37,9 +39,12 @@ from .prompts import Task
 
 MODES = ("auto", "off", "detector", "denoise")
 DENOISE_DB = 10.0  # denoise's default: where it was measured (10-15 dB)
-# the tasks that take given frames, their flag, and what their frames are
-FLAGS = {Task.SR: "--speech-free", Task.NS: "--noise-free", Task.TSE: "--target-alone"}
-KINDS = {Task.SR: "speech-free", Task.NS: "noise-free", Task.TSE: "target-alone"}
+# the kinds of given frames, one per kind of frame detector (detector.TASKS): the task whose windows take them,
+# the flag, what the frames are; SILENCE: those given as the codes of silence (the rest: the input's own codes)
+TASK_OF = {"sr": Task.SR, "ns": Task.NS, "tse": Task.TSE, "tse_silent": Task.TSE}
+FLAGS = {"sr": "--speech-free", "ns": "--noise-free", "tse": "--target-alone", "tse_silent": "--target-silent"}
+KINDS = {"sr": "speech-free", "ns": "noise-free", "tse": "target-alone", "tse_silent": "target-silent"}
+SILENCE = ("tse_silent",)
 
 
 @dataclass(frozen=True)
@@ -51,18 +56,19 @@ class GivenFrames:
     value: float | None = None  # detector: probability threshold (None: its own); denoise: dB (None: DENOISE_DB)
 
     @classmethod
-    def parse(cls, spec: str, task: Task = Task.SR) -> "GivenFrames":
+    def parse(cls, spec: str, kind: str = "sr") -> "GivenFrames":
+        """`spec` of the flag of `kind` (of KINDS)."""
         mode, sep, value = spec.strip().partition("=")
         try:
-            return cls(mode.strip(), float(value) if sep else None).validate(task)
+            return cls(mode.strip(), float(value) if sep else None).validate(kind)
         except ValueError:
-            raise ValueError(f"{FLAGS[task]} {spec!r}: {usage(task)}") from None
+            raise ValueError(f"{FLAGS[kind]} {spec!r}: {usage(kind)}") from None
 
-    def validate(self, task: Task = Task.SR) -> "GivenFrames":
-        if self.mode not in MODES or (self.mode == "denoise" and task is not Task.SR) or (
+    def validate(self, kind: str = "sr") -> "GivenFrames":
+        if self.mode not in MODES or (self.mode == "denoise" and kind != "sr") or (
                 self.mode in ("auto", "off") and self.value is not None) or (
                 self.value is not None and not (0 < self.value < 1 if self.mode == "detector" else self.value > 0)):
-            raise ValueError(f"{FLAGS[task]} {self}: {usage(task)}")
+            raise ValueError(f"{FLAGS[kind]} {self}: {usage(kind)}")
         return self
 
     def resolve(self, has_detector: bool) -> "GivenFrames":
@@ -79,13 +85,14 @@ class GivenFrames:
         return self.mode if self.value is None else f"{self.mode}={self.value:g}"
 
 
-def usage(task: Task) -> str:
-    return "use auto, off, detector[=P] (0 < P < 1)" + (" or denoise[=DB] (DB > 0)" if task is Task.SR else "")
+def usage(kind: str) -> str:
+    return "use auto, off, detector[=P] (0 < P < 1)" + (" or denoise[=DB] (DB > 0)" if kind == "sr" else "")
 
 
 SPEECH_FREE = GivenFrames("auto")  # the checkpoint's detector where it has one
 NOISE_FREE = GivenFrames("auto")
 TARGET_ALONE = GivenFrames("auto")
+TARGET_SILENT = GivenFrames("auto")
 
 
 def frame_energy(audio: np.ndarray, hop: int, frames: int) -> np.ndarray:

@@ -48,10 +48,12 @@ class WindowOptions:
     # extract-speaker: the same in the frames where the target speaks alone (the checkpoint's detector reads
     # the enrollment)
     target_alone: S.GivenFrames = S.TARGET_ALONE
+    # extract-speaker: the codes of silence in the frames where the target is silent (under the interferer)
+    target_silent: S.GivenFrames = S.TARGET_SILENT
 
-    def given_frames(self, task: Task) -> S.GivenFrames | None:
-        """How `task`'s windows find the frames given as the input's codes (None: the task takes none)."""
-        return {Task.SR: self.speech_free, Task.NS: self.noise_free, Task.TSE: self.target_alone}.get(task)
+    def given_frames(self, kind: str) -> S.GivenFrames:
+        """How the frames of `kind` (of speechfree.KINDS) are found."""
+        return getattr(self, GIVEN_FIELDS[kind])
 
     def n_passes(self, task: Task, detectors: Collection[str]) -> int:
         """Passes of `task`'s windows (`passes`, or the default above, for a checkpoint with these tasks' detectors)."""
@@ -79,13 +81,15 @@ class WindowOptions:
             raise ValueError("passes (--passes) must be >= 1")
         if (self.passes or 1) > 1 and self.resynth is not Resynth.MASK:
             raise ValueError("several passes (--passes) cut the input again: they need resynth mask (--resynth mask)")
-        self.speech_free.validate(Task.SR)
-        self.noise_free.validate(Task.NS)
-        self.target_alone.validate(Task.TSE)
+        for kind in S.KINDS:
+            self.given_frames(kind).validate(kind)
         if self.mask is not None:
             self.mask.validate()
         return self
 
+
+# the field of each kind of given frames (speechfree.KINDS)
+GIVEN_FIELDS = {"sr": "speech_free", "ns": "noise_free", "tse": "target_alone", "tse_silent": "target_silent"}
 
 # How hard each task's mask cuts. Noise sits mostly under speech in level and a wrong cut costs
 # intelligibility, so denoise cuts at most 14 dB, by half the estimated ratio (10 dB until the mask averaged

@@ -31,9 +31,10 @@ from ..engine import DecodingOptions
 from ..mask import Resynth
 from ..options import (BatchOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, MaskOpt, PassesOpt, ResynthOpt, TempOpt,
                        TopKOpt, TopPOpt)
-from ..window_options import TASK_MASKS, WindowOptions
+from ..window_options import GIVEN_FIELDS, TASK_MASKS, WindowOptions
 from ..prompts import Task
-from ..speechfree import FLAGS, NOISE_FREE, SPEECH_FREE, TARGET_ALONE, GivenFrames
+from .. import speechfree as S
+from ..speechfree import NOISE_FREE, SPEECH_FREE, TARGET_ALONE, TARGET_SILENT, GivenFrames
 from . import devset as B
 from . import report as R
 from .codec_cost import codec_cost
@@ -133,10 +134,9 @@ def _codec(path: Path, device: Device):
 
 def _speechx_runner(sx, seed: int, sampling: tuple[float, int, float], batch_size: int,
                     max_seconds: float, with_text: bool, resynth: Resynth, mask=None, draws: int | None = None,
-                    passes: int | None = None, speech_free: str = str(SPEECH_FREE), noise_free: str = str(NOISE_FREE),
-                    target_alone: str = str(TARGET_ALONE), task: Task = Task.SR):
+                    passes: int | None = None, given: dict[str, str] | None = None, task: Task = Task.SR):
     decoding = decoding_options(seed, *sampling, max_seconds=max_seconds)
-    window = window_options(10.0, batch_size, resynth, mask, draws, passes, speech_free, noise_free, target_alone)
+    window = window_options(10.0, batch_size, resynth, mask, draws, passes, given)
     check_detector(sx, task, window)
     return R.speechx_system(sx, decoding, window, with_text)
 
@@ -167,6 +167,8 @@ def _task_command(task: str):
             "--noise-free", help="denoise: as the command's flag.", show_default=str(NOISE_FREE))] = None,
         target_alone: Annotated[Optional[str], typer.Option(
             "--target-alone", help="extract-speaker: as the command's flag.", show_default=str(TARGET_ALONE))] = None,
+        target_silent: Annotated[Optional[str], typer.Option(
+            "--target-silent", help="extract-speaker: as the command's flag.", show_default=str(TARGET_SILENT))] = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -193,14 +195,12 @@ def _task_command(task: str):
                 raise UserError(f"--draws: {task} makes no mask")
             if passes is not None and passes > 1 and TASK_OF[task] not in TASK_MASKS:
                 raise UserError(f"--passes: {task} makes no mask")
-            flags = {Task.SR: speech_free, Task.NS: noise_free, Task.TSE: target_alone}
-            for t, value in flags.items():
-                if value is not None and TASK_OF[task] is not t:
-                    name = next(n for n, of in TASK_OF.items() if of is t)
-                    raise UserError(f"{FLAGS[t]}: only {name} takes it, not {task}")
-            speech_free = str(SPEECH_FREE) if speech_free is None else speech_free
-            noise_free = str(NOISE_FREE) if noise_free is None else noise_free
-            target_alone = str(TARGET_ALONE) if target_alone is None else target_alone
+            given = {"sr": speech_free, "ns": noise_free, "tse": target_alone, "tse_silent": target_silent}
+            for kind, value in given.items():
+                if value is not None and TASK_OF[task] is not S.TASK_OF[kind]:
+                    name = next(n for n, of in TASK_OF.items() if of is S.TASK_OF[kind])
+                    raise UserError(f"{S.FLAGS[kind]}: only {name} takes it, not {task}")
+            given = {kind: value for kind, value in given.items() if value is not None}  # the rest: auto
             loaded = []  # the checkpoint, loaded once for speechx and the oracles
 
             def model():
@@ -211,22 +211,19 @@ def _task_command(task: str):
                 if name == "speechx":
                     runners[name] = _speechx_runner(model(), seed, (temperature, top_k, top_p), batch_size,
                                                     max_seconds, with_text, resynth, masking, draws, passes,
-                                                    speech_free, noise_free, target_alone, TASK_OF[task])
+                                                    given, TASK_OF[task])
                     has = model().detectors
                     # auto made concrete
-                    found = {"speech_free": GivenFrames.parse(speech_free, Task.SR).resolve(Task.SR.value in has),
-                             "noise_free": GivenFrames.parse(noise_free, Task.NS).resolve(Task.NS.value in has),
-                             "target_alone": GivenFrames.parse(target_alone, Task.TSE).resolve(
-                                 Task.TSE.value in has)}
+                    found = {GIVEN_FIELDS[k]: GivenFrames.parse(given.get(k, "auto"), k).resolve(k in has)
+                             for k in S.KINDS}
                     info |= {"checkpoint": str(checkpoint or default_path()), "resynth": resynth.value,
                              "sampling": {"temperature": temperature, "top_k": top_k, "top_p": top_p},
                              **({"mask": asdict(masking)} if masking else {}),
                              "draws": WindowOptions(resynth=resynth, draws=draws).n_draws,
                              "passes": WindowOptions(resynth=resynth, passes=passes, **found).n_passes(
                                  TASK_OF[task], has),
-                             **({"speech_free": str(found["speech_free"])} if TASK_OF[task] is Task.SR else {}),
-                             **({"noise_free": str(found["noise_free"])} if TASK_OF[task] is Task.NS else {}),
-                             **({"target_alone": str(found["target_alone"])} if TASK_OF[task] is Task.TSE else {})}
+                             **{GIVEN_FIELDS[k]: str(found[GIVEN_FIELDS[k]]) for k in S.KINDS
+                                if S.TASK_OF[k] is TASK_OF[task]}}
                 elif name == "reference":
                     runners[name] = R.reference_system
                 elif oracle_levels(name):

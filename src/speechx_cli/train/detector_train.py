@@ -7,8 +7,10 @@ Examples: `Simulator.example(i, seed, task)` of the corpus's training split (eve
 level the LM's examples of that task see): the mixture, and per codec frame a label, 1 where the part the
 task drops (mixture - target) is `label_db` under the target: for remove-speech (`--task sr`, the
 default) the speech under the background, for denoise (`--task ns`) the background, with the room's
-reverberation, under the dry speech. A second seed's examples of the same split are the validation set
-(the dev split stays for the benchmarks). The threshold kept is the lowest whose validation precision
+reverberation, under the dry speech; for extract-speaker (`--task tse`) the interferer under the target, and
+(`--task tse_silent`, its target-silent frames) the target under the interferer: those two also carry the
+target's enrollment. A second seed's examples of the same split are the validation set (the dev split stays
+for the benchmarks). The threshold kept is the lowest whose validation precision
 (picked frames that are truly so) reaches `--precision`: forcing a frame that holds what the task drops
 puts it into the output.
 
@@ -37,7 +39,7 @@ from safetensors.torch import save_file
 from ..detector import DetectorConfig, FrameDetector, build
 from ..files import atomic_path, claim_folder
 from ..prompts import Task
-from ..speechfree import frame_energy
+from ..speechfree import TASK_OF, frame_energy
 from .simulate import Corpus, SimulationOptions, Simulator
 
 WEIGHTS_NAME = "detector.safetensors"
@@ -53,7 +55,7 @@ def frame_labels(dropped: np.ndarray, kept: np.ndarray, hop: int, label_db: floa
 
 def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
     """n mixtures of the config's task from the corpus's training split, concatenated: audio, labels and offsets."""
-    task = Task(cfg.task)
+    task = TASK_OF[cfg.task]
     sim = Simulator(Corpus.load(corpus, "train"), SimulationOptions(tasks=(task,)))
     audio, labels, starts, enroll, enroll_starts = [], [], [0], [], [0]
     for i in range(n):
@@ -63,7 +65,10 @@ def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[
             source, target, enrollment = (
                 None if x is None else librosa.resample(x, orig_sr=sim.corpus.sample_rate, target_sr=cfg.sample_rate)
                 for x in (source, target, enrollment))
-        y = frame_labels(source - target, target, cfg.hop_length, cfg.label_db)
+        dropped, kept = source - target, target
+        if cfg.task == "tse_silent":  # where the target is under the interferer: the answer is silence
+            dropped, kept = kept, dropped
+        y = frame_labels(dropped, kept, cfg.hop_length, cfg.label_db)
         audio.append(source[: len(y) * cfg.hop_length].astype(np.float32))
         labels.append(y)
         starts.append(starts[-1] + len(y))
@@ -218,7 +223,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 
 @app.callback()
 def main() -> None:
-    """Train a frame detector (detector.py): remove-speech's speech-free or denoise's noise-free frames."""
+    """Train a frame detector (detector.py): remove-speech's speech-free, denoise's noise-free, extract-speaker's
+    target-alone or target-silent frames."""
 
 
 @app.command("run")
@@ -227,7 +233,8 @@ def run(out: Path, corpus: Annotated[Path, typer.Option(help="corpus folder (tra
         precision: Annotated[float, typer.Option(help="validation precision the threshold must reach")] = 0.8,
         seed: int = 0, threads: int = 2,
         task: Annotated[str, typer.Option(help="sr: remove-speech's speech-free frames; ns: denoise's noise-free "
-                                                "frames; tse: extract-speaker's target-alone frames")] = "sr",
+                                                "frames; tse: extract-speaker's target-alone frames; tse_silent: "
+                                                "its target-silent frames")] = "sr",
         sample_rate: Annotated[int, typer.Option(help="the codec's sample rate (the demo's: 16000)")] = 16_000,
         hop_length: Annotated[int, typer.Option(help="the codec's samples per frame (the demo's: 320)")] = 320) -> None:
     """Make the examples (once), train, choose the threshold; rerun to resume. The detector works on the
