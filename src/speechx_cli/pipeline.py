@@ -314,7 +314,9 @@ def _give(sx: SpeechX, row: _Row, picked: torch.Tensor, silence: bool) -> _Row:
     before = torch.zeros(frames, dtype=torch.bool) if row.prompt.given is None else row.prompt.given
     prefix = row.source_codes if row.prompt.given is None else row.prompt.prefix
     new = picked & ~before
-    codes = to_codes(sx, np.zeros(frames * sx.codec.hop_length, dtype=np.float32))[:frames] if silence else row.source_codes
+    codes = row.source_codes
+    if silence:  # the codec's codes of silence
+        codes = to_codes(sx, np.zeros(frames * sx.codec.hop_length, dtype=np.float32))[:frames]
     return replace(row, prompt=replace(row.prompt, prefix=torch.where(new[:, None], codes, prefix), given=before | new))
 
 

@@ -50,7 +50,8 @@ SILENCE = ("tse_silent",)
 @dataclass(frozen=True)
 class GivenFrames:
     """How remove-speech finds its speech-free frames (`--speech-free MODE[=VALUE]`), denoise its noise-free
-    ones (`--noise-free`), extract-speaker its target-alone ones (`--target-alone`)."""
+    ones (`--noise-free`), extract-speaker its target-alone and target-silent ones (`--target-alone`,
+    `--target-silent`)."""
 
     mode: str = "off"  # of MODES (denoise: remove-speech only)
     value: float | None = None  # detector: probability threshold (None: its own); denoise: dB (None: DENOISE_DB)
