@@ -34,7 +34,8 @@ from .files import atomic_path
 from .mask import Resynth
 from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, ForceOpt,
                       FormatOpt, MaskOpt, NoiseFreeOpt, OutputFormat, PassesOpt, RateOpt, ResynthOpt, SeedOpt,
-                      ShardOpt, SpeechFreeOpt, TargetAloneOpt, TargetSilentOpt, TempOpt, TextOpt, TopKOpt, TopPOpt, WindowOpt)
+                      ShardOpt, SpeechFreeOpt, TargetAloneOpt, TargetSilentOpt, TempOpt, TextOpt, TopKOpt, TopPOpt,
+                      WindowOpt)
 from .prompts import Task
 from .speechfree import KINDS, NOISE_FREE, SPEECH_FREE, TARGET_ALONE, TARGET_SILENT
 from .train.cli import app as train_app
