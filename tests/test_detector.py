@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from speechx_cli.detector import DetectorConfig, FrameDetector
+from speechx_cli.detector import TASKS as D_TASKS, DetectorConfig, FrameDetector
 from speechx_cli.train import detector_train as D
 from tests.test_simulate import tiny  # noqa: F401  (the tiny espeak corpus fixture)
 
@@ -99,6 +99,13 @@ def test_target_alone_examples_carry_their_enrollment_and_the_detector_reads_it(
         model(x[:1], y.shape[1])
     with pytest.raises(ValueError, match="enrollment"):
         FrameDetector(SMALL)(x[:1], y.shape[1], a)
+
+
+def test_every_detector_kind_has_its_task_flag_and_window_field():
+    from speechx_cli import speechfree as S
+    from speechx_cli.window_options import GIVEN_FIELDS, WindowOptions
+    assert set(S.TASK_OF) == set(S.FLAGS) == set(S.KINDS) == set(GIVEN_FIELDS) == set(D_TASKS)
+    assert all(WindowOptions().given_frames(kind) == S.GivenFrames("auto") for kind in S.KINDS)
 
 
 def test_target_silent_examples_label_the_frames_where_the_target_is_under_the_interferer(tiny):  # noqa: F811

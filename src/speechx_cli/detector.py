@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .speechfree import frame_energy
+from .prompts import Task
+from .speechfree import TASK_OF, frame_energy
 
 LOG_FLOOR = 1e-8
 # the tasks a detector serves: what each drops and keeps of its input (speech s, background n)
@@ -36,7 +37,6 @@ TASKS = {"sr": "the speech under the background (speech-free frames)",
          "ns": "the background under the speech (noise-free frames)",
          "tse": "the interferer under the target, given the target's enrollment (target-alone frames)",
          "tse_silent": "the target under the interferer, given the target's enrollment (target-silent frames)"}
-READS_ENROLLMENT = ("tse", "tse_silent")  # those that read the target's enrollment
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class DetectorConfig:
         if min(self.sample_rate, self.hop_length, self.n_fft, self.n_mels, self.channels, self.layers,
                self.hidden) < 1 or self.n_fft < self.hop_length or not 0 < self.threshold < 1:
             raise ValueError("detector config: sizes must be >= 1, n_fft >= hop_length, 0 < threshold < 1")
-        if self.task not in TASKS:
+        if self.task not in TASKS or self.task not in TASK_OF:
             raise ValueError(f"detector config: task {self.task!r} is not one of {', '.join(TASKS)}")
         return self
 
@@ -84,7 +84,8 @@ class FrameDetector(nn.Module):
         self.gru = nn.GRU(cfg.channels, cfg.hidden, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * cfg.hidden, 1)
         self.enroll = self.film = None
-        if cfg.task in READS_ENROLLMENT:  # the enrollment's voice, pooled over time, scales and shifts every frame's features
+        if TASK_OF[cfg.task] is Task.TSE:  # the enrollment's voice, pooled over time, scales and shifts every frame's
+            # features
             self.enroll = nn.Sequential(nn.Conv1d(cfg.n_mels + 1, cfg.channels, 5, padding=2), nn.GELU(),
                                         nn.Conv1d(cfg.channels, cfg.channels, 5, padding=2))
             self.film = nn.Linear(cfg.channels, 2 * cfg.channels)
@@ -105,8 +106,8 @@ class FrameDetector(nn.Module):
         return x.transpose(1, 2)
 
     def forward(self, audio: torch.Tensor, frames: int, enrollment: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N) audio (and, for tse and tse_silent, (B, M) enrollment audio) -> (B, frames) logits: > 0 where the frame is
-        more likely picked than not."""
+        """(B, N) audio (and, for tse and tse_silent, (B, M) enrollment audio) -> (B, frames) logits: > 0 where
+        the frame is more likely picked than not."""
         if (enrollment is None) != (self.enroll is None):
             raise ValueError("a tse or tse_silent detector reads an enrollment, the others none")
         x = self.features(audio, frames).transpose(1, 2)
@@ -125,8 +126,7 @@ class FrameDetector(nn.Module):
              enrollment: np.ndarray | None = None) -> torch.Tensor:
         """(frames,) bool for one input (float32 mono at the codec's rate; tse, tse_silent: with its enrollment):
         frames whose probability (of being speech-free for sr, noise-free for ns, target-alone for tse,
-        target-silent for tse_silent) is above `threshold`
-        (None: the config's) and that are not silent."""
+        target-silent for tse_silent) is above `threshold` (None: the config's) and that are not silent."""
         def tensor(a):
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None].to(self.window.device)
         p = torch.sigmoid(self(tensor(audio), frames, None if enrollment is None else tensor(enrollment)))[0].cpu()
