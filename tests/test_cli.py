@@ -197,12 +197,16 @@ def test_a_bad_noise_free_mode_is_refused_before_any_work(wav_file, tmp_path, ti
     r = runner.invoke(app, ["extract-speaker", str(wav_file), str(tmp_path / "o.wav"), "--enroll", str(wav_file),
                             "--target-alone", "detector", "--checkpoint", str(tiny_checkpoint)])
     assert "has no target-alone detector" in one_line_error(r) and not (tmp_path / "o.wav").exists()
-    r = runner.invoke(app, ["extract-speaker", str(wav_file), str(tmp_path / "o.wav"), "--enroll", str(wav_file),
-                            "--target-silent", "detector", "--checkpoint", str(tiny_checkpoint)])
-    assert "--target-silent detector: this checkpoint has no target-silent detector" in one_line_error(r)
-    r = runner.invoke(app, ["extract-speaker", str(wav_file), str(tmp_path / "o.wav"), "--enroll", str(wav_file),
-                            "--target-silent", "denoise"])
-    assert "--target-silent 'denoise': use auto, off, detector" in one_line_error(r)
+    extract = ["extract-speaker", str(wav_file), str(tmp_path / "o.wav"), "--enroll", str(wav_file)]
+    for command, flag, bad, usage in ((extract, "--target-silent", "denoise", "use auto, off, detector"),
+                                      (extract, "--target-share", "detector=1.5", "use auto, off or detector[=W]"),
+                                      (["denoise", str(wav_file), str(tmp_path / "o.wav")], "--speech-share",
+                                       "detector=0", "use auto, off or detector[=W]")):
+        kind = flag.removeprefix("--")
+        r = runner.invoke(app, [*command, flag, "detector", "--checkpoint", str(tiny_checkpoint)])
+        assert f"{flag} detector: this checkpoint has no {kind} detector" in one_line_error(r)
+        r = runner.invoke(app, [*command, flag, bad])
+        assert f"{flag} '{bad}': {usage}" in one_line_error(r) and not (tmp_path / "o.wav").exists()
 
 
 def test_stereo_input_is_downmixed(tmp_path, tiny_checkpoint):

@@ -122,6 +122,36 @@ def test_target_silent_examples_label_the_frames_where_the_target_is_under_the_i
     assert FrameDetector(cfg).film is not None  # it reads the enrollment too
 
 
+@pytest.mark.parametrize("kind", ["tse_gain", "ns_gain"])
+def test_share_examples_label_each_bands_share(tiny, tmp_path, kind):  # noqa: F811
+    """Per frame and band, the kept part's share of the band's energy (extract-speaker's target, denoise's dry
+    speech; 0.5 where both are silent); the network gives one logit per band (tse_gain reads the enrollment) and
+    trains, validates and loads like the others, with no threshold."""
+    from speechx_cli.speechfree import TASK_OF
+    from speechx_cli.train.simulate import Corpus, SimulationOptions, Simulator
+    task = TASK_OF[kind]
+    cfg = replace(SMALL, task=kind, bands=4)
+    data = D.make_examples(tiny.root, 2, 0, cfg)
+    ex = Simulator(Corpus.load(tiny.root, "train"), SimulationOptions(tasks=(task,))).example(0, 0, task)
+    n = int(data["starts"][1])
+    model = FrameDetector(cfg)
+    np.testing.assert_allclose(data["labels"][:n], D.band_labels(model, ex.source - ex.target, ex.target))
+    energy = model.band_energy(torch.from_numpy(ex.target)[None], n)[0].numpy()
+    other = model.band_energy(torch.from_numpy(ex.source - ex.target)[None], n)[0].numpy()
+    loud = (energy + other) > 1e-6
+    np.testing.assert_allclose(data["labels"][:n][loud], (energy / (energy + other))[loud], rtol=1e-3, atol=1e-6)
+    silent = np.zeros(4 * HOP, dtype=np.float32)
+    np.testing.assert_allclose(D.band_labels(model, silent, silent), 0.5)
+    reads = kind == "tse_gain"
+    assert data["labels"].shape[1] == 4 and (model.film is not None) == reads and ("enroll" in data) == reads
+    report = D.train(tmp_path / "share", tiny.root, 4, 2, 20, batch=2, max_frames=40, cfg=cfg, log=lambda *_: None)
+    assert report["thresholds"] == [] and 0 < report["share_error"] < 1
+    got = D.load(tmp_path / "share" / D.WEIGHTS_NAME)
+    x, e = torch.from_numpy(_noise(0.5))[None], _noise(0.3) if reads else None
+    assert got.cfg == cfg and got(x, 25, x if reads else None).shape == (1, 25, 4)
+    assert got.probabilities(_noise(0.5), 25, e).shape == (25, 4)
+
+
 def test_resumed_training_equals_straight_and_the_file_round_trips(tiny, tmp_path):  # noqa: F811
     kw = dict(corpus=tiny.root, examples=6, val_examples=2, steps=4, batch=2, max_frames=40, cfg=SMALL,
               save_every=3, log=lambda *_: None)
@@ -137,7 +167,8 @@ def test_resumed_training_equals_straight_and_the_file_round_trips(tiny, tmp_pat
     assert one(x, 25).shape == (1, 25)
 
 
-@pytest.mark.parametrize("bad", [dict(threshold=1.0), dict(n_fft=100), dict(layers=0)])
+@pytest.mark.parametrize("bad", [dict(threshold=1.0), dict(n_fft=100), dict(layers=0), dict(bands=4),
+                                 dict(task="tse_gain"), dict(task="tse_gain", bands=-1)])
 def test_bad_configs_are_refused(bad):
     with pytest.raises(ValueError):
         DetectorConfig(**bad).validate()
@@ -150,20 +181,23 @@ def test_an_inference_checkpoint_carries_a_detector_per_task(tiny_checkpoint, tm
     sr, ns = FrameDetector(SMALL).eval(), FrameDetector(replace(SMALL, task="ns", threshold=0.4)).eval()
     tse = FrameDetector(replace(SMALL, task="tse")).eval()
     silent = FrameDetector(replace(SMALL, task="tse_silent")).eval()
+    share = FrameDetector(replace(SMALL, task="tse_gain", bands=16)).eval()
+    speech = FrameDetector(replace(SMALL, task="ns_gain", bands=16)).eval()
     x = torch.from_numpy(_noise(0.6))[None]
     for half in (False, True):
-        path = checkpoint.with_detectors(tiny_checkpoint, [sr, ns, tse, silent], tmp_path / f"d{half}.safetensors",
-                                         half=half)
+        path = checkpoint.with_detectors(tiny_checkpoint, [sr, ns, tse, silent, share, speech],
+                                         tmp_path / f"d{half}.safetensors", half=half)
         got = checkpoint.load(path).detectors
-        assert sorted(got) == ["ns", "sr", "tse", "tse_silent"] and (got["sr"].cfg, got["ns"].cfg) == (sr.cfg, ns.cfg)
-        for task, model in (("sr", sr), ("ns", ns)):
+        assert sorted(got) == ["ns", "ns_gain", "sr", "tse", "tse_gain", "tse_silent"]
+        assert (got["sr"].cfg, got["ns"].cfg, got["tse_gain"].cfg) == (sr.cfg, ns.cfg, share.cfg)
+        for task, model in (("sr", sr), ("ns", ns), ("ns_gain", speech)):
             torch.testing.assert_close(got[task](x, 30), model(x, 30), atol=1e-2 if half else 0, rtol=0)
-        for task, model in (("tse", tse), ("tse_silent", silent)):
+        for task, model in (("tse", tse), ("tse_silent", silent), ("tse_gain", share)):
             torch.testing.assert_close(got[task](x, 30, x), model(x, 30, x), atol=1e-2 if half else 0, rtol=0)
     # a codec replaced keeps them; a new detector replaces its task's only; keep=False takes the others out
     again = checkpoint.load(tmp_path / "dFalse.safetensors")
     kept = checkpoint.replace_codec(tmp_path / "dFalse.safetensors", again.codec, tmp_path / "kept.safetensors")
-    assert sorted(checkpoint.load(kept).detectors) == ["ns", "sr", "tse", "tse_silent"]
+    assert sorted(checkpoint.load(kept).detectors) == ["ns", "ns_gain", "sr", "tse", "tse_gain", "tse_silent"]
     torch.manual_seed(1)
     sr2 = FrameDetector(SMALL).eval()
     got = checkpoint.load(checkpoint.with_detectors(kept, [sr2], tmp_path / "sr2.safetensors")).detectors

@@ -315,6 +315,10 @@ def test_cli_usage_errors(bench):
     assert "--target-alone: only extract-speaker" in _one_line_error(r)
     r = runner.invoke(app, ["eval", "tts", str(bench.root), "--systems", "passthrough", "--target-silent", "off"])
     assert "--target-silent: only extract-speaker" in _one_line_error(r)
+    r = runner.invoke(app, ["eval", "denoise", str(bench.root), "--systems", "passthrough", "--target-share", "off"])
+    assert "--target-share: only extract-speaker" in _one_line_error(r)
+    r = runner.invoke(app, ["eval", "tts", str(bench.root), "--systems", "passthrough", "--speech-share", "off"])
+    assert "--speech-share: only denoise" in _one_line_error(r)
 
 
 def test_missing_eval_packages_are_one_line_errors(bench, monkeypatch):

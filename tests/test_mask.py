@@ -59,6 +59,33 @@ def test_several_estimates_cut_by_their_mean_band_energy():
         M.apply(x, [], SR)
 
 
+def test_a_share_weighs_its_gains_with_the_estimates():
+    """A share of 1 everywhere adds no cut: the estimate's gains at weight 1 - w are its gains with the exponent
+    times 1 - w; a share of 0.5 at weight 1 halves what the mixture keeps (above the floor)."""
+    x = tone(440) + hiss()
+    est = tone(440) + 0.3 * hiss(seed=1)
+    opts, frames = M.MaskOptions(bands=16, exponent=1.0, floor=0.1), 60  # detector frames of 320 samples
+    for w in (0.3, 0.5):
+        ones = M.Share(np.ones((frames, 16)), 320, w)
+        np.testing.assert_allclose(M.apply(x, est, SR, opts, share=ones),
+                                   M.apply(x, est, SR, M.MaskOptions(bands=16, exponent=1.0 - w, floor=0.1)), atol=1e-6)
+    half = M.Share(np.full((frames, 8), 0.5), 320, 1.0)  # 8 bands spread over the mask's 16
+    np.testing.assert_allclose(M.apply(x, est, SR, opts, share=half), 0.5 * x, atol=1e-5)
+
+
+def test_share_gains_follow_its_frames_and_bands():
+    """Frame k of the share sits at sample (k + 0.5) * hop: the mask's frames between two share frames take
+    values between theirs; the same band count maps band to band."""
+    values = np.zeros((4, 3))
+    values[2:, 1] = 1.0  # band 1 on from the third frame (centred on sample 800)
+    g = M.Share(values, 320, 0.5).gains(3, 10, 128)  # mask frames at samples 0, 128, ..., 1152
+    assert g.shape == (3, 10) and not g[[0, 2]].any()
+    np.testing.assert_allclose(g[1, :4], 0.0)  # up to sample 480 (the second share frame)
+    np.testing.assert_allclose(g[1, 7:], 1.0)  # from sample 896 on: past the third frame
+    assert 0 < g[1, 5] < 1  # sample 640: between them
+    np.testing.assert_allclose(M.Share(np.full((4, 3), 0.25), 320, 0.5).gains(3, 10, 128), 0.25)  # the share itself
+
+
 def test_a_counterpart_makes_the_gains_a_ratio_of_two_estimates():
     """counterpart: gain = (E_est / (E_est + E_counterpart))^(exponent/2) in every band; an estimate equal to
     its counterpart is -3 dB everywhere at exponent 1. A speech estimate against a hiss estimate keeps the

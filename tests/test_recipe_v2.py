@@ -150,8 +150,8 @@ def test_stage_1_trains_exactly_as_the_ablation_arm_of_its_aid(tmp_path, calls, 
 def test_the_detectors_train_on_the_corpus_once_and_ship_in_the_export(tmp_path, calls):
     r = _recipe(tmp_path)
     recipe_v2.detectors(r)
-    assert len(calls) == 4
-    for run, task in zip(calls, ("sr", "ns", "tse", "tse_silent")):
+    assert len(calls) == 6
+    for run, task in zip(calls, ("sr", "ns", "tse", "tse_silent", "tse_gain", "ns_gain")):
         assert run[:3] == ("speechx_cli.train.detector_train", "run", str(r.detector_file(task).parent))
         assert _arg(run, "--corpus") == str(r.corpus) and _arg(run, "--steps") == str(r.detector_steps)
         assert _arg(run, "--task") == task
@@ -165,7 +165,7 @@ def test_the_detectors_train_on_the_corpus_once_and_ship_in_the_export(tmp_path,
     _ckpt(r.lm_ckpt("all"), checkpoint.LM_TRAINING, 50)
     recipe_v2.export(r, r.lm_ckpt("all"))
     export = calls[-1]
-    assert len(calls) == 5
+    assert len(calls) == 7
     assert [export[i + 1] for i, a in enumerate(export) if a == "--detector"] == [
-        str(r.detector_file(t)) for t in ("sr", "ns", "tse", "tse_silent")]
+        str(r.detector_file(t)) for t in ("sr", "ns", "tse", "tse_silent", "tse_gain", "ns_gain")]
     assert json.loads(_arg(export, "--info"))["detector_steps"] == r.detector_steps

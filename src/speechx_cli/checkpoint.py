@@ -3,7 +3,8 @@
 Inference checkpoints: one safetensors file (no pickle: loading never runs code). Tensors: ``ar.*``,
 ``nar.*``, for a codec that stores its weights ``codec.*``, and optionally frame detectors (detector.py):
 ``detector.*`` (remove-speech's speech-free frames), ``detector_ns.*`` (denoise's noise-free frames),
-``detector_tse.*`` and ``detector_tse_silent.*`` (extract-speaker's target-alone and target-silent frames).
+``detector_tse.*`` and ``detector_tse_silent.*`` (extract-speaker's target-alone and target-silent frames),
+``detector_tse_gain.*`` (extract-speaker's target share of each band, for its mask).
 Header metadata (strings): format, format_version, model_config, codec_config (its "kind" is a row of
 codecs.KINDS), phoneme_table, special_tokens, info (JSON), and detector_config / detector_<kind>_config for
 each detector it holds. The official pretrained EnCodec is referenced by its config only; its weights stay

@@ -34,10 +34,10 @@ from .files import atomic_path
 from .mask import Resynth
 from .options import (Background, BatchOpt, BitrateOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, ForceOpt,
                       FormatOpt, MaskOpt, NoiseFreeOpt, OutputFormat, PassesOpt, RateOpt, ResynthOpt, SeedOpt,
-                      ShardOpt, SpeechFreeOpt, TargetAloneOpt, TargetSilentOpt, TempOpt, TextOpt, TopKOpt, TopPOpt,
-                      WindowOpt)
+                      ShardOpt, SpeechFreeOpt, SpeechShareOpt, TargetAloneOpt, TargetShareOpt, TargetSilentOpt, TempOpt,
+                      TextOpt, TopKOpt, TopPOpt, WindowOpt)
 from .prompts import Task
-from .speechfree import KINDS, NOISE_FREE, SPEECH_FREE, TARGET_ALONE, TARGET_SILENT
+from .speechfree import KINDS, NOISE_FREE, SPEECH_FREE, SPEECH_SHARE, TARGET_ALONE, TARGET_SHARE, TARGET_SILENT
 from .train.cli import app as train_app
 
 # Typer >= 0.28 vendors its own click; older ones use the click package.
@@ -141,12 +141,13 @@ def denoise(
     top_k: TopKOpt = 0, top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None,
     batch_size: BatchOpt = 8, window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None,
     draws: DrawsOpt = None, passes: PassesOpt = None, noise_free: NoiseFreeOpt = str(NOISE_FREE),
-    shard: ShardOpt = None, fmt: FormatOpt = None, bitrate: BitrateOpt = None,
+    speech_share: SpeechShareOpt = str(SPEECH_SHARE), shard: ShardOpt = None, fmt: FormatOpt = None,
+    bitrate: BitrateOpt = None,
 ) -> None:
     """Remove background noise: keep the speech."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes, {"ns": noise_free})
+                   resynth, mask, bitrate, draws, passes, {"ns": noise_free, "ns_gain": speech_share})
         _run_files(c, Task.NS, inp, outp, text, shard=shard, fmt=fmt)
 
 
@@ -175,13 +176,14 @@ def extract_speaker(
     top_p: TopPOpt = 1.0, force: ForceOpt = False, sample_rate: RateOpt = None, batch_size: BatchOpt = 8,
     window: WindowOpt = 10.0, resynth: ResynthOpt = Resynth.MASK, mask: MaskOpt = None, draws: DrawsOpt = None,
     passes: PassesOpt = None, target_alone: TargetAloneOpt = str(TARGET_ALONE),
-    target_silent: TargetSilentOpt = str(TARGET_SILENT), shard: ShardOpt = None,
+    target_silent: TargetSilentOpt = str(TARGET_SILENT), target_share: TargetShareOpt = str(TARGET_SHARE),
+    shard: ShardOpt = None,
     fmt: FormatOpt = None, bitrate: BitrateOpt = None,
 ) -> None:
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes, {"tse": target_alone, "tse_silent": target_silent})
+                   resynth, mask, bitrate, draws, passes, {"tse": target_alone, "tse_silent": target_silent, "tse_gain": target_share})
         _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard, fmt=fmt)
 
 

@@ -13,6 +13,11 @@ the target, where the mixture is the target's answer; "tse_silent", extract-spea
 the interferer, where silence is its answer; these two also read the target's enrollment, pooled over time into
 a scale and shift of every frame's features) (train/detector_train.py).
 
+A share detector (`bands` > 0; "tse_gain", extract-speaker's target share) has the same body and, per frame, one
+output per mel band instead: the part kept's share of the band's energy (the target's, given its enrollment).
+It picks no frames: its shares become band gains that extract-speaker's mask weighs with the generated audio's
+(mask.py, `--target-share`).
+
 The features are level-free: each band's log energy minus its mean over the input, and each frame's log
 energy minus the input's loudest frame's, so the input's gain does not change the answer.
 """
@@ -29,14 +34,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .prompts import Task
-from .speechfree import TASK_OF, frame_energy
+from .speechfree import SHARES, TASK_OF, frame_energy
 
 LOG_FLOOR = 1e-8
 # the tasks a detector serves: what each drops and keeps of its input (speech s, background n)
 TASKS = {"sr": "the speech under the background (speech-free frames)",
          "ns": "the background under the speech (noise-free frames)",
          "tse": "the interferer under the target, given the target's enrollment (target-alone frames)",
-         "tse_silent": "the target under the interferer, given the target's enrollment (target-silent frames)"}
+         "tse_silent": "the target under the interferer, given the target's enrollment (target-silent frames)",
+         "tse_gain": "the target's share of each band, given the target's enrollment (band gains for the mask)",
+         "ns_gain": "the speech's share of each band (band gains for denoise's mask)"}
+SHARE_BANDS = 16  # a share detector's bands: extract-speaker's mask's
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,7 @@ class DetectorConfig:
     threshold: float = 0.5  # probability above which a frame is picked
     task: str = "sr"  # of TASKS: whose frames (sr: speech-free, ns: noise-free, tse: target-alone, tse_silent:
     # target-silent)
+    bands: int = 0  # > 0: per frame, the part kept's share of each of this many mel bands (band gains), not a pick
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -62,10 +71,12 @@ class DetectorConfig:
 
     def validate(self) -> "DetectorConfig":
         if min(self.sample_rate, self.hop_length, self.n_fft, self.n_mels, self.channels, self.layers,
-               self.hidden) < 1 or self.n_fft < self.hop_length or not 0 < self.threshold < 1:
+               self.hidden) < 1 or self.bands < 0 or self.n_fft < self.hop_length or not 0 < self.threshold < 1:
             raise ValueError("detector config: sizes must be >= 1, n_fft >= hop_length, 0 < threshold < 1")
         if self.task not in TASKS or self.task not in TASK_OF:
             raise ValueError(f"detector config: task {self.task!r} is not one of {', '.join(TASKS)}")
+        if (self.bands > 0) != (self.task in SHARES):
+            raise ValueError(f"detector config: bands > 0 for {', '.join(SHARES)} only, and there it is needed")
         return self
 
 
@@ -82,7 +93,10 @@ class FrameDetector(nn.Module):
             width = cfg.channels
         self.convs = nn.ModuleList(convs)
         self.gru = nn.GRU(cfg.channels, cfg.hidden, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(2 * cfg.hidden, 1)
+        self.out = nn.Linear(2 * cfg.hidden, max(1, cfg.bands))
+        if cfg.bands:
+            bank = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.bands)
+            self.register_buffer("bank", torch.from_numpy(bank).float(), persistent=False)
         self.enroll = self.film = None
         if TASK_OF[cfg.task] is Task.TSE:  # the enrollment's voice, pooled over time, scales and shifts every frame's
             # features
@@ -91,25 +105,34 @@ class FrameDetector(nn.Module):
             self.film = nn.Linear(cfg.channels, 2 * cfg.channels)
             nn.init.zeros_(self.film.weight), nn.init.zeros_(self.film.bias)  # starts as no change at all
 
-    def features(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
-        """(B, N) audio at the codec's rate -> (B, frames, n_mels + 1) level-free features, frame k centred on
-        the codec frame's samples [k * hop, (k + 1) * hop)."""
+    def power(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, N) audio at the codec's rate -> (B, bins, frames) power spectra, frame k centred on the codec
+        frame's samples [k * hop, (k + 1) * hop)."""
         hop, n_fft = self.cfg.hop_length, self.cfg.n_fft
         audio = F.pad(audio, (0, max(0, frames * hop - audio.shape[-1])))[..., : frames * hop]
         side = (n_fft - hop) // 2
         audio = F.pad(audio, (side, n_fft - hop - side))
         spec = torch.stft(audio, n_fft, hop, window=self.window, center=False, return_complex=True)
-        power = spec.abs().square()[..., :frames]  # (B, bins, frames)
+        return spec.abs().square()[..., :frames]
+
+    def band_energy(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, N) audio -> (B, frames, bands) energy in each of the gain bands (config.bands > 0)."""
+        return (self.bank @ self.power(audio, frames)).transpose(1, 2)
+
+    def features(self, audio: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, N) audio at the codec's rate -> (B, frames, n_mels + 1) level-free features (power's frames)."""
+        power = self.power(audio, frames)
         bands = torch.log(self.mel @ power + LOG_FLOOR)
         level = torch.log(power.sum(1, keepdim=True) + LOG_FLOOR)
         x = torch.cat([bands - bands.mean(-1, keepdim=True), level - level.amax(-1, keepdim=True)], 1)
         return x.transpose(1, 2)
 
     def forward(self, audio: torch.Tensor, frames: int, enrollment: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N) audio (and, for tse and tse_silent, (B, M) enrollment audio) -> (B, frames) logits: > 0 where
-        the frame is more likely picked than not."""
+        """(B, N) audio (and, for tse, tse_silent and tse_gain, (B, M) enrollment audio) -> (B, frames) logits: > 0 where
+        the frame is more likely picked than not; with config.bands, (B, frames, bands) logits of the kept part's
+        share of each band."""
         if (enrollment is None) != (self.enroll is None):
-            raise ValueError("a tse or tse_silent detector reads an enrollment, the others none")
+            raise ValueError("an extract-speaker detector (tse, tse_silent, tse_gain) reads an enrollment, the others none")
         x = self.features(audio, frames).transpose(1, 2)
         for i, conv in enumerate(self.convs):
             y = F.gelu(conv(x))
@@ -119,17 +142,22 @@ class FrameDetector(nn.Module):
             scale, shift = self.film(self.enroll(e).mean(-1)).chunk(2, -1)
             x = x * (1 + torch.tanh(scale)[..., None]) + shift[..., None]  # a gain within (0, 2)
         h, _ = self.gru(x.transpose(1, 2))
-        return self.out(h).squeeze(-1)
+        y = self.out(h)
+        return y if self.cfg.bands else y.squeeze(-1)
 
     @torch.no_grad()
-    def pick(self, audio: np.ndarray, frames: int, threshold: float | None = None,
-             enrollment: np.ndarray | None = None) -> torch.Tensor:
-        """(frames,) bool for one input (float32 mono at the codec's rate; tse, tse_silent: with its enrollment):
-        frames whose probability (of being speech-free for sr, noise-free for ns, target-alone for tse,
-        target-silent for tse_silent) is above `threshold` (None: the config's) and that are not silent."""
+    def probabilities(self, audio: np.ndarray, frames: int, enrollment: np.ndarray | None = None) -> torch.Tensor:
+        """(frames,) probabilities for one input (float32 mono at the codec's rate; tse, tse_silent, tse_gain: with
+        its enrollment); a share detector's (frames, bands) shares."""
         def tensor(a):
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None].to(self.window.device)
-        p = torch.sigmoid(self(tensor(audio), frames, None if enrollment is None else tensor(enrollment)))[0].cpu()
+        return torch.sigmoid(self(tensor(audio), frames, None if enrollment is None else tensor(enrollment)))[0].cpu()
+
+    def pick(self, audio: np.ndarray, frames: int, threshold: float | None = None,
+             enrollment: np.ndarray | None = None) -> torch.Tensor:
+        """(frames,) bool: frames whose probability (of being speech-free for sr, noise-free for ns, target-alone for
+        tse, target-silent for tse_silent) is above `threshold` (None: the config's) and that are not silent."""
+        p = self.probabilities(audio, frames, enrollment)
         silent = torch.from_numpy(frame_energy(audio, self.cfg.hop_length, frames) == 0)
         return (p > (self.cfg.threshold if threshold is None else threshold)) & ~silent
 

@@ -11,6 +11,12 @@ The estimate has passed through the codec, which renders some sounds quieter tha
 most of all). With `codec_reference` its energies are compared with the input as the codec renders
 it (decoded from the input's own codes), so that bias cancels in the ratio instead of reading as
 "cut this": remove-speech keeps more of the background it is meant to keep.
+
+With a `Share` (extract-speaker's share detector: the target's share of each band's energy, frame by frame,
+detector.py) the gains are the weighted geometric mean of the estimate's gains and the share itself (the Wiener
+gain; its square root, the amplitude ratio the estimate's gains are, cuts less and measured worse): the detector
+separates voices band by band where the codec's estimate is too coarse to (docs/demo-v2.md, "A target-share
+detector").
 """
 
 from __future__ import annotations
@@ -68,6 +74,25 @@ class MaskOptions:
         return self
 
 
+@dataclass(frozen=True)
+class Share:
+    """A detector's estimate of the kept part's share of each band's energy: `values` (frames, bands), frame k
+    centred on sample (k + 0.5) * hop, bands on the mel scale from 0 Hz to half the sample rate; as gains
+    it weighs `weight` in the mask's geometric mean."""
+    values: np.ndarray
+    hop: int
+    weight: float
+
+    def gains(self, bands: int, frames: int, hop: int) -> np.ndarray:
+        """(bands, frames) the share on the mask's bands and STFT frames (frame j centred on j * hop), as gains."""
+        n, b = self.values.shape
+        t_share, t = (np.arange(n) + 0.5) * self.hop, np.arange(frames) * hop
+        on_time = np.stack([np.interp(t, t_share, self.values[:, k]) for k in range(b)])  # (b, frames)
+        x_share, x = (np.arange(b) + 1) / (b + 1), (np.arange(bands) + 1) / (bands + 1)  # mel-scale positions
+        on_bands = on_time if b == bands else np.stack([np.interp(x, x_share, on_time[:, j]) for j in range(frames)], 1)
+        return np.clip(on_bands, 0.0, 1.0)
+
+
 def _stft_sizes(sample_rate: int) -> tuple[int, int]:
     return int(round(STFT_SECONDS * sample_rate)), int(round(HOP_SECONDS * sample_rate))
 
@@ -93,7 +118,7 @@ def _bands(sample_rate: int, n_fft: int, n_bands: int) -> tuple[np.ndarray, np.n
 
 def apply(mixture: np.ndarray, estimate: np.ndarray | Sequence[np.ndarray], sample_rate: int,
           opts: MaskOptions = MaskOptions(), reference: np.ndarray | None = None,
-          counterpart: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
+          counterpart: np.ndarray | Sequence[np.ndarray] | None = None, share: Share | None = None) -> np.ndarray:
     """The mixture with the estimate's band gains applied; same length as the mixture (the
     estimate and the reference are cut or padded with silence to it). The gains are the
     estimate's band energies over the reference's (default: the mixture's own).
@@ -103,7 +128,8 @@ def apply(mixture: np.ndarray, estimate: np.ndarray | Sequence[np.ndarray], samp
     others (the mean of the model's distribution rather than one sample of it).
 
     With `counterpart` (an estimate, or draws, of the part to drop) the denominator is the estimate's band
-    energy plus the counterpart's, not the reference's: a Wiener gain from two estimates of the same codec."""
+    energy plus the counterpart's, not the reference's: a Wiener gain from two estimates of the same codec.
+    With `share`, the gains are weighed with its gains (Share)."""
     estimates = _draws(estimate)
     if not estimates:
         raise ValueError("mask: no estimate")
@@ -132,7 +158,10 @@ def apply(mixture: np.ndarray, estimate: np.ndarray | Sequence[np.ndarray], samp
         below = est + np.mean([energies(stft_of(e)) for e in others], axis=0)
     else:
         below = energies(spec if reference is None else stft_of(reference))
-    gains = np.clip(np.sqrt(est / (below + EPS)) ** opts.exponent, opts.floor, 1.0)
+    gains = np.minimum(np.sqrt(est / (below + EPS)), 1.0) ** opts.exponent
+    if share is not None:
+        gains = gains ** (1 - share.weight) * share.gains(opts.bands, spec.shape[1], hop) ** share.weight
+    gains = np.clip(gains, opts.floor, 1.0)
     return librosa.istft(spread @ gains * spec, hop_length=hop, length=length)[:n].astype(np.float32)
 
 

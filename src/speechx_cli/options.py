@@ -72,6 +72,11 @@ NoiseFreeOpt = Annotated[str, typer.Option(
     "--noise-free", help="denoise: give the input's own codes in the frames found free of noise (the speech is the "
                          "input there): auto (detector if the checkpoint has a noise-free detector, else off), off, or "
                          "detector[=P] (its probability above P). Measured in the model card.")]
+SpeechShareOpt = Annotated[str, typer.Option(
+    "--speech-share", help="denoise: weigh the mask's band gains with the speech's share of each band that the "
+                           "checkpoint's speech-share detector hears: auto (detector if the checkpoint has one, else "
+                           "off), off, or detector[=W] (its gains' weight W in the geometric mean with the generated "
+                           "audio's, default 0.7; 1: its gains alone). Measured in the model card.")]
 TargetAloneOpt = Annotated[str, typer.Option(
     "--target-alone", help="extract-speaker: give the mixture's own codes in the frames where the target speaks "
                            "alone (the output is the mixture there): auto (detector if the checkpoint has a "
@@ -80,6 +85,11 @@ TargetSilentOpt = Annotated[str, typer.Option(
     "--target-silent", help="extract-speaker: give the codes of silence in the frames where the target is silent "
                             "under the interferer: auto (detector if the checkpoint has a target-silent detector, "
                             "else off), off, or detector[=P] (its probability above P).")]
+TargetShareOpt = Annotated[str, typer.Option(
+    "--target-share", help="extract-speaker: weigh the mask's band gains with the target's share of each band that "
+                           "the checkpoint's target-share detector hears: auto (detector if the checkpoint has one, "
+                           "else off), off, or detector[=W] (its gains' weight W in the geometric mean with the "
+                           "generated audio's, default 0.9; 1: its gains alone). Measured in the model card.")]
 
 
 class OutputFormat(str, Enum):

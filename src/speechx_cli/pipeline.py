@@ -30,6 +30,7 @@ from . import speechfree as S
 from . import text as T
 from .audio import CROSSFADE_SECONDS, splice
 from .checkpoint import SpeechX
+from .detector import FrameDetector
 from .engine import DecodingOptions, generate
 from .mask import Resynth
 from .prompts import Task
@@ -222,12 +223,25 @@ def window_output(sx: SpeechX, task: Task, row: _Row, draws: list[torch.Tensor],
     wavs = [to_audio(sx, codes)[:n] for codes in draws]
     if window.resynth is Resynth.CODEC:
         return wavs[0]
-    opts = window.mask or TASK_MASKS[task]
+    opts, share = window.mask or TASK_MASKS[task], _share(sx, task, row, window)
     if row.counterpart is not None:
         k = len(wavs) // 2
-        return M.apply(row.source, wavs[:k], sx.codec.sample_rate, opts, counterpart=wavs[k:])
+        return M.apply(row.source, wavs[:k], sx.codec.sample_rate, opts, counterpart=wavs[k:], share=share)
     reference = to_audio(sx, row.source_codes)[:n] if opts.codec_reference else None
-    return M.apply(row.source, wavs, sx.codec.sample_rate, opts, reference)
+    return M.apply(row.source, wavs, sx.codec.sample_rate, opts, reference, share=share)
+
+
+def _share(sx: SpeechX, task: Task, row: _Row, window: WindowOptions) -> M.Share | None:
+    """The band shares the checkpoint's share detector of the task (extract-speaker's target share) gives the
+    window, with their weight in the mask (None: the task has none, or it is off)."""
+    for kind in (k for k in S.SHARES if S.TASK_OF[k] is task):
+        how = window.given_frames(kind)
+        if how.resolve(kind in sx.detectors).mode == "off":
+            continue
+        det = _detector(sx, kind)
+        values = det.probabilities(row.source, len(row.source_codes), row.enroll_audio).numpy()
+        return M.Share(values, det.cfg.hop_length, S.SHARE_WEIGHT[kind] if how.value is None else how.value)
+    return None
 
 
 def _next_passes(sx: SpeechX, rows: list[_Row], outs: list[list[torch.Tensor]], opts: DecodingOptions,
@@ -290,21 +304,28 @@ def _given_rows(sx: SpeechX, rows: list[_Row], opts: DecodingOptions, window: Wi
     by row, so that they are not generated twice."""
     rows, known = list(rows), {}
     for kind, task in S.TASK_OF.items():  # the kinds of given frames, in order: a frame given keeps its codes
+        if kind in S.SHARES:  # band shares for the mask (window_output), not frames
+            continue
         how = window.given_frames(kind)
         todo = [j for j, r in enumerate(rows) if r.prompt.task is task and r.source is not None]
         mode = how.resolve(kind in sx.detectors).mode
         if mode == "off" or not todo:
             continue
         if mode == "detector":
-            if kind not in sx.detectors:
-                raise ValueError(f"{S.FLAGS[kind]} detector: this checkpoint has no {S.KINDS[kind]} detector")
-            found = [sx.detectors[kind].pick(rows[j].source, len(rows[j].source_codes), how.value,
-                                             rows[j].enroll_audio) for j in todo]
+            found = [_detector(sx, kind).pick(rows[j].source, len(rows[j].source_codes), how.value,
+                                              rows[j].enroll_audio) for j in todo]
         else:
             found, known = _denoise_draws_frames(sx, rows, todo, opts, window)
         for j, picked in zip(todo, found):
             rows[j] = _give(sx, rows[j], picked, silence=kind in S.SILENCE)
     return rows, known
+
+
+def _detector(sx: SpeechX, kind: str) -> FrameDetector:
+    """The checkpoint's detector of `kind` (speechfree.KINDS); ValueError naming the flag where it has none."""
+    if kind not in sx.detectors:
+        raise ValueError(f"{S.FLAGS[kind]} detector: this checkpoint has no {S.KINDS[kind]} detector")
+    return sx.detectors[kind]
 
 
 def _give(sx: SpeechX, row: _Row, picked: torch.Tensor, silence: bool) -> _Row:

@@ -1,5 +1,6 @@
 """Frames whose answer is known before generation: the input's own codes in remove-speech's speech-free,
 denoise's noise-free and extract-speaker's target-alone frames; silence in extract-speaker's target-silent ones.
+And, through the same flags, extract-speaker's target share: band gains for its mask.
 
 remove-speech loses at the AR's first level: given the true background's level 1, the same NAR and mask
 reach +7.9 dB SI-SDR over the input, where the AR free-running reaches +3.0; teacher-forced on the true
@@ -13,6 +14,10 @@ Where the interferer is silent and the target speaks, extract-speaker's answer i
 hold no noise); a detector that reads the enrollment finds those frames. Where the target is silent under the
 interferer, its answer is silence: a second such detector finds those, and they are given as the codes of
 silence (a frame both pick keeps the mixture's).
+
+Where both speak, a share detector (detector.py) says the target's share of each band's energy: those shares,
+as band gains, are weighed with the generated audio's in extract-speaker's mask (mask.apply's `share`;
+`--target-share detector[=W]`, W the weight of the detector's gains, 0.9 by default; 1: the detector's alone).
 
 `--speech-free` (remove-speech), `--noise-free` (denoise), `--target-alone` and `--target-silent`
 (extract-speaker) say how the frames are found:
@@ -41,10 +46,19 @@ MODES = ("auto", "off", "detector", "denoise")
 DENOISE_DB = 10.0  # denoise's default: where it was measured (10-15 dB)
 # the kinds of given frames, one per kind of frame detector (detector.TASKS): the task whose windows take them,
 # the flag, what the frames are; SILENCE: those given as the codes of silence (the rest: the input's own codes)
-TASK_OF = {"sr": Task.SR, "ns": Task.NS, "tse": Task.TSE, "tse_silent": Task.TSE}
-FLAGS = {"sr": "--speech-free", "ns": "--noise-free", "tse": "--target-alone", "tse_silent": "--target-silent"}
-KINDS = {"sr": "speech-free", "ns": "noise-free", "tse": "target-alone", "tse_silent": "target-silent"}
+# SHARES: the kinds whose detector gives band shares to the mask, not frames
+TASK_OF = {"sr": Task.SR, "ns": Task.NS, "tse": Task.TSE, "tse_silent": Task.TSE, "tse_gain": Task.TSE,
+           "ns_gain": Task.NS}
+FLAGS = {"sr": "--speech-free", "ns": "--noise-free", "tse": "--target-alone", "tse_silent": "--target-silent",
+         "tse_gain": "--target-share", "ns_gain": "--speech-share"}
+KINDS = {"sr": "speech-free", "ns": "noise-free", "tse": "target-alone", "tse_silent": "target-silent",
+         "tse_gain": "target-share", "ns_gain": "speech-share"}
 SILENCE = ("tse_silent",)
+SHARES = ("tse_gain", "ns_gain")
+# a share detector's gains' weight in the mask's geometric mean, unless the flag gives one (docs/demo-v2.md):
+# extract-speaker's similarity to the target and SI-SDR rose with it up to 0.9 on 60 dev items (1, the detector alone,
+# a little lower); denoise's STOI and SI-SDR peaked at 0.7 on 60 (OVRL level from 0.7 to 1)
+SHARE_WEIGHT = {"tse_gain": 0.9, "ns_gain": 0.7}
 
 
 @dataclass(frozen=True)
@@ -54,7 +68,9 @@ class GivenFrames:
     `--target-silent`)."""
 
     mode: str = "off"  # of MODES (denoise: remove-speech only)
-    value: float | None = None  # detector: probability threshold (None: its own); denoise: dB (None: DENOISE_DB)
+    # detector: probability threshold (None: its own), for a share kind the weight of its gains (None:
+    # SHARE_WEIGHT[kind]); denoise: dB (None: DENOISE_DB)
+    value: float | None = None
 
     @classmethod
     def parse(cls, spec: str, kind: str = "sr") -> "GivenFrames":
@@ -67,10 +83,17 @@ class GivenFrames:
 
     def validate(self, kind: str = "sr") -> "GivenFrames":
         if self.mode not in MODES or (self.mode == "denoise" and kind != "sr") or (
-                self.mode in ("auto", "off") and self.value is not None) or (
-                self.value is not None and not (0 < self.value < 1 if self.mode == "detector" else self.value > 0)):
+                self.mode in ("auto", "off") and self.value is not None) or not self._value_fits(kind):
             raise ValueError(f"{FLAGS[kind]} {self}: {usage(kind)}")
         return self
+
+    def _value_fits(self, kind: str) -> bool:
+        """denoise: dB > 0; detector: a probability in (0, 1), for a share kind a weight in (0, 1]."""
+        if self.value is None:
+            return True
+        if self.mode == "denoise":
+            return self.value > 0
+        return 0 < self.value <= 1 if kind in SHARES else 0 < self.value < 1
 
     def resolve(self, has_detector: bool) -> "GivenFrames":
         """auto made concrete for a checkpoint with or without the task's detector."""
@@ -87,6 +110,8 @@ class GivenFrames:
 
 
 def usage(kind: str) -> str:
+    if kind in SHARES:
+        return "use auto, off or detector[=W] (0 < W <= 1, the weight of its band gains)"
     return "use auto, off, detector[=P] (0 < P < 1)" + (" or denoise[=DB] (DB > 0)" if kind == "sr" else "")
 
 
@@ -94,6 +119,8 @@ SPEECH_FREE = GivenFrames("auto")  # the checkpoint's detector where it has one
 NOISE_FREE = GivenFrames("auto")
 TARGET_ALONE = GivenFrames("auto")
 TARGET_SILENT = GivenFrames("auto")
+TARGET_SHARE = GivenFrames("auto")
+SPEECH_SHARE = GivenFrames("auto")
 
 
 def frame_energy(audio: np.ndarray, hop: int, frames: int) -> np.ndarray:

@@ -50,6 +50,11 @@ class WindowOptions:
     target_alone: S.GivenFrames = S.TARGET_ALONE
     # extract-speaker: the codes of silence in the frames where the target is silent (under the interferer)
     target_silent: S.GivenFrames = S.TARGET_SILENT
+    # extract-speaker: its mask weighs the generated audio's band gains with the target share the checkpoint's
+    # share detector gives each band (reading the enrollment)
+    target_share: S.GivenFrames = S.TARGET_SHARE
+    # denoise: the same with the speech's share of each band (the checkpoint's speech-share detector)
+    speech_share: S.GivenFrames = S.SPEECH_SHARE
 
     def given_frames(self, kind: str) -> S.GivenFrames:
         """How the frames of `kind` (of speechfree.KINDS) are found."""
@@ -89,7 +94,8 @@ class WindowOptions:
 
 
 # the field of each kind of given frames (speechfree.KINDS)
-GIVEN_FIELDS = {"sr": "speech_free", "ns": "noise_free", "tse": "target_alone", "tse_silent": "target_silent"}
+GIVEN_FIELDS = {"sr": "speech_free", "ns": "noise_free", "tse": "target_alone", "tse_silent": "target_silent",
+                "tse_gain": "target_share", "ns_gain": "speech_share"}
 
 # How hard each task's mask cuts. Noise sits mostly under speech in level and a wrong cut costs
 # intelligibility, so denoise cuts at most 14 dB, by half the estimated ratio (10 dB until the mask averaged

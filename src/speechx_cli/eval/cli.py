@@ -34,7 +34,8 @@ from ..options import (BatchOpt, CheckpointOpt, Device, DeviceOpt, DrawsOpt, Mas
 from ..window_options import GIVEN_FIELDS, TASK_MASKS, WindowOptions
 from ..prompts import Task
 from .. import speechfree as S
-from ..speechfree import NOISE_FREE, SPEECH_FREE, TARGET_ALONE, TARGET_SILENT, GivenFrames
+from ..speechfree import (NOISE_FREE, SPEECH_FREE, SPEECH_SHARE, TARGET_ALONE, TARGET_SHARE, TARGET_SILENT,
+                          GivenFrames)
 from . import devset as B
 from . import report as R
 from .codec_cost import codec_cost
@@ -165,10 +166,14 @@ def _task_command(task: str):
             "--speech-free", help="remove-speech: as the command's flag.", show_default=str(SPEECH_FREE))] = None,
         noise_free: Annotated[Optional[str], typer.Option(
             "--noise-free", help="denoise: as the command's flag.", show_default=str(NOISE_FREE))] = None,
+        speech_share: Annotated[Optional[str], typer.Option(
+            "--speech-share", help="denoise: as the command's flag.", show_default=str(SPEECH_SHARE))] = None,
         target_alone: Annotated[Optional[str], typer.Option(
             "--target-alone", help="extract-speaker: as the command's flag.", show_default=str(TARGET_ALONE))] = None,
         target_silent: Annotated[Optional[str], typer.Option(
             "--target-silent", help="extract-speaker: as the command's flag.", show_default=str(TARGET_SILENT))] = None,
+        target_share: Annotated[Optional[str], typer.Option(
+            "--target-share", help="extract-speaker: as the command's flag.", show_default=str(TARGET_SHARE))] = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
         plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
@@ -195,7 +200,8 @@ def _task_command(task: str):
                 raise UserError(f"--draws: {task} makes no mask")
             if passes is not None and passes > 1 and TASK_OF[task] not in TASK_MASKS:
                 raise UserError(f"--passes: {task} makes no mask")
-            given = {"sr": speech_free, "ns": noise_free, "tse": target_alone, "tse_silent": target_silent}
+            given = {"sr": speech_free, "ns": noise_free, "tse": target_alone, "tse_silent": target_silent,
+                     "tse_gain": target_share, "ns_gain": speech_share}
             for kind, value in given.items():
                 if value is not None and TASK_OF[task] is not S.TASK_OF[kind]:
                     name = next(n for n, of in TASK_OF.items() if of is S.TASK_OF[kind])

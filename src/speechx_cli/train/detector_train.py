@@ -9,7 +9,9 @@ task drops (mixture - target) is `label_db` under the target: for remove-speech 
 default) the speech under the background, for denoise (`--task ns`) the background, with the room's
 reverberation, under the dry speech; for extract-speaker (`--task tse`) the interferer under the target, and
 (`--task tse_silent`, its target-silent frames) the target under the interferer: those two also carry the
-target's enrollment. A second seed's examples of the same split are the validation set (the dev split stays
+target's enrollment. A share detector (`--task tse_gain`, extract-speaker's target share) learns instead, per
+frame and mel band (detector.SHARE_BANDS), the target's share of the band's energy (soft labels, the same
+loss), from the same mixtures and enrollments. A second seed's examples of the same split are the validation set (the dev split stays
 for the benchmarks). The threshold kept is the lowest whose validation precision
 (picked frames that are truly so) reaches `--precision`: forcing a frame that holds what the task drops
 puts it into the output.
@@ -36,10 +38,10 @@ import typer
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..detector import DetectorConfig, FrameDetector, build
+from ..detector import SHARE_BANDS, DetectorConfig, FrameDetector, build
 from ..files import atomic_path, claim_folder
 from ..prompts import Task
-from ..speechfree import TASK_OF, frame_energy
+from ..speechfree import SHARES, TASK_OF, frame_energy
 from .simulate import Corpus, SimulationOptions, Simulator
 
 WEIGHTS_NAME = "detector.safetensors"
@@ -53,11 +55,21 @@ def frame_labels(dropped: np.ndarray, kept: np.ndarray, hop: int, label_db: floa
     return (ed < ek * 10 ** (-label_db / 10)).astype(np.float32)
 
 
+def band_labels(model: FrameDetector, dropped: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """(len // hop, bands) the kept part's share of each gain band's energy (0.5 where both are silent)."""
+    frames = len(kept) // model.cfg.hop_length
+    ek, ed = (model.band_energy(torch.from_numpy(np.asarray(x, np.float32))[None], frames)[0].double()
+              for x in (kept, dropped))
+    tiny = 1e-12
+    return ((ek + tiny) / (ek + ed + 2 * tiny)).float().numpy()
+
+
 def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
     """n mixtures of the config's task from the corpus's training split, concatenated: audio, labels and offsets."""
     task = TASK_OF[cfg.task]
     sim = Simulator(Corpus.load(corpus, "train"), SimulationOptions(tasks=(task,)))
     audio, labels, starts, enroll, enroll_starts = [], [], [0], [], [0]
+    bands = FrameDetector(cfg) if cfg.bands else None  # its band energies
     for i in range(n):
         ex = sim.example(i, seed, task)
         source, target, enrollment = ex.source, ex.target, ex.enrollment
@@ -68,7 +80,7 @@ def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[
         dropped, kept = source - target, target
         if cfg.task == "tse_silent":  # where the target is under the interferer: the answer is silence
             dropped, kept = kept, dropped
-        y = frame_labels(dropped, kept, cfg.hop_length, cfg.label_db)
+        y = band_labels(bands, dropped, kept) if bands else frame_labels(dropped, kept, cfg.hop_length, cfg.label_db)
         audio.append(source[: len(y) * cfg.hop_length].astype(np.float32))
         labels.append(y)
         starts.append(starts[-1] + len(y))
@@ -132,6 +144,9 @@ def validate(model: FrameDetector, data: dict[str, np.ndarray]) -> dict:
         probs.append(torch.sigmoid(logits).numpy())
         labels.append(y)
     model.train()
+    if model.cfg.bands:  # shares, not picks: the loss and the mean error of the share
+        p, y = np.concatenate(probs), np.concatenate(labels)
+        return {"loss": loss / y.size, "share_error": float(np.abs(p - y).mean()), "thresholds": []}
     p, y = np.concatenate(probs), np.concatenate(labels).astype(bool)
     rows = []
     for t in THRESHOLDS:
@@ -177,11 +192,14 @@ def train(out: Path, corpus: Path, examples: int, val_examples: int, steps: int,
     data = _examples(out, "train", corpus, examples, seed, cfg)
     val = _examples(out, "val", corpus, val_examples, seed + 1, cfg)
     log(f"examples: {len(data['starts']) - 1} train, {len(val['starts']) - 1} validation "
-        f"({time.time() - t0:.0f} s); frames to pick ({cfg.task}): {data['labels'].mean():.1%}")
+        f"({time.time() - t0:.0f} s); {'mean share' if cfg.bands else 'frames to pick'} ({cfg.task}): "
+        f"{data['labels'].mean():.1%}")
     torch.manual_seed(seed)
     model = FrameDetector(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
+    # a warmup of 5%, at least 2 steps in runs of more (OneCycleLR divides by zero where 5% of the steps is one)
+    warmup = 0.05 if steps <= 2 else max(0.05, 2 / steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=warmup)
     step, state_path = 0, out / "state.pt"
     if state_path.exists():
         state = torch.load(state_path, weights_only=True)
@@ -209,7 +227,8 @@ def train(out: Path, corpus: Path, examples: int, val_examples: int, steps: int,
         if step == stop_at:
             return None
     report = validate(model, val)
-    model.cfg = replace(cfg, threshold=choose_threshold(report["thresholds"], precision))
+    if not cfg.bands:
+        model.cfg = replace(cfg, threshold=choose_threshold(report["thresholds"], precision))
     report |= {"threshold": model.cfg.threshold, "precision_target": precision, "steps": steps,
                "examples": examples, "wall_s": time.time() - t0}
     save(out / WEIGHTS_NAME, model)
@@ -224,7 +243,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 @app.callback()
 def main() -> None:
     """Train a frame detector (detector.py): remove-speech's speech-free, denoise's noise-free, extract-speaker's
-    target-alone or target-silent frames."""
+    target-alone or target-silent frames, or extract-speaker's target share of each band."""
 
 
 @app.command("run")
@@ -234,19 +253,24 @@ def run(out: Path, corpus: Annotated[Path, typer.Option(help="corpus folder (tra
         seed: int = 0, threads: int = 2,
         task: Annotated[str, typer.Option(help="sr: remove-speech's speech-free frames; ns: denoise's noise-free "
                                                 "frames; tse: extract-speaker's target-alone frames; tse_silent: "
-                                                "its target-silent frames")] = "sr",
+                                                "its target-silent frames; tse_gain: its target share of each band "
+                                                "(band gains for the mask)")] = "sr",
         sample_rate: Annotated[int, typer.Option(help="the codec's sample rate (the demo's: 16000)")] = 16_000,
         hop_length: Annotated[int, typer.Option(help="the codec's samples per frame (the demo's: 320)")] = 320) -> None:
     """Make the examples (once), train, choose the threshold; rerun to resume. The detector works on the
     frames of the codec it will ship with: give that codec's rate and hop (EnCodec 24 kHz: 24000, 320)."""
     torch.set_num_threads(threads)
     try:
-        cfg = DetectorConfig(sample_rate=sample_rate, hop_length=hop_length, task=task).validate()
+        cfg = DetectorConfig(sample_rate=sample_rate, hop_length=hop_length, task=task,
+                             bands=SHARE_BANDS if task in SHARES else 0).validate()
         report = train(out, corpus, examples, val_examples, steps, batch, lr=lr, precision=precision, seed=seed,
                        cfg=cfg)
     except (OSError, ValueError) as e:  # a missing or broken corpus, no noise bank, another run's folder
         typer.echo(f"error: {str(e).splitlines()[0]}", err=True)
         raise typer.Exit(2) from None
+    if cfg.bands:
+        print(f"validation loss {report['loss']:.4f}; mean error of the share {report['share_error']:.3f}")
+        return
     print(f"validation loss {report['loss']:.4f}; threshold {report['threshold']}: "
           + ", ".join(f"{k} {r[k]:.1%}" for r in report["thresholds"] if r["threshold"] == report["threshold"]
                       for k in ("picked", "precision", "recall")))

@@ -42,9 +42,9 @@ from .recipe import _resume_flag, examples, train
 app = typer.Typer(add_completion=False, help=__doc__.split("\n")[0])
 
 NATURAL = "kokoro:"  # the corpus's natural voices, by speaker name
-DETECTOR_TASKS = ("sr", "ns", "tse", "tse_silent")  # the frame detectors the checkpoint ships (detector.TASKS)
+DETECTOR_TASKS = ("sr", "ns", "tse", "tse_silent", "tse_gain", "ns_gain")  # the detectors it ships (detector.TASKS)
 # the enrollment branch trains steadily at a lower rate (at 2e-3 it fell back to the prior; docs/demo-v2.md)
-DETECTOR_LR = {"sr": 2e-3, "ns": 2e-3, "tse": 1e-3, "tse_silent": 1e-3}
+DETECTOR_LR = {"sr": 2e-3, "ns": 2e-3, "tse": 1e-3, "tse_silent": 1e-3, "tse_gain": 1e-3, "ns_gain": 2e-3}
 
 
 @dataclass(frozen=True)
