@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from . import speechfree as S
 from .engine import ESCAPE_AFTER
 from .mask import Resynth
 
@@ -72,11 +73,19 @@ NoiseFreeOpt = Annotated[str, typer.Option(
     "--noise-free", help="denoise: give the input's own codes in the frames found free of noise (the speech is the "
                          "input there): auto (detector if the checkpoint has a noise-free detector, else off), off, or "
                          "detector[=P] (its probability above P). Measured in the model card.")]
-SpeechShareOpt = Annotated[str, typer.Option(
-    "--speech-share", help="denoise: weigh the mask's band gains with the speech's share of each band that the "
-                           "checkpoint's speech-share detector hears: auto (detector if the checkpoint has one, else "
-                           "off), off, or detector[=W] (its gains' weight W in the geometric mean with the generated "
-                           "audio's, default 0.7; 1: its gains alone). Measured in the model card.")]
+
+
+def _share_opt(kind: str, task: str, part: str):
+    """The flag of a share kind (speechfree.SHARES): its default weight from speechfree.SHARE_WEIGHT."""
+    return Annotated[str, typer.Option(
+        S.FLAGS[kind], help=f"{task}: weigh the mask's band gains with {part}'s share of each band that the "
+                            f"checkpoint's {S.KINDS[kind]} detector hears: auto (detector if the checkpoint has one, "
+                            "else off), off, or detector[=W] (its gains' weight W in the geometric mean with the "
+                            f"generated audio's, default {S.SHARE_WEIGHT[kind]:g}; 1: its gains alone). Measured in "
+                            "the model card.")]
+
+
+SpeechShareOpt = _share_opt("ns_gain", "denoise", "the speech")
 TargetAloneOpt = Annotated[str, typer.Option(
     "--target-alone", help="extract-speaker: give the mixture's own codes in the frames where the target speaks "
                            "alone (the output is the mixture there): auto (detector if the checkpoint has a "
@@ -85,11 +94,7 @@ TargetSilentOpt = Annotated[str, typer.Option(
     "--target-silent", help="extract-speaker: give the codes of silence in the frames where the target is silent "
                             "under the interferer: auto (detector if the checkpoint has a target-silent detector, "
                             "else off), off, or detector[=P] (its probability above P).")]
-TargetShareOpt = Annotated[str, typer.Option(
-    "--target-share", help="extract-speaker: weigh the mask's band gains with the target's share of each band that "
-                           "the checkpoint's target-share detector hears: auto (detector if the checkpoint has one, "
-                           "else off), off, or detector[=W] (its gains' weight W in the geometric mean with the "
-                           "generated audio's, default 0.9; 1: its gains alone). Measured in the model card.")]
+TargetShareOpt = _share_opt("tse_gain", "extract-speaker", "the target")
 
 
 class OutputFormat(str, Enum):
