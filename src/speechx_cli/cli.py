@@ -183,7 +183,8 @@ def extract_speaker(
     """Keep one speaker of a mixture, given an enrollment recording of them."""
     with guard():
         c = common(checkpoint, device, seed, temperature, top_k, top_p, force, sample_rate, batch_size, window,
-                   resynth, mask, bitrate, draws, passes, {"tse": target_alone, "tse_silent": target_silent, "tse_gain": target_share})
+                   resynth, mask, bitrate, draws, passes,
+                   {"tse": target_alone, "tse_silent": target_silent, "tse_gain": target_share})
         _run_files(c, Task.TSE, inp, outp, text, enroll, shard=shard, fmt=fmt)
 
 

@@ -128,11 +128,12 @@ class FrameDetector(nn.Module):
         return x.transpose(1, 2)
 
     def forward(self, audio: torch.Tensor, frames: int, enrollment: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N) audio (and, for tse, tse_silent and tse_gain, (B, M) enrollment audio) -> (B, frames) logits: > 0 where
-        the frame is more likely picked than not; with config.bands, (B, frames, bands) logits of the kept part's
-        share of each band."""
+        """(B, N) audio (and, for tse, tse_silent and tse_gain, (B, M) enrollment audio) -> (B, frames) logits:
+        > 0 where the frame is more likely picked than not; with config.bands, (B, frames, bands) logits of the kept
+        part's share of each band."""
         if (enrollment is None) != (self.enroll is None):
-            raise ValueError("an extract-speaker detector (tse, tse_silent, tse_gain) reads an enrollment, the others none")
+            raise ValueError("an extract-speaker detector (tse, tse_silent, tse_gain) reads an enrollment, "
+                             "the others none")
         x = self.features(audio, frames).transpose(1, 2)
         for i, conv in enumerate(self.convs):
             y = F.gelu(conv(x))

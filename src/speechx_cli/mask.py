@@ -89,8 +89,8 @@ class Share:
         t_share, t = (np.arange(n) + 0.5) * self.hop, np.arange(frames) * hop
         on_time = np.stack([np.interp(t, t_share, self.values[:, k]) for k in range(b)])  # (b, frames)
         x_share, x = (np.arange(b) + 1) / (b + 1), (np.arange(bands) + 1) / (bands + 1)  # mel-scale positions
-        on_bands = on_time if b == bands else np.stack([np.interp(x, x_share, on_time[:, j]) for j in range(frames)], 1)
-        return np.clip(on_bands, 0.0, 1.0)
+        spread = np.stack([np.interp(x, x_share, unit) for unit in np.eye(b)], 1)  # (bands, b): identity if b == bands
+        return np.clip(spread @ on_time, 0.0, 1.0)
 
 
 def _stft_sizes(sample_rate: int) -> tuple[int, int]:

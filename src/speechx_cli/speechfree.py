@@ -17,7 +17,8 @@ silence (a frame both pick keeps the mixture's).
 
 Where both speak, a share detector (detector.py) says the target's share of each band's energy: those shares,
 as band gains, are weighed with the generated audio's in extract-speaker's mask (mask.apply's `share`;
-`--target-share detector[=W]`, W the weight of the detector's gains, 0.9 by default; 1: the detector's alone).
+`--target-share detector[=W]`, W the weight of the detector's gains, 0.9 by default; 1: the detector's alone);
+another says the speech's share for denoise's mask (`--speech-share`, 0.7 by default).
 
 `--speech-free` (remove-speech), `--noise-free` (denoise), `--target-alone` and `--target-silent`
 (extract-speaker) say how the frames are found:
