@@ -167,6 +167,29 @@ def test_resumed_training_equals_straight_and_the_file_round_trips(tiny, tmp_pat
     assert one(x, 25).shape == (1, 25)
 
 
+def test_examples_on_disk_are_memory_mapped_and_equal_the_ones_in_memory(tiny, tmp_path):  # noqa: F811
+    """A run's examples go to one .npy per array (written piece by piece, read memory-mapped): the same
+    arrays as in memory, 2-D share labels and enrollments too; a run made before keeps its .npz."""
+    cfg = replace(SMALL, task="tse_gain", bands=4)  # labels (frames, bands) and enrollments
+    memory = D.make_examples(tiny.root, 3, 0, cfg)
+    (tmp_path / "run").mkdir()
+    disk = D._examples(tmp_path / "run", "train", tiny.root, 3, 0, cfg)
+    assert sorted(disk) == sorted(memory) == ["audio", "enroll", "enroll_starts", "labels", "starts"]
+    for k in memory:
+        np.testing.assert_array_equal(disk[k], memory[k], err_msg=k)
+    assert isinstance(disk["audio"], np.memmap) and disk["labels"].shape[1] == 4
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["data-train"]  # no partial folder left
+    assert sorted(p.name for p in (tmp_path / "run" / "data-train").iterdir()) == [f"{k}.npy" for k in sorted(memory)]
+    for a, b in zip(D._item(disk, 2, HOP), D._item(memory, 2, HOP)):
+        np.testing.assert_array_equal(a, b)
+    old = tmp_path / "old"
+    old.mkdir()
+    np.savez(old / "data-val.npz", **D.make_examples(tiny.root, 2, 5, SMALL))
+    kept = D._examples(old, "val", tiny.root, 2, 5, SMALL)
+    np.testing.assert_array_equal(kept["labels"], D.make_examples(tiny.root, 2, 5, SMALL)["labels"])
+    assert not (old / "data-val").exists()
+
+
 @pytest.mark.parametrize("bad", [dict(threshold=1.0), dict(n_fft=100), dict(layers=0), dict(bands=4),
                                  dict(task="tse_gain"), dict(task="tse_gain", bands=-1)])
 def test_bad_configs_are_refused(bad):

@@ -16,8 +16,9 @@ for the benchmarks). The threshold kept is the lowest whose validation precision
 (picked frames that are truly so) reaches `--precision`: forcing a frame that holds what the task drops
 puts it into the output.
 
-OUT holds settings.json (a rerun with other settings is refused), data-train.npz / data-val.npz (the
-examples, made once), state.pt (resumes a killed run from
+OUT holds settings.json (a rerun with other settings is refused), data-train/ and data-val/ (the examples,
+made once: one .npy per array, read memory-mapped, so training holds none of the audio in its own memory;
+a run made before keeps its data-train.npz / data-val.npz), state.pt (resumes a killed run from
 its last `--save-every`), detector.safetensors (the weights, the config with the threshold in its header)
 and report.json (validation loss and, per threshold, frames picked, precision and recall).
 """
@@ -25,7 +26,10 @@ and report.json (validation loss and, per threshold, frames picked, precision an
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
@@ -64,11 +68,11 @@ def band_labels(model: FrameDetector, dropped: np.ndarray, kept: np.ndarray) -> 
     return ((ek + tiny) / (ek + ed + 2 * tiny)).float().numpy()
 
 
-def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
-    """n mixtures of the config's task from the corpus's training split, concatenated: audio, labels and offsets."""
+def _example_parts(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> Iterator[dict[str, np.ndarray]]:
+    """Each of n mixtures of the config's task from the corpus's training split: its audio, frame labels
+    and (extract-speaker) enrollment."""
     task = TASK_OF[cfg.task]
     sim = Simulator(Corpus.load(corpus, "train"), SimulationOptions(tasks=(task,)))
-    audio, labels, starts, enroll, enroll_starts = [], [], [0], [], [0]
     bands = FrameDetector(cfg) if cfg.bands else None  # its band energies
     for i in range(n):
         ex = sim.example(i, seed, task)
@@ -81,34 +85,77 @@ def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[
         if cfg.task == "tse_silent":  # where the target is under the interferer: the answer is silence
             dropped, kept = kept, dropped
         y = band_labels(bands, dropped, kept) if bands else frame_labels(dropped, kept, cfg.hop_length, cfg.label_db)
-        audio.append(source[: len(y) * cfg.hop_length].astype(np.float32))
-        labels.append(y)
-        starts.append(starts[-1] + len(y))
-        if task is Task.TSE:
-            enroll.append(enrollment.astype(np.float32))
-            enroll_starts.append(enroll_starts[-1] + len(enrollment))
-    data = {"audio": np.concatenate(audio), "labels": np.concatenate(labels), "starts": np.asarray(starts)}
-    if task is Task.TSE:
-        data |= {"enroll": np.concatenate(enroll), "enroll_starts": np.asarray(enroll_starts)}
-    return data
+        part = {"audio": source[: len(y) * cfg.hop_length].astype(np.float32), "labels": y}
+        yield part | ({"enroll": enrollment.astype(np.float32)} if task is Task.TSE else {})
+
+
+def _end_to_end(parts: Iterator[dict[str, np.ndarray]], folder: Path | None = None) -> dict[str, np.ndarray]:
+    """The parts' arrays end to end per key, with the examples' offsets ("starts" in label frames,
+    "enroll_starts" in samples): in memory, or (`folder`) each part written to disk as it comes (a raw file
+    per key, then one .npy per array) and returned memory-mapped, so the examples are never all in memory."""
+    lengths: dict[str, list[int]] = {}
+    kept: dict[str, list[np.ndarray]] = {}
+    raw: dict[str, tuple] = {}  # key -> (open raw file, dtype, trailing shape), with `folder`
+    try:
+        for part in parts:
+            for k, v in part.items():
+                lengths.setdefault(k, []).append(len(v))
+                if folder is None:
+                    kept.setdefault(k, []).append(v)
+                    continue
+                if k not in raw:
+                    raw[k] = (open(folder / f"{k}.raw", "wb"), v.dtype, v.shape[1:])
+                raw[k][0].write(np.ascontiguousarray(v, raw[k][1]).tobytes())
+    finally:
+        for f, _, _ in raw.values():
+            f.close()
+    offsets = {"starts": "labels", "enroll_starts": "enroll"}
+    data = {name: np.cumsum([0, *lengths[of]]) for name, of in offsets.items() if of in lengths}
+    if folder is None:
+        return data | {k: np.concatenate(v) for k, v in kept.items()}
+    for k, v in data.items():
+        np.save(folder / f"{k}.npy", v)
+    for k, (_, dtype, trailing) in raw.items():  # the .npy header, then the raw bytes copied in chunks
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                  "shape": (sum(lengths[k]), *trailing)}
+        with open(folder / f"{k}.npy", "wb") as f, open(folder / f"{k}.raw", "rb") as src:
+            np.lib.format.write_array_header_2_0(f, header)
+            shutil.copyfileobj(src, f, 1 << 24)
+        (folder / f"{k}.raw").unlink()
+    return _load_folder(folder)
+
+
+def _load_folder(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
+
+
+def make_examples(corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
+    """n mixtures of the config's task from the corpus's training split, concatenated: audio, labels and offsets."""
+    return _end_to_end(_example_parts(corpus, n, seed, cfg))
 
 
 def _examples(out: Path, name: str, corpus: Path, n: int, seed: int, cfg: DetectorConfig) -> dict[str, np.ndarray]:
-    path = out / f"data-{name}.npz"
-    if not path.exists():
-        data = make_examples(corpus, n, seed, cfg)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **data)
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    """The examples of OUT/data-NAME/ (made now if missing; written aside, then renamed), memory-mapped;
+    a run made before this layout keeps its OUT/data-NAME.npz."""
+    old, folder = out / f"data-{name}.npz", out / f"data-{name}"
+    if old.exists() and not folder.exists():
+        with np.load(old) as z:
+            return {k: z[k] for k in z.files}
+    if not folder.exists():
+        partial = out / f"data-{name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        _end_to_end(_example_parts(corpus, n, seed, cfg), partial)
+        os.replace(partial, folder)
+    return _load_folder(folder)
 
 
 def _item(data: dict[str, np.ndarray], i: int, hop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Example i: its audio, its frame labels and (tse) its enrollment."""
+    """Example i: its audio, its frame labels and (tse) its enrollment (copies: the data may be memory-mapped)."""
     a, b = data["starts"][i], data["starts"][i + 1]
     enrollment = data["enroll"][data["enroll_starts"][i]: data["enroll_starts"][i + 1]] if "enroll" in data else None
-    return data["audio"][a * hop: b * hop], data["labels"][a:b], enrollment
+    return np.array(data["audio"][a * hop: b * hop]), np.array(data["labels"][a:b]), \
+        None if enrollment is None else np.array(enrollment)
 
 
 def _batch(data: dict[str, np.ndarray], rng: np.random.Generator, size: int, max_frames: int,
