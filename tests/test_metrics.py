@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from speechx_cli.eval import metrics, peers, whisper
+from speechx_cli import recognize
+from speechx_cli.eval import metrics, peers
 
 SR = metrics.SR
 SENTENCE = "the quick brown fox jumps over the lazy dog"
@@ -157,17 +158,21 @@ def test_wer_and_alignment(voices):
 
 
 def test_recognizer_specs_and_their_metric_names(tmp_path):
-    assert metrics.parse_recognizers("pocketsphinx") == ("pocketsphinx",)
-    assert metrics.parse_recognizers(" pocketsphinx, whisper=/m ") == ("pocketsphinx", "whisper=/m")
+    assert recognize.parse("pocketsphinx") == ("pocketsphinx",)
+    assert recognize.parse(" pocketsphinx, whisper=/m ") == ("pocketsphinx", "whisper=/m")
     assert [metrics.metric_name("wer", r) for r in ("pocketsphinx", "whisper", "whisper=/m")] == \
         ["wer", "wer_whisper", "wer_whisper"]
     assert metrics.metric_name("new_word", "whisper") == "new_word_whisper"
     for spec, message in (("", "none given"), ("vosk", "unknown recognizer"), ("whisper,whisper=/m", "at most once"),
                           ("pocketsphinx=/m", "no model folder")):
         with pytest.raises(ValueError, match=message):
-            metrics.parse_recognizers(spec)
+            recognize.parse(spec)
     with pytest.raises(ValueError, match="model.bin"):
-        whisper.model_dir(f"whisper={tmp_path}")
+        recognize.model_dir(f"whisper={tmp_path}")
+    assert "model.bin" in recognize.missing(f"whisper={tmp_path}") and recognize.missing("pocketsphinx") is None
+    with pytest.raises(ValueError, match="one recognizer"):
+        recognize.resolve("pocketsphinx,whisper")
+    assert recognize.resolve("pocketsphinx") == "pocketsphinx"
     with pytest.raises(ValueError, match="unknown recognizer"):
         metrics.transcribe(np.zeros(SR, np.float32), SR, "vosk")
 
@@ -182,7 +187,8 @@ def test_whisper_hears_the_formant_voice_pocketsphinx_misses(voices):
     assert metrics.wer(SENTENCE, _white_noise_at(voices["flite"], -10.0)[:SR], SR, "whisper") >= 0.9
     assert metrics.transcribe(np.zeros(0, np.float32), SR, "whisper") == ""
     # whisper=DIR with the bundled model's own folder is the bundled recognizer
-    folder = whisper.model_dir("whisper")
+    folder = recognize.model_dir("whisper")
+    assert recognize.resolve("auto") == "whisper"  # installed: auto takes it
     assert metrics.transcribe(voices["m3"], SR, f"whisper={folder}") == metrics.transcribe(voices["m3"], SR, "whisper")
 
 

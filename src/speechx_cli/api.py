@@ -29,7 +29,7 @@ from . import audio as A
 from . import checkpoint as ckpt
 from . import editplan as E
 from . import pipeline as PL
-from .align import transcribe
+from .recognize import hear
 from .checkpoint import SpeechX
 from .engine import DecodingOptions
 from .prompts import Task
@@ -56,7 +56,7 @@ class EditResult(Audio):
     """An edited recording, with the edit steps that made it."""
 
     steps: tuple[E.EditStep, ...] = ()  # left to right (run right to left)
-    transcript: str | None = None  # what the input said: as given, or pocketsphinx's guess
+    transcript: str | None = None  # what the input said: as given, or the recognizer's guess
 
 
 Source = Union[str, os.PathLike, np.ndarray, Audio]
@@ -144,15 +144,15 @@ class SpeechXModel:
 
     def edit_words(self, audio: Source, transcript: str | None, text: str, sample_rate: int | None = None, *,
                    background: str = "keep", out_rate: int | None = None, options: DecodingOptions | None = None,
-                   **decoding) -> EditResult:
+                   recognizer: str = "auto", **decoding) -> EditResult:
         """Make a recording that says `transcript` say `text`: the changed words are found (word diff,
-        pocketsphinx alignment) and regenerated, the rest stays the input. transcript None: pocketsphinx's
-        guess (check result.transcript)."""
+        pocketsphinx alignment) and regenerated, the rest stays the input. transcript None: the guess of
+        `recognizer` (recognize.py; auto: Whisper where installed, else pocketsphinx; check result.transcript)."""
         wav, rate = self._load(audio, sample_rate)
         if transcript is None:
-            transcript = transcribe(wav, self.sample_rate)
+            transcript, heard_by = hear(wav, self.sample_rate, recognizer)
             if not transcript:
-                raise ValueError("pocketsphinx heard no words in the input: give its transcript")
+                raise ValueError(f"{heard_by} heard no words in the input: give its transcript")
         y, steps = PL.edit_words(self.sx, wav, transcript, text, _decoding(options, decoding), background)
         rate = out_rate or rate
         return EditResult(A.resample(y, self.sample_rate, rate), rate, tuple(steps), transcript)

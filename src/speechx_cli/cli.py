@@ -24,7 +24,9 @@ from . import checkpoint as ckpt
 from . import codecs
 from . import editplan as E
 from . import jobs
-from .align import ALIGN_SAMPLE_RATE, transcribe
+from .align import ALIGN_SAMPLE_RATE
+from .recognize import hear
+from .recognize import resolve as resolve_recognizer
 from .commands import (Common, UserError, check_detector, check_input, check_output, checkpoint_path, common, err,
                        guard, job_options, load_model, out, parse_span, progress, save, warn_clipped)
 from .engine import DecodingOptions
@@ -213,16 +215,18 @@ def tts(
         save(outp, speech, force, c.bitrate)
 
 
-def _edit_steps(wav, sr: int, new_text: str, transcript: str | None, span: str | None) -> list[E.EditStep]:
-    """The edits to run, left to right: one --span step, or one per changed group of words."""
+def _edit_steps(wav, sr: int, new_text: str, transcript: str | None, span: str | None,
+                recognizer: str = "pocketsphinx") -> list[E.EditStep]:
+    """The edits to run, left to right: one --span step, or one per changed group of words (a transcript
+    not given is the recognizer's guess, resolved already)."""
     if span is not None:
         return [E.span_step(parse_span(span), len(wav) / sr, new_text)]
     if transcript is None:
-        with err.status("transcribing (pocketsphinx)"):
-            transcript = transcribe(wav, sr)
+        with err.status(f"transcribing ({recognizer})"):
+            transcript, _ = hear(wav, sr, recognizer)
         if not transcript:
-            raise UserError("pocketsphinx heard no words in IN: pass --transcript (or --span START:END)")
-        err.print(f'warning: no --transcript given; pocketsphinx heard: "{transcript}" '
+            raise UserError(f"{recognizer} heard no words in IN: pass --transcript (or --span START:END)")
+        err.print(f'warning: no --transcript given; {recognizer} heard: "{transcript}" '
                   "(speech recognition can be wrong: pass the correct words with --transcript)", markup=False)
     with err.status("aligning the transcript (pocketsphinx)"):
         return E.word_steps(wav, sr, transcript, new_text)
@@ -234,7 +238,11 @@ def edit(
     outp: Annotated[Path, typer.Argument(help="Output file.", show_default=False)],
     new_text: Annotated[str, typer.Option("--text", help="What the recording should say (full transcript).")],
     transcript: Annotated[Optional[str], typer.Option(
-        help="What the recording says now.", show_default="pocketsphinx's guess (check it)")] = None,
+        help="What the recording says now.", show_default="the recognizer's guess (check it)")] = None,
+    recognizer: Annotated[str, typer.Option(
+        help="Who guesses the transcript when --transcript is not given: auto (Whisper tiny.en where the eval "
+        "extra installed it, else pocketsphinx), whisper, whisper=DIR (a faster-whisper model folder) or "
+        "pocketsphinx.")] = "auto",
     span: Annotated[Optional[str], typer.Option(
         help="Seconds to replace, START:END, instead of finding the changed words.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned edits; generate nothing.")] = False,
@@ -259,17 +267,21 @@ def edit(
             parse_span(span)
             if transcript is not None:
                 raise UserError("give --span or --transcript, not both (with --span, --text is the full edited transcript)")
+        try:
+            heard_by = resolve_recognizer(recognizer)
+        except ValueError as e:
+            raise UserError(f"--recognizer: {e}") from None
         check_input(inp)
         if dry_run:
             wav, _ = A.load(inp, ALIGN_SAMPLE_RATE, allow_silence=False)
-            for line in E.describe_steps(_edit_steps(wav, ALIGN_SAMPLE_RATE, new_text, transcript, span)):
+            for line in E.describe_steps(_edit_steps(wav, ALIGN_SAMPLE_RATE, new_text, transcript, span, heard_by)):
                 out.print(line, markup=False)
             err.print("dry run: nothing generated", markup=False)
             return
         check_output(outp, force)
         model = load_model(c.checkpoint, c.device)
         wav, in_rate = A.load(inp, model.sample_rate, allow_silence=False)
-        steps = _edit_steps(wav, model.sample_rate, new_text, transcript, span)
+        steps = _edit_steps(wav, model.sample_rate, new_text, transcript, span, heard_by)
         for line in E.describe_steps(steps):
             err.print(line, markup=False)
         with err.status("edit") as status:

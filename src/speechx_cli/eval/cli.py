@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 
 from .. import audio as A
+from .. import recognize
 from ..checkpoint import default_path, load_codec
 from ..files import atomic_path
 from ..commands import (UserError, check_detector, checkpoint_path, decoding_options, err, guard, load_model,
@@ -37,9 +38,7 @@ from .. import speechfree as S
 from ..speechfree import (NOISE_FREE, SPEECH_FREE, SPEECH_SHARE, TARGET_ALONE, TARGET_SHARE, TARGET_SILENT,
                           GivenFrames)
 from . import devset as B
-from . import metrics as M
 from . import report as R
-from . import whisper as W
 from .codec_cost import codec_cost
 from .devset import TASK_OF, TASKS
 from .oracle import ORACLE_TASKS, oracle_levels, oracle_system
@@ -73,14 +72,10 @@ def _require_eval_extra(systems: list[str], recognizers: tuple[str, ...] = ()) -
     """Fail in one line when a scorer, recognizer or peer package is missing (metrics would all come out
     NaN), or a whisper=DIR folder holds no model."""
     needed = [*EVAL_MODULES, *(PEER_MODULES[s] for s in systems if s in PEER_MODULES)]
-    whisper = [r for r in recognizers if r.partition("=")[0] == "whisper"]
-    needed += ["faster_whisper"] * bool(whisper) + [W.BUNDLED_PACKAGE] * ("whisper" in whisper)
-    for r in whisper:
-        if r != "whisper":
-            try:
-                W.model_dir(r)
-            except ValueError as e:
-                raise UserError(f"--recognizer: {e}") from None
+    for r in recognizers:
+        why = recognize.missing(r)
+        if why:
+            raise UserError(f"--recognizer: {why}")
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"missing evaluation packages ({', '.join(missing)}): "
@@ -89,7 +84,7 @@ def _require_eval_extra(systems: list[str], recognizers: tuple[str, ...] = ()) -
 
 def _recognizers(spec: str) -> tuple[str, ...]:
     try:
-        return M.parse_recognizers(spec)
+        return recognize.parse(spec)
     except ValueError as e:
         raise UserError(f"--recognizer: {e}") from None
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from speechx_cli import recognize
 from speechx_cli.align import align_words as align
-from speechx_cli.align import transcribe as asr
 from speechx_cli.text import normalize_words as project_normalize
 
 SR = 16000  # Hz, the rate every scorer here is defined at
@@ -83,24 +83,6 @@ def normalize_words(text: str) -> list[str]:
     return [p.strip("'") for w in words for p in w.split() if p.strip("'")]
 
 
-RECOGNIZERS = ("pocketsphinx", "whisper")  # SPEC's recognizer first; "whisper=DIR" names a model folder
-
-
-def parse_recognizers(spec: str) -> tuple[str, ...]:
-    """Comma-separated recognizers ("pocketsphinx", "whisper", "whisper=DIR"), each name at most once."""
-    chosen = tuple(r.strip() for r in spec.split(",") if r.strip())
-    names = [r.partition("=")[0] for r in chosen]
-    bad = [n for n in names if n not in RECOGNIZERS]
-    if not chosen or bad:
-        raise ValueError(f"unknown recognizer(s) {', '.join(bad) or '(none given)'}; choose from "
-                         f"{', '.join(RECOGNIZERS)} (whisper=DIR: a faster-whisper model folder)")
-    if len(set(names)) < len(names):
-        raise ValueError(f"each recognizer at most once: {spec}")
-    if any(r.startswith("pocketsphinx=") for r in chosen):
-        raise ValueError("pocketsphinx takes no model folder (its US English model is bundled)")
-    return chosen
-
-
 def metric_name(base: str, recognizer: str) -> str:
     """A recognizer's name for a text metric: "wer" / "new_word" for pocketsphinx (SPEC's), else suffixed."""
     name = recognizer.partition("=")[0]
@@ -108,16 +90,8 @@ def metric_name(base: str, recognizer: str) -> str:
 
 
 def transcribe(audio: np.ndarray, sr: int, recognizer: str = "pocketsphinx") -> str:
-    """A recognizer's transcript, lowercase words: pocketsphinx (bundled US English model,
-    speechx_cli.align) or Whisper (eval/whisper.py)."""
-    x = as_16k(audio, sr)
-    if recognizer.partition("=")[0] == "whisper":
-        from .whisper import transcribe as whisper
-
-        return " ".join(normalize_words(whisper(x, recognizer)))
-    if recognizer != "pocketsphinx":
-        raise ValueError(f"unknown recognizer {recognizer!r}")
-    return " ".join(normalize_words(asr(x, SR)))
+    """A recognizer's transcript (speechx_cli.recognize: pocketsphinx, Whisper), normalised words."""
+    return " ".join(normalize_words(recognize.transcribe(as_16k(audio, sr), recognizer)))
 
 
 def word_error_rate(reference_text: str, hypothesis_text: str) -> float:

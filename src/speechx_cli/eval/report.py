@@ -15,7 +15,7 @@ the prompt). Scores per task (`TASK_METRICS`; definitions in `METRICS`):
     codec            PESQ-wb, STOI, mel cepstral distance, similarity, WER, DNSMOS OVRL after an encode/decode;
                      the table adds what each codec costs when `info["costs"]` has it (`COST_COLUMNS`)
 WER only on items whose voice pocketsphinx reads (`Item.wer_ok`: flite/festival/Kokoro) and that have a
-text; `recognizers` adds Whisper's WER and new words on the same items ("wer_whisper", eval/whisper.py). A metric that fails on an item (e.g. PESQ finds no speech) is NaN there, its reason kept in
+text; `recognizers` adds Whisper's WER and new words on the same items ("wer_whisper", recognize.py). A metric that fails on an item (e.g. PESQ finds no speech) is NaN there, its reason kept in
 the item's "errors"; summaries count only finite values (their n says how many).
 """
 
@@ -38,6 +38,7 @@ from rich.table import Table
 from speechx_cli import audio as A
 from speechx_cli import pipeline as PL
 from speechx_cli.files import atomic_path
+from speechx_cli.recognize import RECOGNIZERS
 
 from . import metrics as M
 from .devset import SAMPLE_RATE, TASK_OF, Benchmark, Item
@@ -86,7 +87,7 @@ TEXT_METRICS = ("wer", "new_word")  # scored by each recognizer of --recognizer 
 
 def _text_metrics(names: tuple[str, ...]) -> tuple[str, ...]:
     """A task's metrics with each text metric followed by its other recognizers' versions."""
-    return tuple(m for n in names for m in ((n, *(M.metric_name(n, r) for r in M.RECOGNIZERS[1:]))
+    return tuple(m for n in names for m in ((n, *(M.metric_name(n, r) for r in RECOGNIZERS[1:]))
                                             if n in TEXT_METRICS else (n,)))
 
 
@@ -285,7 +286,7 @@ class _Case:
     item: Item
     out: Output
     y: np.ndarray  # the output at SAMPLE_RATE
-    recognizers: tuple[str, ...] = ("pocketsphinx",)  # metrics.parse_recognizers
+    recognizers: tuple[str, ...] = ("pocketsphinx",)  # recognize.parse
     _embedding: np.ndarray | None = None
 
     @property
@@ -414,7 +415,7 @@ def evaluate(bench: Benchmark, task: str, systems: dict[str, SystemFn], items: l
     Systems get `batch` items per call (speechx decodes their prompts together); an item's "seconds"
     is its call's time over its batch. `on_done(system, item, output)` sees each output (to save it
     or advance a progress bar). WER (and edit's new words) come from each of `recognizers`
-    (metrics.parse_recognizers): "wer" from pocketsphinx, "wer_whisper" from Whisper.
+    (recognize.parse): "wer" from pocketsphinx, "wer_whisper" from Whisper.
     """
     items = bench.items_for(task) if items is None else items
     if not items:
