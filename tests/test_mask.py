@@ -73,6 +73,21 @@ def test_a_share_weighs_its_gains_with_the_estimates():
     np.testing.assert_allclose(M.apply(x, est, SR, opts, share=half), 0.5 * x, atol=1e-5)
 
 
+def test_share_floor_is_the_deepest_cut_where_a_share_weighs_in():
+    """A share of 0.01 at weight 1 cuts to the share floor (-20 dB here), not to the floor (-10 dB); without a
+    share the floor holds, and a share floor of 0 means the floor."""
+    x = tone(440) + hiss()
+    est = np.zeros_like(x)  # the estimate's gains: 0, so the floor decides them alone
+    tiny = M.Share(np.full((60, 16), 0.01), 320, 1.0)
+    deep = M.MaskOptions(bands=16, floor=0.32, share_floor=0.1)
+    np.testing.assert_allclose(M.apply(x, est, SR, deep, share=tiny), 0.1 * x, atol=1e-5)
+    np.testing.assert_allclose(M.apply(x, est, SR, deep), 0.32 * x, atol=1e-5)
+    np.testing.assert_allclose(M.apply(x, est, SR, M.MaskOptions(bands=16, floor=0.32), share=tiny), 0.32 * x, atol=1e-5)
+    assert M.MaskOptions().with_overrides("share_floor=0.05").share_floor == 0.05
+    with pytest.raises(ValueError, match="share_floor"):
+        M.MaskOptions(share_floor=1.5).validate()
+
+
 def test_share_gains_follow_its_frames_and_bands():
     """Frame k of the share sits at sample (k + 0.5) * hop: the mask's frames between two share frames take
     values between theirs; the same band count maps band to band."""
