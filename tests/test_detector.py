@@ -277,3 +277,8 @@ def test_bad_runs_are_one_line_errors(tiny, tmp_path):  # noqa: F811
     assert CliRunner().invoke(D.app, [*run, "--corpus", str(tiny.root)]).exit_code == 0
     again = CliRunner().invoke(D.app, [*run[:-4], "--steps", "2", "--batch", "1", "--corpus", str(tiny.root)])
     assert again.exit_code == 2 and "other settings" in again.output
+    share = ["run", str(tmp_path / "s"), *run[2:], "--corpus", str(tiny.root), "--task", "ns_gain", "--bands", "6"]
+    assert CliRunner().invoke(D.app, share).exit_code == 0
+    assert D.load(tmp_path / "s" / D.WEIGHTS_NAME).cfg.bands == 6
+    bad = CliRunner().invoke(D.app, [*share[:-1], "0"])
+    assert bad.exit_code == 2 and "bands" in bad.output

@@ -301,7 +301,8 @@ def run(out: Path, corpus: Annotated[Path, typer.Option(help="corpus folder (tra
         task: Annotated[str, typer.Option(help="sr: remove-speech's speech-free frames; ns: denoise's noise-free "
                                                 "frames; tse: extract-speaker's target-alone frames; tse_silent: "
                                                 "its target-silent frames; tse_gain: its target share of each band "
-                                                "(band gains for the mask)")] = "sr",
+                                                "(band gains for the mask); ns_gain: denoise's speech share")] = "sr",
+        bands: Annotated[int, typer.Option(help="share kinds: mel bands of the share")] = SHARE_BANDS,
         sample_rate: Annotated[int, typer.Option(help="the codec's sample rate (the demo's: 16000)")] = 16_000,
         hop_length: Annotated[int, typer.Option(help="the codec's samples per frame (the demo's: 320)")] = 320) -> None:
     """Make the examples (once), train, choose the threshold; rerun to resume. The detector works on the
@@ -309,7 +310,7 @@ def run(out: Path, corpus: Annotated[Path, typer.Option(help="corpus folder (tra
     torch.set_num_threads(threads)
     try:
         cfg = DetectorConfig(sample_rate=sample_rate, hop_length=hop_length, task=task,
-                             bands=SHARE_BANDS if task in SHARES else 0).validate()
+                             bands=bands if task in SHARES else 0).validate()
         report = train(out, corpus, examples, val_examples, steps, batch, lr=lr, precision=precision, seed=seed,
                        cfg=cfg)
     except (OSError, ValueError) as e:  # a missing or broken corpus, no noise bank, another run's folder
