@@ -219,7 +219,8 @@ def test_a_recognizer_that_cannot_run_is_a_one_line_error(speech_file, tmp_path,
         assert message in _one_line_error(r)
     import importlib.util
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faster_whisper" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "faster_whisper" else real(name, *a))
     assert "faster-whisper" in _one_line_error(_run("edit", speech_file, tmp_path / "o.wav", "--text", "the birch",
                                                     "--recognizer", "whisper"))
     r = _run("edit", speech_file, tmp_path / "o.wav", "--text", "the birch canoe slid", "--dry-run")

@@ -82,7 +82,8 @@ def test_share_floor_is_the_deepest_cut_where_a_share_weighs_in():
     deep = M.MaskOptions(bands=16, floor=0.32, share_floor=0.1)
     np.testing.assert_allclose(M.apply(x, est, SR, deep, share=tiny), 0.1 * x, atol=1e-5)
     np.testing.assert_allclose(M.apply(x, est, SR, deep), 0.32 * x, atol=1e-5)
-    np.testing.assert_allclose(M.apply(x, est, SR, M.MaskOptions(bands=16, floor=0.32), share=tiny), 0.32 * x, atol=1e-5)
+    plain = M.MaskOptions(bands=16, floor=0.32)
+    np.testing.assert_allclose(M.apply(x, est, SR, plain, share=tiny), 0.32 * x, atol=1e-5)
     assert M.MaskOptions().with_overrides("share_floor=0.05").share_floor == 0.05
     with pytest.raises(ValueError, match="share_floor"):
         M.MaskOptions(share_floor=1.5).validate()

@@ -15,8 +15,9 @@ the prompt). Scores per task (`TASK_METRICS`; definitions in `METRICS`):
     codec            PESQ-wb, STOI, mel cepstral distance, similarity, WER, DNSMOS OVRL after an encode/decode;
                      the table adds what each codec costs when `info["costs"]` has it (`COST_COLUMNS`)
 WER only on items whose voice pocketsphinx reads (`Item.wer_ok`: flite/festival/Kokoro) and that have a
-text; `recognizers` adds Whisper's WER and new words on the same items ("wer_whisper", recognize.py). A metric that fails on an item (e.g. PESQ finds no speech) is NaN there, its reason kept in
-the item's "errors"; summaries count only finite values (their n says how many).
+text; `recognizers` adds Whisper's WER and new words on the same items ("wer_whisper", recognize.py). A
+metric that fails on an item (e.g. PESQ finds no speech) is NaN there, its reason kept in the item's "errors";
+summaries count only finite values (their n says how many).
 """
 
 from __future__ import annotations
