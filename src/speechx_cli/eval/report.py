@@ -340,7 +340,7 @@ def _tts(c: _Case, s: _Scores) -> None:
 
 def _edit(c: _Case, s: _Scores) -> None:
     heard = _wer(c, s)  # one transcript per recognizer for both metrics: recognizing is the slow part
-    if c.item.transcript and M.new_words(c.item.transcript, c.item.text or ""):
+    if heard and c.item.transcript and M.new_words(c.item.transcript, c.item.text):
         for r, text in heard.items():
             s.add(M.metric_name("new_word", r),
                   lambda text=text: M.new_words_recognized(c.item.transcript, c.item.text, text))
