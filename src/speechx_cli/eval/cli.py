@@ -110,7 +110,7 @@ def _systems(task: str, spec: str | None) -> list[str]:
 
 
 def _run(report_task: str, bench, items, systems: dict, out_dir: Path, info: dict, plots: bool,
-         batch: int = 4, recognizers: tuple[str, ...] = ("pocketsphinx",)) -> None:
+         batch: int = 4, recognizers: tuple[str, ...] = recognize.DEFAULT) -> None:
     """Evaluate with a progress bar, save outputs, write the report files, print the table."""
     with progress() as bar:
         job = bar.add_task(f"eval {report_task}", total=len(items) * len(systems))

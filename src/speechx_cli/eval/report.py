@@ -39,6 +39,7 @@ from rich.table import Table
 from speechx_cli import audio as A
 from speechx_cli import pipeline as PL
 from speechx_cli.files import atomic_path
+from speechx_cli.recognize import DEFAULT as DEFAULT_RECOGNIZERS
 from speechx_cli.recognize import RECOGNIZERS
 
 from . import metrics as M
@@ -287,7 +288,7 @@ class _Case:
     item: Item
     out: Output
     y: np.ndarray  # the output at SAMPLE_RATE
-    recognizers: tuple[str, ...] = ("pocketsphinx",)  # recognize.parse
+    recognizers: tuple[str, ...] = DEFAULT_RECOGNIZERS  # recognize.parse
     _embedding: np.ndarray | None = None
 
     @property
@@ -365,7 +366,7 @@ SCORERS: dict[str, Callable[[_Case, _Scores], None]] = {
 }
 
 
-def score(load: Loader, item: Item, out: Output, recognizers: tuple[str, ...] = ("pocketsphinx",)) -> _Scores:
+def score(load: Loader, item: Item, out: Output, recognizers: tuple[str, ...] = DEFAULT_RECOGNIZERS) -> _Scores:
     """The metrics of `item.task` (TASK_METRICS) for one output; WER and new words by each recognizer."""
     if item.task not in SCORERS:
         raise ValueError(f"no metrics for task {item.task!r}")
@@ -410,7 +411,7 @@ class Report:
 
 def evaluate(bench: Benchmark, task: str, systems: dict[str, SystemFn], items: list[Item] | None = None,
              batch: int = 4, on_done: Callable[[str, Item, Output], None] | None = None,
-             recognizers: tuple[str, ...] = ("pocketsphinx",)) -> Report:
+             recognizers: tuple[str, ...] = DEFAULT_RECOGNIZERS) -> Report:
     """Run every system on the task's items (all, or `items`) and score each output.
 
     Systems get `batch` items per call (speechx decodes their prompts together); an item's "seconds"
